@@ -1,0 +1,78 @@
+"""Activities of the recovery workflow: classification, PSP charges, Postgres writes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from recovery.classifier import classify
+from recovery.models import (
+    ChargeRequest,
+    ChargeResult,
+    Classification,
+    ClassifyRequest,
+    FinishRequest,
+    FinishResult,
+    RecoveryState,
+)
+from recovery.psp.base import TransientPSPError
+from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
+from recovery.store import Store
+
+
+class RecoveryActivities:
+    """Built by the worker with its dependencies; each method is one activity."""
+
+    def __init__(self, store: Store, psps: PSPDispatcher) -> None:
+        self._store = store
+        self._psps = psps
+
+    @activity.defn(name="classify_failure")
+    async def classify_failure(self, req: ClassifyRequest) -> Classification:
+        return classify(req)
+
+    @activity.defn(name="recovery_is_open")
+    async def recovery_is_open(self, recovery_id: str) -> bool:
+        return await self._store.recovery_is_open(recovery_id)
+
+    @activity.defn(name="save_recovery_state")
+    async def save_recovery_state(self, state: RecoveryState) -> None:
+        await self._store.save_state(state)
+
+    @activity.defn(name="finish_recovery")
+    async def finish_recovery(self, req: FinishRequest) -> FinishResult:
+        return await self._store.finish(req.state, req.seen_event_ids)
+
+    @activity.defn(name="charge_payment")
+    async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
+        """One attempt: recorded before the PSP call, charged once by its idempotency key."""
+        try:
+            psp = self._psps.for_psp(req.psp)
+        except PSPNotConfigured as e:
+            raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
+        await self._store.begin_attempt(req)
+        try:
+            result = await psp.charge(req)
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        await self._store.complete_attempt(req.idempotency_key, result)
+        return result
+
+
+class MaintenanceActivities:
+    IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+    DELIVERED_OUTBOX_TTL = timedelta(days=7)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @activity.defn(name="prune_expired_records")
+    async def prune_expired_records(self) -> dict[str, int]:
+        pruned = await self._store.prune(
+            idempotency_older_than=self.IDEMPOTENCY_KEY_TTL,
+            outbox_older_than=self.DELIVERED_OUTBOX_TTL,
+        )
+        activity.logger.info("pruned expired records: %s", pruned)
+        return pruned

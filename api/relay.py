@@ -1,0 +1,126 @@
+"""The outbox relay: hands committed failure events to their recovery workflows.
+
+Runs inside each API process. It wakes on LISTEN/NOTIFY right after an ingest commits, and
+also sweeps every few seconds, so nothing waits on a lost notification. Rows are claimed
+with FOR UPDATE SKIP LOCKED, so several API replicas relay side by side without delivering
+a row twice at once; a row is marked delivered only after Temporal accepted the
+signal-with-start, and is retried with backoff while Temporal is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import asyncpg
+from temporalio.client import Client
+
+from recovery.errors import Unavailable
+from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
+from recovery.temporal import deliver_failure
+
+log = logging.getLogger("recovery.relay")
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: Store,
+        client: Client,
+        *,
+        dsn: str,
+        task_queue: str,
+        sweep_seconds: float = 2.0,
+        batch_size: int = 100,
+        rpc_timeout: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._dsn = dsn
+        self._task_queue = task_queue
+        self._sweep = sweep_seconds
+        self._batch = batch_size
+        self._rpc_timeout = rpc_timeout
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _deliver(self, rows: Sequence[OutboxRow]) -> dict[int, str | None]:
+        async def one(row: OutboxRow) -> str | None:
+            try:
+                await deliver_failure(
+                    self._client,
+                    row.event,
+                    task_queue=self._task_queue,
+                    rpc_timeout=self._rpc_timeout,
+                )
+                return None
+            except Exception as e:  # any failure: keep the row, retry later
+                return f"{type(e).__name__}: {e}"
+
+        results = await asyncio.gather(*(one(r) for r in rows))
+        return {row.id: err for row, err in zip(rows, results, strict=True)}
+
+    async def relay_once(self) -> tuple[int, int]:
+        """Relay pending rows until none is due; returns (delivered, failed)."""
+        delivered = failed = 0
+        while True:
+            ok, bad = await self._store.relay_outbox(self._batch, self._deliver)
+            delivered, failed = delivered + ok, failed + bad
+            if bad:
+                log.warning("outbox: %d events not yet accepted by Temporal; will retry", bad)
+            if ok + bad < self._batch or bad:
+                return delivered, failed
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN connection open; reconnect when Postgres comes back."""
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=5)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up on anything committed while we were away
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=10 * self._sweep)
+                    if lost.is_set():
+                        break
+                    await conn.fetchval("SELECT 1")  # a dead socket raises here
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                pass
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(self._sweep)
+
+    async def _run(self) -> None:
+        listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._sweep)
+                self._wake.clear()
+                try:
+                    await self.relay_once()
+                except Unavailable:
+                    log.warning("outbox: database unavailable; will retry")
+                except Exception:
+                    log.exception("outbox relay pass failed; will retry")
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,54 @@
+"""Names shared by the API, the worker, the workflows and operators.
+
+Workflow, signal, query, task-queue and search-attribute names live here and nowhere else:
+they are part of what operators type into the Temporal UI and `temporal workflow signal`.
+This module imports only the Temporal SDK's value types, so workflow code may use it.
+"""
+
+from temporalio.common import SearchAttributeKey
+
+RECOVERY_WORKFLOW = "PaymentRecoveryWorkflow"
+MAINTENANCE_WORKFLOW = "MaintenanceWorkflow"
+MAINTENANCE_SCHEDULE_ID = "recovery-maintenance"
+
+SIGNAL_PAYMENT_FAILED = "payment_failed"
+SIGNAL_PAYMENT_SUCCEEDED = "payment_succeeded"
+SIGNAL_CANCEL = "cancel"
+SIGNAL_EXPEDITE = "expedite"
+QUERY_STATE = "state"
+
+DEFAULT_TASK_QUEUE = "payment-recovery"
+
+SA_RECOVERY_STATUS = SearchAttributeKey.for_keyword("RecoveryStatus")
+SA_FAILURE_CATEGORY = SearchAttributeKey.for_keyword("FailureCategory")
+SA_MERCHANT_ID = SearchAttributeKey.for_keyword("MerchantId")
+SA_PAYMENT_REF = SearchAttributeKey.for_keyword("PaymentRef")
+SA_PSP = SearchAttributeKey.for_keyword("Psp")
+SA_ATTEMPT_COUNT = SearchAttributeKey.for_int("AttemptCount")
+SA_NEXT_ATTEMPT_AT = SearchAttributeKey.for_datetime("NextAttemptAt")
+SA_AMOUNT_MINOR = SearchAttributeKey.for_int("AmountMinor")
+
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
+    SA_RECOVERY_STATUS,
+    SA_FAILURE_CATEGORY,
+    SA_MERCHANT_ID,
+    SA_PAYMENT_REF,
+    SA_PSP,
+    SA_ATTEMPT_COUNT,
+    SA_NEXT_ATTEMPT_AT,
+    SA_AMOUNT_MINOR,
+)
+
+
+def workflow_id_for(merchant_id: str, payment_ref: str) -> str:
+    """The one workflow id of a payment's recovery: readable in the Temporal UI.
+
+    Every run of the same payment shares this id (a new failure after a recovery ended
+    starts a new run of it).
+    """
+    return f"recovery/{merchant_id}/{payment_ref}"
+
+
+def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:
+    """The PSP idempotency key of one attempt: the same on every retry of the activity."""
+    return f"{recovery_id}:attempt:{attempt}"

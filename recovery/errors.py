@@ -1,0 +1,48 @@
+"""One exception hierarchy for the domain; the API maps it to the JSON error envelope."""
+
+from __future__ import annotations
+
+
+class RecoveryError(Exception):
+    """Base class. `status` and `code` are what the API answers with."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(RecoveryError):
+    status = 404
+    code = "not_found"
+
+
+class RecoveryFinished(RecoveryError):
+    status = 409
+    code = "recovery_finished"
+
+
+class IdempotencyKeyReused(RecoveryError):
+    status = 409
+    code = "idempotency_key_reused"
+
+
+class Unauthorized(RecoveryError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RecoveryError):
+    status = 403
+    code = "forbidden"
+
+
+class Unavailable(RecoveryError):
+    """A dependency (Postgres, Temporal) cannot answer now; the client should retry."""
+
+    status = 503
+    code = "unavailable"
+    retry_after_seconds = 2

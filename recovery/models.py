@@ -1,0 +1,253 @@
+"""Domain models: the ingest body, workflow and activity payloads, and the recovery state.
+
+Every workflow/activity/signal/query payload is one pydantic model (sent with
+`pydantic_data_converter`); new fields always get defaults so running workflows keep
+decoding old payloads.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from recovery.currencies import is_known_currency
+
+PspName = Literal["stripe", "razorpay", "simulator"]
+PaymentRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_KEYS = 50
+
+
+class RecoveryStatus(StrEnum):
+    ACTIVE = "active"
+    AWAITING_CUSTOMER = "awaiting_customer"
+    RECOVERED = "recovered"
+    EXHAUSTED = "exhausted"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_STATUSES
+
+
+ENDED_STATUSES = frozenset(
+    {RecoveryStatus.RECOVERED, RecoveryStatus.EXHAUSTED, RecoveryStatus.CANCELLED}
+)
+
+
+class Category(StrEnum):
+    FUNDS = "funds"
+    ISSUER_DECLINE = "issuer_decline"
+    NETWORK = "network"
+    AUTH_TIMEOUT = "auth_timeout"
+    UPI_PENDING = "upi_pending"
+    UNKNOWN = "unknown"
+
+
+class Action(StrEnum):
+    RETRY = "retry"
+    CUSTOMER_ACTION = "customer_action"
+    AWAIT_STATUS = "await_status"
+    STOP = "stop"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
+class Failure(_Strict):
+    code: ShortText | None = None
+    decline_code: ShortText | None = None
+    message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    network_advice_code: ShortText | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v if v and v.strip() else None
+
+    def is_empty(self) -> bool:
+        return not (self.code or self.decline_code or self.message)
+
+
+class Customer(_Strict):
+    id: ShortText | None = None
+    email: (
+        Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
+
+
+class PaymentMethod(_Strict):
+    type: ShortText = "card"
+    id: ShortText | None = None
+
+
+class PaymentFailedIn(_Strict):
+    """The body of `POST /v1/events/payment_failed`."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    payment_ref: PaymentRef
+    psp: PspName
+    amount: Annotated[int, Field(gt=0, le=10**12)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
+    customer: Customer = Customer()
+    payment_method: PaymentMethod = PaymentMethod()
+    failure: Failure
+    occurred_at: AwareDatetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        if not is_known_currency(v):
+            raise ValueError("must be a lower-case ISO-4217 currency code, e.g. 'usd'")
+        return v
+
+    @field_validator("failure")
+    @classmethod
+    def _failure_says_something(cls, v: Failure) -> Failure:
+        if v.is_empty():
+            raise ValueError("needs at least one of code, decline_code or message")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if len(v) > MAX_METADATA_KEYS:
+            raise ValueError(f"may hold at most {MAX_METADATA_KEYS} keys")
+        if len(json.dumps(v, separators=(",", ":"))) > MAX_METADATA_BYTES:
+            raise ValueError(f"may be at most {MAX_METADATA_BYTES} bytes of JSON")
+        return v
+
+
+# ---- workflow payloads -------------------------------------------------------------------
+
+
+class RecoveryInput(BaseModel):
+    """Start argument of `PaymentRecoveryWorkflow`; the failures arrive as signals."""
+
+    merchant_id: str
+    payment_ref: str
+    pending_events: list[FailureEvent] = Field(default_factory=list)
+    """Events carried over by continue-as-new: failures that arrived as the last run ended."""
+
+
+class FailureEvent(BaseModel):
+    """A recorded `payment_failed` event, as the outbox relay hands it to the workflow."""
+
+    event_id: str
+    recovery_id: str
+    merchant_id: str
+    payment_ref: str
+    psp: str
+    amount: int
+    currency: str
+    customer: Customer = Customer()
+    payment_method: PaymentMethod = PaymentMethod()
+    failure: Failure
+    occurred_at: datetime
+
+
+RecoveryInput.model_rebuild()
+
+
+class PaymentSucceeded(BaseModel):
+    source: str = "psp"
+    event_id: str | None = None
+    psp_payment_id: str | None = None
+
+
+class CancelRequest(BaseModel):
+    reason: str = ""
+    actor: str = "unknown"
+
+
+class ExpediteRequest(BaseModel):
+    actor: str = "unknown"
+
+
+class Classification(BaseModel):
+    category: Category
+    retryable: bool
+    action: Action
+    cooldown_seconds: int
+    recommendation: str
+    alternate_methods: list[str] = Field(default_factory=list)
+    rule: str
+
+
+class ClassifyRequest(BaseModel):
+    psp: str
+    code: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+    payment_method_type: str | None = None
+    network_advice_code: str | None = None
+    attempt: int = 1
+
+
+class ChargeRequest(BaseModel):
+    merchant_id: str
+    recovery_id: str
+    payment_ref: str
+    attempt: int
+    idempotency_key: str
+    psp: str
+    amount: int
+    currency: str
+    customer: Customer = Customer()
+    payment_method: PaymentMethod = PaymentMethod()
+    original_failure: Failure
+
+
+ChargeStatus = Literal["succeeded", "processing", "failed"]
+
+
+class ChargeResult(BaseModel):
+    status: ChargeStatus
+    psp_payment_id: str | None = None
+    failure: Failure | None = None
+
+
+class Attempt(BaseModel):
+    number: int
+    at: datetime
+    outcome: str
+    code: str | None = None
+    idempotency_key: str
+
+
+class RecoveryState(BaseModel):
+    """The workflow's `state` query result, and what it writes to Postgres."""
+
+    merchant_id: str
+    payment_ref: str
+    recovery_id: str | None = None
+    status: RecoveryStatus = RecoveryStatus.ACTIVE
+    category: Category | None = None
+    rule: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    next_attempt_reason: str | None = None
+    ended_reason: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    psp: str | None = None
+    events_seen: int = 0
+
+
+class FinishRequest(BaseModel):
+    state: RecoveryState
+    seen_event_ids: list[str]
+
+
+class FinishResult(BaseModel):
+    """`finished` is false when events joined the recovery that the workflow has not seen."""
+
+    finished: bool
+    unseen_events: list[FailureEvent] = Field(default_factory=list)

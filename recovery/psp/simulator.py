@@ -1,0 +1,48 @@
+"""The built-in simulator PSP: deterministic outcomes scripted by the payment method id.
+
+- ``pm_sim_decline_<code>``: every charge is declined with decline code ``<code>``
+  (e.g. ``pm_sim_decline_insufficient_funds``, ``pm_sim_decline_stolen_card``);
+- ``pm_sim_succeed_on_<n>``: attempts before the n-th are declined with the event's own
+  failure codes, attempt n and later succeed;
+- ``pm_sim_pending``: the charge stays ``processing``;
+- anything else: the charge succeeds.
+
+Charges are kept in the simulator's own ledger (Postgres table ``simulator_charges``), one per
+idempotency key, as a real PSP keeps them: a replayed request returns the first result.
+"""
+
+from __future__ import annotations
+
+import re
+
+from recovery.models import ChargeRequest, ChargeResult, Failure
+from recovery.store import Store
+
+_DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
+_SUCCEED_ON = re.compile(r"^pm_sim_succeed_on_(\d+)$")
+
+
+def scripted_outcome(req: ChargeRequest) -> tuple[str, Failure | None]:
+    pm = req.payment_method.id or ""
+    if m := _DECLINE.match(pm):
+        return "failed", Failure(code="card_declined", decline_code=m.group(1))
+    if m := _SUCCEED_ON.match(pm):
+        if req.attempt < int(m.group(1)):
+            return "failed", req.original_failure
+        return "succeeded", None
+    if pm == "pm_sim_pending":
+        return "processing", None
+    return "succeeded", None
+
+
+class SimulatorPSP:
+    name = "simulator"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def charge(self, req: ChargeRequest) -> ChargeResult:
+        status, failure = scripted_outcome(req)
+        decline = (failure.decline_code or failure.code) if failure else None
+        psp_id, status, _ = await self._store.simulator_charge(req, status, decline)
+        return ChargeResult(status=status, psp_payment_id=psp_id, failure=failure)

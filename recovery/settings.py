@@ -1,0 +1,62 @@
+"""Settings from the environment (pydantic-settings). Workflows never read these."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recovery.constants import DEFAULT_TASK_QUEUE
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "production"
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = DEFAULT_TASK_QUEUE
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    link_signing_secret: str = ""
+    link_ttl_seconds: int = 900
+
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: str | None = None
+    razorpay_webhook_secret: str | None = None
+    razorpay_api_base: str | None = None
+
+    # Outbox relay: how often the sweep runs even without a NOTIFY, and the batch it takes.
+    outbox_sweep_seconds: float = 2.0
+    outbox_batch_size: int = 100
+    # How long an answer from Temporal may take before the relay retries later.
+    temporal_rpc_timeout_seconds: float = 5.0
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment != "development" and (
+            self.link_signing_secret.strip().lower() in PLACEHOLDER_SECRETS
+            or len(self.link_signing_secret) < 16
+        ):
+            raise ValueError(
+                "LINK_SIGNING_SECRET must be set to a real secret (16+ characters) outside "
+                "ENVIRONMENT=development"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,591 @@
+"""PostgreSQL store: every query of the service lives here (asyncpg, plain SQL).
+
+Every read and write that concerns a merchant's data takes the merchant id and filters by it.
+Connection failures surface as `Unavailable` (503 with Retry-After at the API).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from recovery.constants import workflow_id_for
+from recovery.errors import IdempotencyKeyReused, NotFound, RecoveryError, Unavailable
+from recovery.models import (
+    Attempt,
+    ChargeRequest,
+    ChargeResult,
+    FailureEvent,
+    FinishResult,
+    PaymentFailedIn,
+    RecoveryState,
+)
+
+OUTBOX_CHANNEL = "recovery_outbox"
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    merchant_id: str
+    role: str
+    key_hash: bytes
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    workflow_id: str
+    event: FailureEvent
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RecoveryRecord:
+    id: str
+    merchant_id: str
+    payment_ref: str
+    workflow_id: str
+    status: str
+    category: str | None
+    rule: str | None
+    attempt_count: int
+    next_attempt_at: datetime | None
+    next_attempt_reason: str | None
+    ended_reason: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    amount: int
+    currency: str
+    psp: str
+    customer_id: str | None
+    attempts: tuple[Attempt, ...] = ()
+
+
+_RECOVERY_COLUMNS = """
+    r.id, r.merchant_id, r.payment_ref, r.workflow_id, r.status, r.category, r.rule,
+    r.attempt_count, r.next_attempt_at, r.next_attempt_reason, r.ended_reason, r.started_at,
+    r.ended_at, t.amount, t.currency, t.psp, t.customer_id
+"""
+
+
+def _recovery(row: asyncpg.Record, attempts: Sequence[Attempt] = ()) -> RecoveryRecord:
+    return RecoveryRecord(**dict(row), attempts=tuple(attempts))
+
+
+def encode_cursor(started_at: datetime, recovery_id: str) -> str:
+    raw = json.dumps([started_at.isoformat(), recovery_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, rid = json.loads(raw)
+        return datetime.fromisoformat(started), str(rid)
+    except (ValueError, TypeError) as e:
+        raise RecoveryError("cursor is not one this API returned", field="cursor") from e
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 0, max_size: int = 10) -> Store:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            timeout=5,
+            command_timeout=30,
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                yield conn
+        except UNAVAILABLE_ERRORS as e:
+            raise Unavailable("the database is unavailable; retry shortly") from e
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # ---- merchants and keys ---------------------------------------------------------------
+
+    async def ensure_merchant(self, merchant_id: str, name: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO merchants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                merchant_id,
+                name,
+            )
+
+    async def add_api_key(
+        self, key_id: str, merchant_id: str, role: str, key_hash: bytes, prefix: str
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO api_keys (id, merchant_id, role, key_hash, prefix)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING",
+                key_id,
+                merchant_id,
+                role,
+                key_hash,
+                prefix,
+            )
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKeyRecord | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, merchant_id, role, key_hash FROM api_keys"
+                " WHERE key_hash = $1 AND revoked_at IS NULL",
+                key_hash,
+            )
+        return ApiKeyRecord(**dict(row)) if row else None
+
+    # ---- ingest ---------------------------------------------------------------------------
+
+    async def ingest_failure(
+        self,
+        merchant_id: str,
+        body: PaymentFailedIn,
+        *,
+        idempotency_key: str | None,
+        request_hash: str,
+    ) -> IngestResult:
+        """Record a failure event with its outbox entry in one transaction.
+
+        Concurrent requests with the same idempotency key or event id serialise on the
+        key's and the payment's row locks: exactly one of them records anything.
+        """
+        async with self._conn() as conn, conn.transaction():
+            if idempotency_key is not None:
+                claimed = await conn.fetchval(
+                    "INSERT INTO idempotency_keys"
+                    " (merchant_id, key, request_hash, response_status, response_body)"
+                    " VALUES ($1, $2, $3, 0, '{}') ON CONFLICT DO NOTHING RETURNING true",
+                    merchant_id,
+                    idempotency_key,
+                    request_hash,
+                )
+                if not claimed:
+                    prior = await conn.fetchrow(
+                        "SELECT request_hash, response_status, response_body"
+                        " FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+                        merchant_id,
+                        idempotency_key,
+                    )
+                    if prior["request_hash"] != request_hash:
+                        raise IdempotencyKeyReused(
+                            "this Idempotency-Key was already used with a different body",
+                            field="Idempotency-Key",
+                        )
+                    return IngestResult(
+                        prior["response_status"], prior["response_body"], replayed=True
+                    )
+
+            result = await self._record_event(conn, merchant_id, body)
+            if idempotency_key is not None:
+                await conn.execute(
+                    "UPDATE idempotency_keys SET response_status = $3, response_body = $4"
+                    " WHERE merchant_id = $1 AND key = $2",
+                    merchant_id,
+                    idempotency_key,
+                    result.status_code,
+                    result.body,
+                )
+            return result
+
+    async def _record_event(
+        self, conn: asyncpg.Connection, merchant_id: str, body: PaymentFailedIn
+    ) -> IngestResult:
+        ref = body.payment_ref
+        workflow_id = workflow_id_for(merchant_id, ref)
+        # Create the payment if new, then lock its row: every ingest and every recovery end
+        # of this payment runs one at a time from here on.
+        await conn.execute(
+            "INSERT INTO transactions (merchant_id, payment_ref, psp, amount, currency)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            merchant_id,
+            ref,
+            body.psp,
+            body.amount,
+            body.currency,
+        )
+        await conn.execute(
+            "SELECT 1 FROM transactions WHERE merchant_id = $1 AND payment_ref = $2 FOR UPDATE",
+            merchant_id,
+            ref,
+        )
+        if body.event_id is not None:
+            dup = await conn.fetchrow(
+                "SELECT r.id, r.status FROM payment_events e JOIN recoveries r"
+                " ON r.id = e.recovery_id WHERE e.merchant_id = $1 AND e.event_id = $2",
+                merchant_id,
+                body.event_id,
+            )
+            if dup is not None:
+                return IngestResult(
+                    200,
+                    {
+                        "recovery_id": dup["id"],
+                        "workflow_id": workflow_id,
+                        "payment_ref": ref,
+                        "status": dup["status"],
+                        "duplicate": True,
+                    },
+                )
+        await conn.execute(
+            "UPDATE transactions SET psp = $3, amount = $4, currency = $5, customer_id = $6,"
+            " customer_email = $7, payment_method_type = $8, payment_method_id = $9,"
+            " metadata = $10, updated_at = now() WHERE merchant_id = $1 AND payment_ref = $2",
+            merchant_id,
+            ref,
+            body.psp,
+            body.amount,
+            body.currency,
+            body.customer.id,
+            body.customer.email,
+            body.payment_method.type,
+            body.payment_method.id,
+            body.metadata,
+        )
+        open_rec = await conn.fetchrow(
+            "SELECT id, status FROM recoveries"
+            " WHERE merchant_id = $1 AND payment_ref = $2 AND ended_at IS NULL",
+            merchant_id,
+            ref,
+        )
+        if open_rec is None:
+            recovery_id, status = new_id("rec"), "active"
+            await conn.execute(
+                "INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id)"
+                " VALUES ($1, $2, $3, $4)",
+                recovery_id,
+                merchant_id,
+                ref,
+                workflow_id,
+            )
+        else:
+            recovery_id, status = open_rec["id"], open_rec["status"]
+
+        event = FailureEvent(
+            event_id=body.event_id or new_id("evt"),
+            recovery_id=recovery_id,
+            merchant_id=merchant_id,
+            payment_ref=ref,
+            psp=body.psp,
+            amount=body.amount,
+            currency=body.currency,
+            customer=body.customer,
+            payment_method=body.payment_method,
+            failure=body.failure,
+            occurred_at=body.occurred_at,
+        )
+        payload = event.model_dump(mode="json")
+        await conn.execute(
+            "INSERT INTO payment_events"
+            " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            merchant_id,
+            event.event_id,
+            ref,
+            recovery_id,
+            payload,
+            body.occurred_at,
+        )
+        await conn.execute(
+            "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
+        )
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        return IngestResult(
+            202,
+            {
+                "recovery_id": recovery_id,
+                "workflow_id": workflow_id,
+                "payment_ref": ref,
+                "status": status,
+                "duplicate": False,
+            },
+        )
+
+    # ---- outbox ---------------------------------------------------------------------------
+
+    async def relay_outbox(
+        self,
+        limit: int,
+        deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+    ) -> tuple[int, int]:
+        """Hand one batch of pending outbox rows to `deliver` (None = delivered, else error).
+
+        Rows stay locked (FOR UPDATE SKIP LOCKED) while they are delivered, so several relays
+        never deliver the same row at once. Returns (delivered, failed).
+        """
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, workflow_id, payload, created_at FROM outbox"
+                " WHERE delivered_at IS NULL AND available_at <= clock_timestamp()"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            if not rows:
+                return 0, 0
+            batch = [
+                OutboxRow(
+                    r["id"],
+                    r["workflow_id"],
+                    FailureEvent.model_validate(r["payload"]),
+                    r["created_at"],
+                )
+                for r in rows
+            ]
+            results = await deliver(batch)
+            ok = [i for i, err in results.items() if err is None]
+            failed = {i: err for i, err in results.items() if err is not None}
+            if ok:
+                await conn.execute(
+                    "UPDATE outbox SET delivered_at = clock_timestamp() WHERE id = ANY($1)", ok
+                )
+            for row_id, err in failed.items():
+                await conn.execute(
+                    "UPDATE outbox SET tries = tries + 1, last_error = $2,"
+                    " available_at = clock_timestamp()"
+                    "   + least(power(2, tries), 30) * interval '1 second'"
+                    " WHERE id = $1",
+                    row_id,
+                    err[:500],
+                )
+            return len(ok), len(failed)
+
+    async def outbox_pending(self) -> int:
+        async with self._conn() as conn:
+            return await conn.fetchval("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+
+    # ---- workflow-side writes -------------------------------------------------------------
+
+    async def save_state(self, state: RecoveryState) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
+                " attempt_count = $5, next_attempt_at = $6, next_attempt_reason = $7,"
+                " updated_at = now() WHERE id = $1 AND ended_at IS NULL",
+                state.recovery_id,
+                state.status.value,
+                state.category.value if state.category else None,
+                state.rule,
+                len(state.attempts),
+                state.next_attempt_at,
+                state.next_attempt_reason,
+            )
+
+    async def finish(self, state: RecoveryState, seen_event_ids: Sequence[str]) -> FinishResult:
+        """End a recovery, unless events joined it that its workflow has not yet seen.
+
+        Runs under the payment's row lock, like ingest, so a failure event either joins the
+        recovery before it ends (and is returned here as unseen) or starts the next one.
+        """
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM transactions WHERE merchant_id = $1 AND payment_ref = $2 FOR UPDATE",
+                state.merchant_id,
+                state.payment_ref,
+            )
+            unseen = await conn.fetch(
+                "SELECT payload FROM payment_events"
+                " WHERE recovery_id = $1 AND NOT (event_id = ANY($2::text[])) ORDER BY id",
+                state.recovery_id,
+                list(seen_event_ids),
+            )
+            if unseen:
+                return FinishResult(
+                    finished=False,
+                    unseen_events=[FailureEvent.model_validate(r["payload"]) for r in unseen],
+                )
+            await conn.execute(
+                "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
+                " attempt_count = $5, next_attempt_at = NULL, next_attempt_reason = NULL,"
+                " ended_reason = $6, ended_at = coalesce(ended_at, now()), updated_at = now()"
+                " WHERE id = $1",
+                state.recovery_id,
+                state.status.value,
+                state.category.value if state.category else None,
+                state.rule,
+                len(state.attempts),
+                state.ended_reason,
+            )
+            return FinishResult(finished=True)
+
+    async def recovery_is_open(self, recovery_id: str) -> bool:
+        async with self._conn() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT ended_at IS NULL FROM recoveries WHERE id = $1", recovery_id
+                )
+            )
+
+    async def begin_attempt(self, req: ChargeRequest) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO attempts"
+                " (recovery_id, number, idempotency_key, psp, amount, currency, status)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT DO NOTHING",
+                req.recovery_id,
+                req.attempt,
+                req.idempotency_key,
+                req.psp,
+                req.amount,
+                req.currency,
+            )
+
+    async def complete_attempt(self, idempotency_key: str, result: ChargeResult) -> None:
+        failure = result.failure
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE attempts SET status = $2, psp_payment_id = $3, failure_code = $4,"
+                " failure = $5, completed_at = clock_timestamp() WHERE idempotency_key = $1",
+                idempotency_key,
+                result.status,
+                result.psp_payment_id,
+                (failure.decline_code or failure.code) if failure else None,
+                failure.model_dump(mode="json") if failure else None,
+            )
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get_recovery(self, merchant_id: str, payment_ref: str) -> RecoveryRecord:
+        """The payment's latest recovery run, with its attempts."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_RECOVERY_COLUMNS} FROM recoveries r JOIN transactions t"
+                " USING (merchant_id, payment_ref)"
+                " WHERE r.merchant_id = $1 AND r.payment_ref = $2"
+                " ORDER BY r.started_at DESC, r.id DESC LIMIT 1",
+                merchant_id,
+                payment_ref,
+            )
+            if row is None:
+                raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+            attempts = await conn.fetch(
+                "SELECT number, created_at AS at, status AS outcome, failure_code AS code,"
+                " idempotency_key FROM attempts WHERE recovery_id = $1 ORDER BY number",
+                row["id"],
+            )
+        return _recovery(row, [Attempt(**dict(a)) for a in attempts])
+
+    async def list_recoveries(
+        self,
+        merchant_id: str,
+        *,
+        status: str | None,
+        category: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[RecoveryRecord], str | None]:
+        args: list[Any] = [merchant_id, status, category, limit + 1]
+        after = ""
+        if cursor:
+            started, rid = decode_cursor(cursor)
+            args += [started, rid]
+            after = " AND (r.started_at, r.id) < ($5, $6)"
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_RECOVERY_COLUMNS} FROM recoveries r JOIN transactions t"
+                " USING (merchant_id, payment_ref)"
+                " WHERE r.merchant_id = $1 AND ($2::text IS NULL OR r.status = $2)"
+                f" AND ($3::text IS NULL OR r.category = $3){after}"
+                " ORDER BY r.started_at DESC, r.id DESC LIMIT $4",
+                *args,
+            )
+        items = [_recovery(r) for r in rows[:limit]]
+        next_cursor = (
+            encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+        )
+        return items, next_cursor
+
+    # ---- simulator PSP ledger ---------------------------------------------------------------
+
+    async def simulator_charge(
+        self, req: ChargeRequest, status: str, decline_code: str | None
+    ) -> tuple[str, str, str | None]:
+        """Record a simulated charge once per idempotency key; replays return the first one."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO simulator_charges (idempotency_key, psp_payment_id, merchant_id,"
+                " payment_ref, amount, currency, payment_method_id, status, decline_code)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                req.idempotency_key,
+                new_id("sim"),
+                req.merchant_id,
+                req.payment_ref,
+                req.amount,
+                req.currency,
+                req.payment_method.id,
+                status,
+                decline_code,
+            )
+            row = await conn.fetchrow(
+                "SELECT psp_payment_id, status, decline_code FROM simulator_charges"
+                " WHERE idempotency_key = $1",
+                req.idempotency_key,
+            )
+        return row["psp_payment_id"], row["status"], row["decline_code"]
+
+    # ---- maintenance ----------------------------------------------------------------------
+
+    async def prune(
+        self, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+    ) -> dict[str, int]:
+        async with self._conn() as conn:
+            keys = await conn.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval",
+                idempotency_older_than,
+            )
+            outbox = await conn.execute(
+                "DELETE FROM outbox WHERE delivered_at < now() - $1::interval",
+                outbox_older_than,
+            )
+        return {
+            "idempotency_keys": int(keys.split()[-1]),
+            "outbox": int(outbox.split()[-1]),
+        }

@@ -1,0 +1,157 @@
+"""The recovery workflow on the time-skipping server, with the real activities and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from recovery import constants as names
+from recovery.models import CancelRequest, ExpediteRequest, PaymentSucceeded, RecoveryState
+from recovery.store import Store
+from tests.helpers import failure_body, ingest, relay
+from worker.main import build_worker
+
+
+@pytest.fixture
+async def env(ts_env: WorkflowEnvironment, store: Store) -> AsyncIterator[tuple[Client, str]]:
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with build_worker(ts_env.client, store, task_queue):
+        yield ts_env.client, task_queue
+
+
+async def start(store: Store, env: tuple[Client, str], merchant: str, **kw) -> WorkflowHandle:
+    client, tq = env
+    body = failure_body(**kw)
+    res = await ingest(store, merchant, body)
+    assert res.status_code == 202
+    assert await relay(store, client, tq) == 1
+    return client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
+
+
+async def run_out(ts_env: WorkflowEnvironment, handle: WorkflowHandle) -> RecoveryState:
+    """Let two months pass on the time-skipping server, then take the result."""
+    await ts_env.sleep(timedelta(days=60))
+    return await handle.result()
+
+
+async def state(handle: WorkflowHandle) -> RecoveryState:
+    return await handle.query(names.QUERY_STATE, result_type=RecoveryState)
+
+
+async def test_three_attempts_over_days_recover_in_well_under_a_second(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    t0 = time.monotonic()
+    handle = await start(store, env, merchant, pm="pm_sim_succeed_on_3")
+    result = await run_out(ts_env, handle)
+    wall = time.monotonic() - t0
+    assert result.status == "recovered"
+    assert [a.outcome for a in result.attempts] == ["failed", "failed", "succeeded"]
+    span = result.attempts[-1].at - result.attempts[0].at
+    assert span > timedelta(days=2)  # funds cooldowns: a day, then about two
+    assert wall < 1.0, f"took {wall:.2f}s of wall time"
+    rec = await store.get_recovery(merchant, result.payment_ref)
+    assert rec.status == "recovered" and rec.ended_at is not None
+    assert [a.outcome for a in rec.attempts] == ["failed", "failed", "succeeded"]
+    keys = [a.idempotency_key for a in rec.attempts]
+    assert len(set(keys)) == 3 and all(k.startswith(rec.id) for k in keys)
+
+
+async def test_max_attempts_ends_exhausted(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    handle = await start(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+    result = await run_out(ts_env, handle)
+    assert result.status == "exhausted"
+    assert len(result.attempts) == 4
+    assert "max attempts" in (result.ended_reason or "")
+    rec = await store.get_recovery(merchant, result.payment_ref)
+    assert rec.status == "exhausted" and rec.attempt_count == 4
+
+
+async def test_hard_decline_waits_for_customer_then_window_closes(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card")
+    result = await run_out(ts_env, handle)
+    assert result.status == "exhausted"
+    assert result.attempts == []  # never charged a stolen card off-session
+    assert "window closed" in (result.ended_reason or "")
+
+
+async def test_expedite_skips_the_cooldown(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
+        before = await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        assert before.attempts == []
+        await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="support@test"))
+        result = await handle.result()
+    assert result.status == "recovered"
+    assert len(result.attempts) == 1
+    # the attempt ran now, not after the day-long cooldown that was scheduled
+    assert before.next_attempt_at is not None
+    assert result.attempts[0].at < before.next_attempt_at - timedelta(hours=12)
+
+
+async def test_cancel_during_cooldown_makes_no_attempt(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="customer asked", actor="s1"))
+        result = await handle.result()
+    assert result.status == "cancelled"
+    assert result.attempts == []
+    assert "customer asked" in (result.ended_reason or "")
+    await ts_env.sleep(timedelta(days=30))
+    rec = await store.get_recovery(merchant, result.payment_ref)
+    assert rec.status == "cancelled" and rec.attempts == ()
+
+
+async def test_payment_succeeded_during_cooldown_ends_recovered_without_charging(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="webhook"))
+        result = await handle.result()
+    assert result.status == "recovered"
+    assert result.attempts == []
+
+
+async def test_duplicate_failure_signal_is_ignored(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    client, tq = env
+    body = failure_body(pm="pm_sim_succeed_on_2")
+    res = await ingest(store, merchant, body)
+    await relay(store, client, tq)
+    handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
+    # deliver the same event again, as a relay retry would
+    await store.pool.execute("UPDATE outbox SET delivered_at = NULL")
+    await relay(store, client, tq)
+    result = await run_out(ts_env, handle)
+    assert result.status == "recovered"
+    assert result.events_seen == 1
+
+
+async def wait_for(handle: WorkflowHandle, pred, within: float = 10.0) -> RecoveryState:
+    deadline = time.monotonic() + within
+    while True:
+        s = await state(handle)
+        if pred(s):
+            return s
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state never matched: {s}")
+        await asyncio.sleep(0.05)

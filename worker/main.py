@@ -1,0 +1,101 @@
+"""The Temporal worker process: `python -m worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
+from temporalio.worker import Worker
+
+from activities.recovery import MaintenanceActivities, RecoveryActivities
+from recovery import constants as names
+from recovery.dbsetup import open_store
+from recovery.psp.dispatcher import PSPDispatcher
+from recovery.psp.simulator import SimulatorPSP
+from recovery.settings import Settings, get_settings
+from recovery.store import Store
+from recovery.temporal import connect_client
+from workflows.maintenance import MaintenanceWorkflow
+from workflows.recovery import PaymentRecoveryWorkflow
+
+log = logging.getLogger("recovery.worker")
+
+MAINTENANCE_EVERY = timedelta(hours=1)
+
+
+def build_dispatcher(store: Store) -> PSPDispatcher:
+    """The PSP adapters this deployment can charge through."""
+    return PSPDispatcher({"simulator": SimulatorPSP(store)})
+
+
+def build_worker(client: Client, store: Store, task_queue: str) -> Worker:
+    recovery = RecoveryActivities(store, build_dispatcher(store))
+    maintenance = MaintenanceActivities(store)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[PaymentRecoveryWorkflow, MaintenanceWorkflow],
+        activities=[
+            recovery.classify_failure,
+            recovery.recovery_is_open,
+            recovery.save_recovery_state,
+            recovery.finish_recovery,
+            recovery.charge_payment,
+            maintenance.prune_expired_records,
+        ],
+    )
+
+
+async def ensure_maintenance_schedule(client: Client, task_queue: str) -> None:
+    """Create the housekeeping schedule once; later starts find it in place."""
+    try:
+        await client.create_schedule(
+            names.MAINTENANCE_SCHEDULE_ID,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    names.MAINTENANCE_WORKFLOW,
+                    id=f"{names.MAINTENANCE_SCHEDULE_ID}-run",
+                    task_queue=task_queue,
+                ),
+                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=MAINTENANCE_EVERY)]),
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            ),
+        )
+    except ScheduleAlreadyRunningError:
+        pass
+
+
+async def run_worker(settings: Settings) -> None:
+    store = await open_store(settings.database_url, max_size=settings.database_pool_max)
+    client = await connect_client(settings)
+    await ensure_maintenance_schedule(client, settings.temporal_task_queue)
+    worker = build_worker(client, store, settings.temporal_task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %s", settings.temporal_task_queue)
+    async with worker:
+        await stop.wait()
+    await store.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""PaymentRecoveryWorkflow: one durable recovery per failed payment.
+
+Deterministic code only: time comes from ``workflow.now()``, randomness from
+``workflow.random()``, everything else from activities. Any change here must keep the stored
+histories in ``tests/histories/`` replaying (use ``workflow.patched`` for new behaviour).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from recovery import constants as names
+    from recovery.models import (
+        Attempt,
+        CancelRequest,
+        ChargeRequest,
+        ChargeResult,
+        Classification,
+        ClassifyRequest,
+        ExpediteRequest,
+        Failure,
+        FailureEvent,
+        FinishRequest,
+        FinishResult,
+        PaymentSucceeded,
+        RecoveryInput,
+        RecoveryState,
+        RecoveryStatus,
+    )
+    from recovery.policy import DEFAULT_POLICY, decide
+
+# Bookkeeping activities (Postgres writes) retry until the database answers.
+_STORE = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+# A charge is retried with the same idempotency key, so a retry never charges twice.
+_CHARGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=["PSPNotConfigured"],
+)
+PENDING_EXPIRED = Failure(
+    code="payment_pending_expired", message="pending payment did not complete"
+)
+
+
+@workflow.defn(name=names.RECOVERY_WORKFLOW)
+class PaymentRecoveryWorkflow:
+    @workflow.init
+    def __init__(self, inp: RecoveryInput) -> None:
+        self._state = RecoveryState(merchant_id=inp.merchant_id, payment_ref=inp.payment_ref)
+        self._arrived: list[FailureEvent] = list(inp.pending_events)  # not yet sorted out
+        self._inbox: list[FailureEvent] = []  # failures of this recovery, not yet acted on
+        self._later: list[FailureEvent] = []  # failures of another recovery run
+        self._seen: set[str] = set()
+        self._succeeded: PaymentSucceeded | None = None
+        self._cancel: CancelRequest | None = None
+        self._expedite: ExpediteRequest | None = None
+        self._event: FailureEvent | None = None
+
+    # ---- signals and query (handlers only record; the main loop acts) -----------------------
+
+    @workflow.signal(name=names.SIGNAL_PAYMENT_FAILED)
+    def payment_failed(self, event: FailureEvent) -> None:
+        self._arrived.append(event)
+        self._sort_arrivals()
+
+    @workflow.signal(name=names.SIGNAL_PAYMENT_SUCCEEDED)
+    def payment_succeeded(self, info: PaymentSucceeded) -> None:
+        if self._succeeded is None:
+            self._succeeded = info
+
+    @workflow.signal(name=names.SIGNAL_CANCEL)
+    def cancel(self, req: CancelRequest) -> None:
+        if self._cancel is None:
+            self._cancel = req
+
+    @workflow.signal(name=names.SIGNAL_EXPEDITE)
+    def expedite(self, req: ExpediteRequest) -> None:
+        self._expedite = req
+
+    @workflow.query(name=names.QUERY_STATE)
+    def state(self) -> RecoveryState:
+        return self._state
+
+    def _sort_arrivals(self) -> None:
+        mine = self._state.recovery_id
+        for ev in self._arrived:
+            if ev.event_id in self._seen or any(e.event_id == ev.event_id for e in self._later):
+                continue  # duplicate delivery
+            if mine is None or ev.recovery_id == mine:
+                self._seen.add(ev.event_id)
+                self._inbox.append(ev)
+            else:
+                self._later.append(ev)
+        self._arrived.clear()
+
+    # ---- main -------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: RecoveryInput) -> RecoveryState:
+        await workflow.wait_condition(lambda: bool(self._arrived or self._inbox))
+        first = (self._arrived or self._inbox)[0]
+        self._state.recovery_id = first.recovery_id
+        self._sort_arrivals()
+
+        is_open = await workflow.execute_activity(
+            "recovery_is_open", first.recovery_id, result_type=bool, **_STORE
+        )
+        if not is_open:
+            # A late delivery for a recovery that already ended: nothing to do.
+            self._state.ended_reason = "event belongs to a recovery that already ended"
+            return await self._close()
+
+        started_at = workflow.now()
+        failure = self._absorb_inbox() or PENDING_EXPIRED
+        workflow.upsert_search_attributes(
+            [
+                names.SA_MERCHANT_ID.value_set(inp.merchant_id),
+                names.SA_PAYMENT_REF.value_set(inp.payment_ref),
+                names.SA_PSP.value_set(self._state.psp or ""),
+                names.SA_AMOUNT_MINOR.value_set(self._state.amount or 0),
+                names.SA_ATTEMPT_COUNT.value_set(0),
+            ]
+        )
+        self._set_status(RecoveryStatus.ACTIVE)
+
+        while True:
+            if self._succeeded is not None:
+                return await self._end(RecoveryStatus.RECOVERED, "payment succeeded")
+            if self._cancel is not None:
+                return await self._end(
+                    RecoveryStatus.CANCELLED,
+                    f"cancelled by {self._cancel.actor}: {self._cancel.reason}".rstrip(": "),
+                )
+            classification = await self._classify(failure)
+            decision = decide(
+                DEFAULT_POLICY,
+                classification,
+                attempts_made=len(self._state.attempts),
+                started_at=started_at,
+                now=workflow.now(),
+                rand=workflow.random().random(),
+            )
+            if decision.kind == "exhausted":
+                return await self._end(RecoveryStatus.EXHAUSTED, decision.reason)
+
+            if decision.kind == "customer_action":
+                self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
+                await self._schedule(None, decision.reason)
+                deadline = started_at + DEFAULT_POLICY.window
+                if not await self._wait_for_news(deadline - workflow.now()):
+                    return await self._end(
+                        RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer"
+                    )
+                failure = self._absorb_inbox() or failure
+                continue
+
+            if decision.kind == "await_status":
+                self._set_status(RecoveryStatus.ACTIVE)
+                assert decision.at is not None
+                await self._schedule(None, decision.reason)
+                if not await self._wait_for_news(decision.at - workflow.now()):
+                    failure = PENDING_EXPIRED
+                    continue
+                failure = self._absorb_inbox() or failure
+                continue
+
+            # decision.kind == "attempt": wait out the cooldown on a durable timer.
+            assert decision.at is not None
+            self._set_status(RecoveryStatus.ACTIVE)
+            await self._schedule(decision.at, decision.reason)
+            if await self._wait_for_news(decision.at - workflow.now(), expedite=True):
+                if self._succeeded is not None or self._cancel is not None:
+                    continue
+                if self._expedite is None:  # a new failure joined: decide again with it
+                    failure = self._absorb_inbox() or failure
+                    continue
+            self._expedite = None
+            result = await self._charge(classification)
+            if result.status == "succeeded":
+                return await self._end(RecoveryStatus.RECOVERED, "recovered by attempt")
+            failure = (
+                Failure(code="payment_pending")
+                if result.status == "processing"
+                else result.failure or Failure(code="unknown")
+            )
+
+    # ---- steps ------------------------------------------------------------------------------
+
+    def _absorb_inbox(self) -> Failure | None:
+        """Take the latest failure events into the state; return the newest failure."""
+        if not self._inbox:
+            return None
+        latest = self._inbox[-1]
+        self._inbox.clear()
+        self._event = latest
+        self._state.amount = latest.amount
+        self._state.currency = latest.currency
+        self._state.psp = latest.psp
+        self._state.events_seen = len(self._seen)
+        return latest.failure
+
+    async def _classify(self, failure: Failure) -> Classification:
+        assert self._event is not None
+        classification = await workflow.execute_activity(
+            "classify_failure",
+            ClassifyRequest(
+                psp=self._event.psp,
+                code=failure.code,
+                decline_code=failure.decline_code,
+                message=failure.message,
+                network_advice_code=failure.network_advice_code,
+                payment_method_type=self._event.payment_method.type,
+                attempt=len(self._state.attempts) + 1,
+            ),
+            result_type=Classification,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        self._state.category = classification.category
+        self._state.rule = classification.rule
+        workflow.upsert_search_attributes(
+            [names.SA_FAILURE_CATEGORY.value_set(classification.category.value)]
+        )
+        return classification
+
+    async def _wait_for_news(self, wait: timedelta, *, expedite: bool = False) -> bool:
+        """Sleep on a durable timer for `wait`, or until a signal needs action.
+
+        Returns True when woken by a signal, False when the timer fired.
+        """
+
+        def news() -> bool:
+            return bool(
+                self._succeeded
+                or self._cancel
+                or self._inbox
+                or (expedite and self._expedite is not None)
+            )
+
+        if news():
+            return True
+        try:
+            await workflow.wait_condition(news, timeout=max(wait, timedelta(seconds=1)))
+            return True
+        except TimeoutError:
+            return False
+
+    async def _charge(self, classification: Classification) -> ChargeResult:
+        assert self._event is not None and self._state.recovery_id is not None
+        number = len(self._state.attempts) + 1
+        key = names.attempt_idempotency_key(self._state.recovery_id, number)
+        req = ChargeRequest(
+            merchant_id=self._state.merchant_id,
+            recovery_id=self._state.recovery_id,
+            payment_ref=self._state.payment_ref,
+            attempt=number,
+            idempotency_key=key,
+            psp=self._event.psp,
+            amount=self._event.amount,
+            currency=self._event.currency,
+            customer=self._event.customer,
+            payment_method=self._event.payment_method,
+            original_failure=self._event.failure,
+        )
+        self._state.next_attempt_at = None
+        result = await workflow.execute_activity(
+            "charge_payment",
+            req,
+            result_type=ChargeResult,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=_CHARGE_RETRY,
+        )
+        code = result.failure.decline_code or result.failure.code if result.failure else None
+        self._state.attempts.append(
+            Attempt(
+                number=number,
+                at=workflow.now(),
+                outcome=result.status,
+                code=code,
+                idempotency_key=key,
+            )
+        )
+        workflow.upsert_search_attributes(
+            [names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts))]
+        )
+        return result
+
+    def _set_status(self, status: RecoveryStatus) -> None:
+        self._state.status = status
+        workflow.upsert_search_attributes([names.SA_RECOVERY_STATUS.value_set(status.value)])
+
+    async def _schedule(self, at: datetime | None, reason: str) -> None:
+        self._state.next_attempt_at = at
+        self._state.next_attempt_reason = reason
+        workflow.upsert_search_attributes(
+            [
+                names.SA_NEXT_ATTEMPT_AT.value_set(at)
+                if at is not None
+                else names.SA_NEXT_ATTEMPT_AT.value_unset()
+            ]
+        )
+        await workflow.execute_activity("save_recovery_state", self._state, **_STORE)
+
+    async def _end(self, status: RecoveryStatus, reason: str) -> RecoveryState:
+        self._state.next_attempt_at = None
+        self._state.next_attempt_reason = None
+        self._state.ended_reason = reason
+        self._set_status(status)
+        workflow.upsert_search_attributes([names.SA_NEXT_ATTEMPT_AT.value_unset()])
+        while True:
+            done = await workflow.execute_activity(
+                "finish_recovery",
+                FinishRequest(state=self._state, seen_event_ids=sorted(self._seen)),
+                result_type=FinishResult,
+                **_STORE,
+            )
+            if done.finished:
+                break
+            # Failures that joined while we decided to end: record them as seen; the end
+            # state stands (a recovered or cancelled payment is not charged again).
+            for ev in done.unseen_events:
+                self._seen.add(ev.event_id)
+            self._state.events_seen = len(self._seen)
+        return await self._close()
+
+    async def _close(self) -> RecoveryState:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._sort_arrivals()
+        if self._later:
+            workflow.continue_as_new(
+                RecoveryInput(
+                    merchant_id=self._state.merchant_id,
+                    payment_ref=self._state.payment_ref,
+                    pending_events=self._later,
+                )
+            )
+        return self._state
