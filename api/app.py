@@ -1,0 +1,65 @@
+"""The FastAPI application: `uvicorn --factory api.app:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.relay import OutboxRelay
+from api.routes import classify, events, health, recoveries
+from recovery.dbsetup import open_store
+from recovery.settings import Settings, get_settings
+from recovery.temporal import connect_client
+
+
+def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url, max_size=settings.database_pool_max)
+        # Lazy: the API starts, and keeps taking events, while Temporal is unreachable.
+        client = await connect_client(settings, lazy=True)
+        relay = OutboxRelay(
+            store,
+            client,
+            dsn=settings.database_url,
+            task_queue=settings.temporal_task_queue,
+            sweep_seconds=settings.outbox_sweep_seconds,
+            batch_size=settings.outbox_batch_size,
+            rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        )
+        app.state.settings = settings
+        app.state.store = store
+        app.state.temporal = client
+        app.state.relay = relay
+        if run_relay:
+            relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="Payment recovery",
+        version="0.1.0",
+        description="Recovers failed payments with durable Temporal workflows.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (events, recoveries, classify, health):
+        app.include_router(module.router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(), host="127.0.0.1", port=8000)

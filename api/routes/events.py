@@ -1,0 +1,78 @@
+"""`POST /v1/events/payment_failed`: record a failure; the relay starts its recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from api.deps import PrincipalDep, SettingsDep, StoreDep
+from api.errors import error_response, validation_response
+from recovery.models import PaymentFailedIn
+from recovery.psp.credentials import psp_available
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+MAX_BODY_BYTES = 64 * 1024
+
+_INGEST_RESPONSES = {
+    202: {"description": "Recorded; its recovery workflow will receive it."},
+    200: {"description": "A duplicate event id: nothing new was started."},
+    409: {"description": "Idempotency-Key reused with a different body."},
+    422: {"description": "Invalid body, or no credentials for the PSP."},
+    503: {"description": "Postgres unavailable; retry after Retry-After seconds."},
+}
+
+
+@router.post(
+    "/payment_failed",
+    status_code=202,
+    responses=_INGEST_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PaymentFailedIn.model_json_schema()}},
+        }
+    },
+)
+async def payment_failed(
+    request: Request,
+    principal: PrincipalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        return error_response(
+            413, "payload_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
+        )
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "invalid_json", "the body must be a JSON object")
+    if not isinstance(parsed, dict):
+        return error_response(400, "invalid_json", "the body must be a JSON object")
+    try:
+        body = PaymentFailedIn.model_validate_json(raw)
+    except ValidationError as e:
+        return validation_response(e)
+    available, why = psp_available(settings, body.psp)
+    if not available:
+        return error_response(422, "psp_not_configured", why, "psp")
+    if idempotency_key is not None and not idempotency_key.strip():
+        return error_response(422, "validation_error", "must not be blank", "Idempotency-Key")
+
+    canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    result = await store.ingest_failure(
+        principal.merchant_id,
+        body,
+        idempotency_key=idempotency_key,
+        request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
