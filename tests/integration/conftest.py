@@ -1,0 +1,80 @@
+"""The API wired to real servers: the app (with its relay) in-process over ASGI, a worker on
+its own task queue, PostgreSQL and a Temporal dev server."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from recovery.auth import generate_key, register_key
+from recovery.settings import Settings
+from recovery.store import Store
+from recovery.temporal import connect_client
+from worker.main import build_worker
+
+
+@dataclass
+class Stack:
+    http: httpx.AsyncClient
+    store: Store
+    temporal: Client
+    settings: Settings
+    merchant_id: str
+    key: str
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+
+def stack_settings(dsn: str, temporal_address: str, task_queue: str) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=dsn,
+        temporal_address=temporal_address,
+        temporal_task_queue=task_queue,
+        link_signing_secret="test-link-signing-secret-0123456789",
+        outbox_sweep_seconds=0.5,
+        temporal_rpc_timeout_seconds=2,
+    )
+
+
+async def add_merchant(store: Store, role: str = "support") -> tuple[str, str]:
+    merchant_id = f"mer_{uuid.uuid4().hex[:10]}"
+    await store.ensure_merchant(merchant_id, "Test Merchant")
+    key = generate_key()
+    await register_key(store, merchant_id, role, key)
+    return merchant_id, key
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    store: Store, dsn: str, temporal_address: str, *, worker: bool = True
+) -> AsyncIterator[Stack]:
+    task_queue = f"tq-{uuid.uuid4()}"
+    settings = stack_settings(dsn, temporal_address, task_queue)
+    app = create_app(settings)
+    merchant_id, key = await add_merchant(store)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        temporal = await connect_client(settings, lazy=not worker)
+        if worker:
+            await stack.enter_async_context(build_worker(temporal, store, task_queue))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+        )
+        yield Stack(http, store, temporal, settings, merchant_id, key)
+
+
+@pytest.fixture
+async def api(store: Store, pg_dsn: str, dev_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address) as stack:
+        yield stack
