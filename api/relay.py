@@ -90,8 +90,8 @@ class OutboxRelay:
                     if lost.is_set():
                         break
                     await conn.fetchval("SELECT 1")  # a dead socket raises here
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                pass
+            except Exception as e:  # Postgres away or the socket broke: reconnect soon
+                log.info("outbox listener reconnecting: %s", type(e).__name__)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -113,7 +113,7 @@ class OutboxRelay:
                     log.exception("outbox relay pass failed; will retry")
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
 
     def start(self) -> None:

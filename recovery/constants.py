@@ -52,3 +52,12 @@ def workflow_id_for(merchant_id: str, payment_ref: str) -> str:
 def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:
     """The PSP idempotency key of one attempt: the same on every retry of the activity."""
     return f"{recovery_id}:attempt:{attempt}"
+
+
+def search_attribute_specs() -> list[str]:
+    """`Name=Type` pairs, as `temporal server start-dev --search-attribute` takes them."""
+    cli_type = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
+    return [
+        f"{k.name}={cli_type[k.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]}"
+        for k in SEARCH_ATTRIBUTES
+    ]

@@ -19,7 +19,8 @@ INGEST = "/v1/events/payment_failed"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy without raising."""
+    """Poll `check` until it returns something truthy without raising; else fail with the
+    last answer or error."""
     deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
@@ -27,7 +28,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) 
             last = await check()
             if last:
                 return last
-        except AssertionError as e:
+        except Exception as e:  # not there yet (assertion, workflow not found, ...)
             last = e
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition not met in {within}s; last: {last!r}")
