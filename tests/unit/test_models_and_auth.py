@@ -1,0 +1,66 @@
+"""Input validation, cursors, API key handling and settings guards."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from recovery.auth import generate_key, hash_key
+from recovery.errors import RecoveryError
+from recovery.models import PaymentFailedIn
+from recovery.settings import Settings
+from recovery.store import decode_cursor, encode_cursor
+from tests.helpers import failure_body
+
+
+def parse(body: dict) -> PaymentFailedIn:
+    return PaymentFailedIn.model_validate_json(json.dumps(body))
+
+
+def test_valid_body_parses_with_exact_amount_and_aware_time() -> None:
+    m = parse(failure_body(amount=123456789012))
+    assert m.amount == 123456789012 and m.occurred_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"currency": "xyz"},
+        {"currency": "Usd"},
+        {"amount": True},
+        {"amount": 1.0},
+        {"occurred_at": 1700000000},
+        {"metadata": {str(i): i for i in range(51)}},
+        {"customer": {"email": "not-an-email"}},
+        {"payment_ref": "a/b"},
+        {"failure": {"message": "   "}},
+    ],
+)
+def test_invalid_fields_are_rejected(change: dict) -> None:
+    with pytest.raises(ValidationError):
+        parse({**failure_body(), **change})
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    at = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(at, "rec_1")) == (at, "rec_1")
+    with pytest.raises(RecoveryError):
+        decode_cursor("!!!")
+
+
+def test_keys_are_random_prefixed_and_hashed() -> None:
+    a, b = generate_key("live"), generate_key("live")
+    assert a != b and a.startswith("rk_live_") and len(a) >= 8 + 43
+    assert hash_key(a) != hash_key(b) and len(hash_key(a)) == 32
+
+
+def test_placeholder_link_secret_refused_outside_development() -> None:
+    with pytest.raises(ValidationError):
+        Settings(environment="production", link_signing_secret="changeme")
+    with pytest.raises(ValidationError):
+        Settings(environment="production", link_signing_secret="")
+    Settings(environment="development", link_signing_secret="")
+    Settings(environment="production", link_signing_secret="x" * 32)

@@ -1,0 +1,88 @@
+"""Pure parts: the classifier rules and the retry policy math."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from recovery.classifier import classify
+from recovery.models import Action, Category, ClassifyRequest
+from recovery.policy import DEFAULT_POLICY, RetryPolicy, decide
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def c(**kw) -> object:
+    return classify(ClassifyRequest(psp="stripe", **kw))
+
+
+@pytest.mark.parametrize(
+    ("kw", "category", "action"),
+    [
+        ({"decline_code": "insufficient_funds"}, Category.FUNDS, Action.RETRY),
+        ({"decline_code": "do_not_honor"}, Category.ISSUER_DECLINE, Action.RETRY),
+        ({"decline_code": "stolen_card"}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION),
+        ({"decline_code": "FRAUDULENT "}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION),
+        ({"code": "processing_error"}, Category.NETWORK, Action.RETRY),
+        ({"code": "authentication_required"}, Category.AUTH_TIMEOUT, Action.CUSTOMER_ACTION),
+        ({"decline_code": "payment_pending"}, Category.UPI_PENDING, Action.AWAIT_STATUS),
+        ({"message": "Request TIMED OUT at gateway"}, Category.NETWORK, Action.RETRY),
+        ({"code": "zz_never_heard_of_it"}, Category.UNKNOWN, Action.RETRY),
+    ],
+)
+def test_rules(kw: dict, category: Category, action: Action) -> None:
+    out = c(**kw)
+    assert (out.category, out.action) == (category, action)
+    assert out.rule and out.recommendation
+    assert out == c(**kw)  # deterministic
+
+
+def test_soft_decline_cooldown_grows_with_attempts_and_is_capped() -> None:
+    cooldowns = [c(decline_code="do_not_honor", attempt=n).cooldown_seconds for n in (1, 2, 3)]
+    assert cooldowns[0] < cooldowns[1] < cooldowns[2]
+    assert c(decline_code="insufficient_funds", attempt=50).cooldown_seconds == 7 * 24 * 3600
+
+
+def test_decide_schedules_within_jitter() -> None:
+    cls = c(decline_code="insufficient_funds")
+    for rand, factor in ((0.0, 0.8), (0.5, 1.0), (0.999999, 1.2)):
+        d = decide(DEFAULT_POLICY, cls, attempts_made=0, started_at=T0, now=T0, rand=rand)
+        assert d.kind == "attempt"
+        assert d.at is not None
+        expected = timedelta(seconds=cls.cooldown_seconds * factor)
+        assert abs((d.at - T0) - expected) < timedelta(seconds=1)
+        assert "attempt 1 of 4" in d.reason
+
+
+def test_decide_stops_at_max_attempts_and_window() -> None:
+    cls = c(decline_code="insufficient_funds")
+    d = decide(DEFAULT_POLICY, cls, attempts_made=4, started_at=T0, now=T0, rand=0.5)
+    assert d.kind == "exhausted" and "max attempts" in d.reason
+    late = T0 + DEFAULT_POLICY.window - timedelta(hours=1)
+    d = decide(DEFAULT_POLICY, cls, attempts_made=1, started_at=T0, now=late, rand=0.5)
+    assert d.kind == "exhausted" and "window" in d.reason
+    unknown = c(code="zz")
+    d = decide(RetryPolicy(), unknown, attempts_made=2, started_at=T0, now=T0, rand=0.5)
+    assert d.kind == "exhausted"
+
+
+def test_decide_customer_action_and_await_status() -> None:
+    d = decide(
+        DEFAULT_POLICY,
+        c(decline_code="lost_card"),
+        attempts_made=0,
+        started_at=T0,
+        now=T0,
+        rand=0.5,
+    )
+    assert d.kind == "customer_action" and d.at is None
+    d = decide(
+        DEFAULT_POLICY,
+        c(decline_code="payment_pending"),
+        attempts_made=0,
+        started_at=T0,
+        now=T0,
+        rand=0.5,
+    )
+    assert d.kind == "await_status" and d.at == T0 + timedelta(minutes=30)

@@ -1,0 +1,48 @@
+"""Every stored history must replay against the current workflow code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from workflows.recovery import PaymentRecoveryWorkflow
+
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+
+
+def replayer() -> Replayer:
+    return Replayer(workflows=[PaymentRecoveryWorkflow], data_converter=pydantic_data_converter)
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_there_are_histories_to_replay() -> None:
+    assert len(HISTORIES) >= 4
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_stored_history_replays(path: Path) -> None:
+    await replayer().replay_workflow(load(path))
+
+
+async def test_a_changed_history_is_detected_as_nondeterministic() -> None:
+    """The replay test can fail: rename the first activity the workflow scheduled."""
+    data = json.loads(
+        (Path(__file__).parent.parent / "histories" / "recovered_on_third_attempt.json").read_text()
+    )
+    for event in data["events"]:
+        attrs = event.get("activityTaskScheduledEventAttributes")
+        if attrs:
+            attrs["activityType"]["name"] = "some_other_activity"
+            break
+    history = WorkflowHistory.from_json("tampered", json.dumps(data))
+    with pytest.raises(NondeterminismError):
+        await replayer().replay_workflow(history)
