@@ -1,0 +1,88 @@
+"""The outbox relay across replicas, and the maintenance Schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from recovery import constants as names
+from recovery.store import OutboxRow, Store
+from tests.helpers import failure_body, ingest
+from tests.integration.test_api import eventually
+from worker.main import build_worker, ensure_maintenance_schedule
+
+
+async def test_two_relays_never_deliver_the_same_row(store: Store, merchant: str) -> None:
+    for _ in range(40):
+        await ingest(store, merchant, failure_body())
+    delivered: Counter[int] = Counter()
+
+    async def deliver(rows: Sequence[OutboxRow]) -> dict[int, str | None]:
+        await asyncio.sleep(0.05)  # hold the row locks while "Temporal" answers
+        delivered.update(r.id for r in rows)
+        return {r.id: None for r in rows}
+
+    async def replica() -> None:
+        while (await store.relay_outbox(7, deliver)) != (0, 0):
+            pass
+
+    await asyncio.gather(replica(), replica(), replica())
+    ours = await store.pool.fetch(
+        "SELECT id, delivered_at FROM outbox WHERE payload->>'merchant_id' = $1", merchant
+    )
+    assert len(ours) == 40 and all(r["delivered_at"] for r in ours)
+    assert {r["id"] for r in ours} <= set(delivered)
+    assert max(delivered.values()) == 1
+
+
+async def test_failed_deliveries_are_retried_later(store: Store, merchant: str) -> None:
+    await ingest(store, merchant, failure_body())
+
+    async def refuse(rows: Sequence[OutboxRow]) -> dict[int, str | None]:
+        return {r.id: "RPCError: connection refused" for r in rows}
+
+    ok, failed = await store.relay_outbox(100, refuse)
+    assert failed >= 1 and ok == 0
+    row = await store.pool.fetchrow(
+        "SELECT tries, last_error, available_at > clock_timestamp() AS later, delivered_at"
+        " FROM outbox WHERE payload->>'merchant_id' = $1",
+        merchant,
+    )
+    assert row["tries"] == 1 and "refused" in row["last_error"]
+    assert row["later"] and row["delivered_at"] is None
+    await store.pool.execute("UPDATE outbox SET delivered_at = now() WHERE delivered_at IS NULL")
+
+
+async def test_maintenance_schedule_prunes_old_idempotency_keys(
+    dev_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    client: Client = dev_env.client
+    task_queue = f"tq-{uuid.uuid4()}"
+    await store.pool.execute(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, response_status,"
+        " response_body, created_at) VALUES ($1, 'old', 'h', 202, '{}', now() - interval '25h'),"
+        " ($1, 'fresh', 'h', 202, '{}', now())",
+        merchant,
+    )
+    await ensure_maintenance_schedule(client, task_queue)
+    await ensure_maintenance_schedule(client, task_queue)  # a second start finds it in place
+    schedule = client.get_schedule_handle(names.MAINTENANCE_SCHEDULE_ID)
+    desc = await schedule.describe()
+    assert desc.schedule.spec.intervals[0].every.total_seconds() == 3600
+    async with build_worker(client, store, task_queue):
+        await schedule.trigger()
+
+        async def pruned() -> bool:
+            keys = await store.pool.fetch(
+                "SELECT key FROM idempotency_keys WHERE merchant_id = $1", merchant
+            )
+            assert [k["key"] for k in keys] == ["fresh"]
+            return True
+
+        await eventually(pruned, within=30)
+    await schedule.delete()
