@@ -40,8 +40,10 @@ def build_dispatcher(store: Store) -> PSPDispatcher:
     return PSPDispatcher({"simulator": SimulatorPSP(store)})
 
 
-def build_worker(client: Client, store: Store, task_queue: str) -> Worker:
-    recovery = RecoveryActivities(store, build_dispatcher(store))
+def build_worker(
+    client: Client, store: Store, task_queue: str, psps: PSPDispatcher | None = None
+) -> Worker:
+    recovery = RecoveryActivities(store, psps or build_dispatcher(store))
     maintenance = MaintenanceActivities(store)
     return Worker(
         client,
@@ -79,7 +81,13 @@ async def ensure_maintenance_schedule(client: Client, task_queue: str) -> None:
 
 async def run_worker(settings: Settings) -> None:
     store = await open_store(settings.database_url, max_size=settings.database_pool_max)
-    client = await connect_client(settings)
+    while True:
+        try:
+            client = await connect_client(settings)
+            break
+        except RuntimeError as e:  # the SDK's "failed client connect"
+            log.warning("Temporal at %s not reachable (%s); retrying", settings.temporal_address, e)
+            await asyncio.sleep(2)
     await ensure_maintenance_schedule(client, settings.temporal_task_queue)
     worker = build_worker(client, store, settings.temporal_task_queue)
     stop = asyncio.Event()

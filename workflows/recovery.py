@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
@@ -182,7 +183,12 @@ class PaymentRecoveryWorkflow:
                     failure = self._absorb_inbox() or failure
                     continue
             self._expedite = None
-            result = await self._charge(classification)
+            try:
+                result = await self._charge()
+            except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
+                return await self._end(
+                    RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}"
+                )
             if result.status == "succeeded":
                 return await self._end(RecoveryStatus.RECOVERED, "recovered by attempt")
             failure = (
@@ -251,7 +257,7 @@ class PaymentRecoveryWorkflow:
         except TimeoutError:
             return False
 
-    async def _charge(self, classification: Classification) -> ChargeResult:
+    async def _charge(self) -> ChargeResult:
         assert self._event is not None and self._state.recovery_id is not None
         number = len(self._state.attempts) + 1
         key = names.attempt_idempotency_key(self._state.recovery_id, number)
@@ -276,7 +282,7 @@ class PaymentRecoveryWorkflow:
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=_CHARGE_RETRY,
         )
-        code = result.failure.decline_code or result.failure.code if result.failure else None
+        code = (result.failure.decline_code or result.failure.code) if result.failure else None
         self._state.attempts.append(
             Attempt(
                 number=number,

@@ -14,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
 from recovery.models import CancelRequest, ExpediteRequest, PaymentSucceeded, RecoveryState
+from recovery.psp.dispatcher import PSPDispatcher
 from recovery.store import Store
 from tests.helpers import failure_body, ingest, relay
 from worker.main import build_worker
@@ -155,3 +156,16 @@ async def wait_for(handle: WorkflowHandle, pred, within: float = 10.0) -> Recove
         if time.monotonic() > deadline:
             raise AssertionError(f"state never matched: {s}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
+    ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with build_worker(ts_env.client, store, task_queue, psps=PSPDispatcher({})):
+        handle = await start(store, (ts_env.client, task_queue), merchant, pm="pm_sim_succeed_on_1")
+        result = await run_out(ts_env, handle)
+    assert result.status == "exhausted"
+    assert "no credentials" in (result.ended_reason or "")
+    rec = await store.get_recovery(merchant, result.payment_ref)
+    assert rec.status == "exhausted" and rec.ended_at is not None
