@@ -9,6 +9,8 @@ from temporalio.exceptions import ApplicationError
 
 from recovery.classifier import classify
 from recovery.models import (
+    CardRef,
+    CardUsage,
     ChargeRequest,
     ChargeResult,
     Classification,
@@ -17,6 +19,7 @@ from recovery.models import (
     FinishResult,
     RecoveryState,
 )
+from recovery.policy import RetryPolicy
 from recovery.psp.base import TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.store import Store
@@ -36,6 +39,15 @@ class RecoveryActivities:
     @activity.defn(name="recovery_is_open")
     async def recovery_is_open(self, recovery_id: str) -> bool:
         return await self._store.recovery_is_open(recovery_id)
+
+    @activity.defn(name="load_retry_policy")
+    async def load_retry_policy(self, merchant_id: str) -> RetryPolicy:
+        return await self._store.current_policy(merchant_id)
+
+    @activity.defn(name="count_card_attempts")
+    async def count_card_attempts(self, card: CardRef) -> CardUsage:
+        month, day = await self._store.card_attempts(card.merchant_id, card.payment_method_id)
+        return CardUsage(last_30_days=month, last_day=day)
 
     @activity.defn(name="save_recovery_state")
     async def save_recovery_state(self, state: RecoveryState) -> None:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.relay import OutboxRelay
-from api.routes import classify, events, health, recoveries
+from api.routes import classify, events, health, policy, recoveries
 from recovery.dbsetup import open_store
 from recovery.settings import Settings, get_settings
 from recovery.temporal import connect_client
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (events, recoveries, classify, health):
+    for module in (events, recoveries, classify, policy, health):
         app.include_router(module.router)
     return app
 

@@ -15,6 +15,7 @@ SIGNAL_PAYMENT_FAILED = "payment_failed"
 SIGNAL_PAYMENT_SUCCEEDED = "payment_succeeded"
 SIGNAL_CANCEL = "cancel"
 SIGNAL_EXPEDITE = "expedite"
+SIGNAL_UPDATE_POLICY = "update_policy"
 QUERY_STATE = "state"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"

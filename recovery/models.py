@@ -214,6 +214,18 @@ class ChargeResult(BaseModel):
     failure: Failure | None = None
 
 
+class CardRef(BaseModel):
+    merchant_id: str
+    payment_method_id: str
+
+
+class CardUsage(BaseModel):
+    """Our attempts on one card, for the card networks' re-attempt limits."""
+
+    last_30_days: int
+    last_day: int
+
+
 class Attempt(BaseModel):
     number: int
     at: datetime
@@ -239,6 +251,7 @@ class RecoveryState(BaseModel):
     currency: str | None = None
     psp: str | None = None
     events_seen: int = 0
+    policy_version: int | None = None
 
 
 class FinishRequest(BaseModel):

@@ -28,6 +28,7 @@ from recovery.models import (
     PaymentFailedIn,
     RecoveryState,
 )
+from recovery.policy import DEFAULT_POLICY, RetryPolicy
 
 OUTBOX_CHANNEL = "recovery_outbox"
 
@@ -88,6 +89,7 @@ class RecoveryRecord:
     ended_reason: str | None
     started_at: datetime
     ended_at: datetime | None
+    policy_version: int | None
     amount: int
     currency: str
     psp: str
@@ -98,7 +100,7 @@ class RecoveryRecord:
 _RECOVERY_COLUMNS = """
     r.id, r.merchant_id, r.payment_ref, r.workflow_id, r.status, r.category, r.rule,
     r.attempt_count, r.next_attempt_at, r.next_attempt_reason, r.ended_reason, r.started_at,
-    r.ended_at, t.amount, t.currency, t.psp, t.customer_id
+    r.ended_at, r.policy_version, t.amount, t.currency, t.psp, t.customer_id
 """
 
 
@@ -409,7 +411,7 @@ class Store:
             await conn.execute(
                 "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
                 " attempt_count = $5, next_attempt_at = $6, next_attempt_reason = $7,"
-                " updated_at = now() WHERE id = $1 AND ended_at IS NULL",
+                " policy_version = $8, updated_at = now() WHERE id = $1 AND ended_at IS NULL",
                 state.recovery_id,
                 state.status.value,
                 state.category.value if state.category else None,
@@ -417,6 +419,7 @@ class Store:
                 len(state.attempts),
                 state.next_attempt_at,
                 state.next_attempt_reason,
+                state.policy_version,
             )
 
     async def finish(self, state: RecoveryState, seen_event_ids: Sequence[str]) -> FinishResult:
@@ -445,14 +448,15 @@ class Store:
             await conn.execute(
                 "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
                 " attempt_count = $5, next_attempt_at = NULL, next_attempt_reason = NULL,"
-                " ended_reason = $6, ended_at = coalesce(ended_at, now()), updated_at = now()"
-                " WHERE id = $1",
+                " ended_reason = $6, ended_at = coalesce(ended_at, now()), updated_at = now(),"
+                " policy_version = coalesce($7, policy_version) WHERE id = $1",
                 state.recovery_id,
                 state.status.value,
                 state.category.value if state.category else None,
                 state.rule,
                 len(state.attempts),
                 state.ended_reason,
+                state.policy_version,
             )
             return FinishResult(finished=True)
 
@@ -467,16 +471,65 @@ class Store:
     async def begin_attempt(self, req: ChargeRequest) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "INSERT INTO attempts"
-                " (recovery_id, number, idempotency_key, psp, amount, currency, status)"
-                " VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT DO NOTHING",
+                "INSERT INTO attempts (recovery_id, number, idempotency_key, psp, amount,"
+                " currency, status, merchant_id, payment_method_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) ON CONFLICT DO NOTHING",
                 req.recovery_id,
                 req.attempt,
                 req.idempotency_key,
                 req.psp,
                 req.amount,
                 req.currency,
+                req.merchant_id,
+                req.payment_method.id,
             )
+
+    async def card_attempts(self, merchant_id: str, payment_method_id: str) -> tuple[int, int]:
+        """Our attempts on one card in the last 30 days and the last 24 hours."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS month,"
+                " count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS day"
+                " FROM attempts WHERE merchant_id = $1 AND payment_method_id = $2"
+                " AND created_at > now() - interval '30 days'",
+                merchant_id,
+                payment_method_id,
+            )
+        return row["month"], row["day"]
+
+    # ---- retry policies -------------------------------------------------------------------
+
+    async def current_policy(self, merchant_id: str) -> RetryPolicy:
+        """The merchant's latest policy version, or the built-in default (version 0)."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT version, policy FROM merchant_policies WHERE merchant_id = $1"
+                " ORDER BY version DESC LIMIT 1",
+                merchant_id,
+            )
+        if row is None:
+            return DEFAULT_POLICY
+        return RetryPolicy.model_validate({**row["policy"], "version": row["version"]})
+
+    async def save_policy(self, merchant_id: str, policy: RetryPolicy, actor: str) -> RetryPolicy:
+        """Store `policy` as the merchant's next version; running recoveries keep theirs."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
+            version = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) + 1 FROM merchant_policies"
+                " WHERE merchant_id = $1",
+                merchant_id,
+            )
+            saved = policy.model_copy(update={"version": version})
+            await conn.execute(
+                "INSERT INTO merchant_policies (merchant_id, version, policy, created_by)"
+                " VALUES ($1, $2, $3, $4)",
+                merchant_id,
+                version,
+                saved.model_dump(mode="json", exclude={"version"}),
+                actor,
+            )
+        return saved
 
     async def complete_attempt(self, idempotency_key: str, result: ChargeResult) -> None:
         failure = result.failure

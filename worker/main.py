@@ -52,6 +52,8 @@ def build_worker(
         activities=[
             recovery.classify_failure,
             recovery.recovery_is_open,
+            recovery.load_retry_policy,
+            recovery.count_card_attempts,
             recovery.save_recovery_state,
             recovery.finish_recovery,
             recovery.charge_payment,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy as ActivityRetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -18,6 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from recovery.models import (
         Attempt,
         CancelRequest,
+        CardRef,
+        CardUsage,
         ChargeRequest,
         ChargeResult,
         Classification,
@@ -32,19 +34,22 @@ with workflow.unsafe.imports_passed_through():
         RecoveryState,
         RecoveryStatus,
     )
-    from recovery.policy import DEFAULT_POLICY, decide
+    from recovery.policy import LEGACY_POLICY, RetryPolicy, card_limit_reached, decide
 
 # Bookkeeping activities (Postgres writes) retry until the database answers.
 _STORE = {
     "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+    "retry_policy": ActivityRetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 # A charge is retried with the same idempotency key, so a retry never charges twice.
-_CHARGE_RETRY = RetryPolicy(
+_CHARGE_RETRY = ActivityRetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(minutes=2),
     non_retryable_error_types=["PSPNotConfigured"],
 )
+# Recoveries started after this patch load the merchant's retry policy and respect the
+# card-network limits; older histories replay with LEGACY_POLICY and no card check.
+POLICY_PATCH = "merchant-retry-policy"
 PENDING_EXPIRED = Failure(
     code="payment_pending_expired", message="pending payment did not complete"
 )
@@ -63,6 +68,9 @@ class PaymentRecoveryWorkflow:
         self._cancel: CancelRequest | None = None
         self._expedite: ExpediteRequest | None = None
         self._event: FailureEvent | None = None
+        self._policy: RetryPolicy = LEGACY_POLICY
+        self._policy_changed = False
+        self._card_limits = False
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -84,6 +92,13 @@ class PaymentRecoveryWorkflow:
     @workflow.signal(name=names.SIGNAL_EXPEDITE)
     def expedite(self, req: ExpediteRequest) -> None:
         self._expedite = req
+
+    @workflow.signal(name=names.SIGNAL_UPDATE_POLICY)
+    def update_policy(self, policy: RetryPolicy) -> None:
+        """An operator applies a new policy version to this running recovery."""
+        self._policy = policy
+        self._state.policy_version = policy.version
+        self._policy_changed = True
 
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> RecoveryState:
@@ -118,6 +133,13 @@ class PaymentRecoveryWorkflow:
             self._state.ended_reason = "event belongs to a recovery that already ended"
             return await self._close()
 
+        if workflow.patched(POLICY_PATCH):
+            if not self._policy_changed:
+                self._policy = await workflow.execute_activity(
+                    "load_retry_policy", inp.merchant_id, result_type=RetryPolicy, **_STORE
+                )
+            self._card_limits = True
+        self._state.policy_version = self._policy.version
         started_at = workflow.now()
         failure = self._absorb_inbox() or PENDING_EXPIRED
         workflow.upsert_search_attributes(
@@ -140,8 +162,9 @@ class PaymentRecoveryWorkflow:
                     f"cancelled by {self._cancel.actor}: {self._cancel.reason}".rstrip(": "),
                 )
             classification = await self._classify(failure)
+            self._policy_changed = False
             decision = decide(
-                DEFAULT_POLICY,
+                self._policy,
                 classification,
                 attempts_made=len(self._state.attempts),
                 started_at=started_at,
@@ -154,7 +177,7 @@ class PaymentRecoveryWorkflow:
             if decision.kind == "customer_action":
                 self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
                 await self._schedule(None, decision.reason)
-                deadline = started_at + DEFAULT_POLICY.window
+                deadline = started_at + self._policy.window
                 if not await self._wait_for_news(deadline - workflow.now()):
                     return await self._end(
                         RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer"
@@ -179,10 +202,12 @@ class PaymentRecoveryWorkflow:
             if await self._wait_for_news(decision.at - workflow.now(), expedite=True):
                 if self._succeeded is not None or self._cancel is not None:
                     continue
-                if self._expedite is None:  # a new failure joined: decide again with it
+                if self._expedite is None:  # a new failure or policy: decide again
                     failure = self._absorb_inbox() or failure
                     continue
             self._expedite = None
+            if self._card_limits and (limit := await self._card_limit()):
+                return await self._end(RecoveryStatus.EXHAUSTED, limit)
             try:
                 result = await self._charge()
             except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
@@ -246,7 +271,7 @@ class PaymentRecoveryWorkflow:
                 self._succeeded
                 or self._cancel
                 or self._inbox
-                or (expedite and self._expedite is not None)
+                or (expedite and (self._expedite is not None or self._policy_changed))
             )
 
         if news():
@@ -256,6 +281,22 @@ class PaymentRecoveryWorkflow:
             return True
         except TimeoutError:
             return False
+
+    async def _card_limit(self) -> str | None:
+        """Why charging this card now would break a card-network limit, if it would."""
+        assert self._event is not None
+        if not self._event.payment_method.id:
+            return None
+        usage = await workflow.execute_activity(
+            "count_card_attempts",
+            CardRef(
+                merchant_id=self._state.merchant_id,
+                payment_method_id=self._event.payment_method.id,
+            ),
+            result_type=CardUsage,
+            **_STORE,
+        )
+        return card_limit_reached(self._policy, usage.last_30_days, usage.last_day)
 
     async def _charge(self) -> ChargeResult:
         assert self._event is not None and self._state.recovery_id is not None

@@ -48,6 +48,7 @@ class RecoveryOut(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     ended_reason: str | None
+    policy_version: int | None
     links: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -79,6 +80,7 @@ def _out(r: RecoveryRecord) -> RecoveryOut:
         started_at=r.started_at,
         ended_at=r.ended_at,
         ended_reason=r.ended_reason,
+        policy_version=r.policy_version,
     )
 
 
@@ -155,5 +157,18 @@ async def expedite(
     """Attempt now instead of after the cooldown."""
     rec, _ = await _signal_open_recovery(
         ref, principal, store, client, names.SIGNAL_EXPEDITE, ExpediteSignal(actor=principal.actor)
+    )
+    return _out(rec)
+
+
+@router.post("/by_ref/{ref}/apply_policy", response_model=RecoveryOut)
+async def apply_policy(
+    ref: RefPath, principal: PrincipalDep, store: StoreDep, client: ClientDep
+) -> RecoveryOut:
+    """Move a running recovery to the merchant's current policy version; its next attempt
+    is scheduled again under it."""
+    policy = await store.current_policy(principal.merchant_id)
+    rec, _ = await _signal_open_recovery(
+        ref, principal, store, client, names.SIGNAL_UPDATE_POLICY, policy
     )
     return _out(rec)

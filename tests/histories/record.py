@@ -27,11 +27,15 @@ from tests.helpers import failure_body, ingest, relay
 from worker.main import build_worker
 
 HERE = Path(__file__).parent
+# Histories already on disk are kept as they are: new scenarios get new names.
 SCENARIOS = {
     "recovered_on_third_attempt": {"pm": "pm_sim_succeed_on_3"},
     "exhausted_after_max_attempts": {"pm": "pm_sim_decline_insufficient_funds"},
     "cancelled_during_cooldown": {"pm": "pm_sim_succeed_on_1", "cancel": True},
     "hard_decline_window_closed": {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+    # since the merchant-retry-policy patch: policy loaded, card limits checked
+    "policy_recovered_on_third_attempt": {"pm": "pm_sim_succeed_on_3"},
+    "policy_exhausted_after_max_attempts": {"pm": "pm_sim_decline_insufficient_funds"},
 }
 
 
@@ -51,6 +55,9 @@ async def main() -> None:
     )
     async with build_worker(env.client, store, "replay"):
         for name, spec in SCENARIOS.items():
+            out = HERE / f"{name}.json"
+            if out.exists():
+                continue
             body = failure_body(
                 f"replay-{name}",
                 pm=spec["pm"],
@@ -65,7 +72,6 @@ async def main() -> None:
             await env.sleep(timedelta(days=60))
             await handle.result()
             history = await handle.fetch_history()
-            out = HERE / f"{name}.json"
             out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
             print("wrote", out)
     await env.shutdown()

@@ -346,3 +346,33 @@ async def test_health_and_readiness(api: Stack) -> None:
     assert (await api.http.get("/healthz")).json() == {"ok": True}
     r = await api.http.get("/readyz")
     assert r.status_code == 200 and r.json()["postgres"] and r.json()["temporal"]
+
+
+async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> None:
+    r = await api.http.get("/v1/policy", headers=api.auth())
+    assert r.status_code == 200 and r.json()["version"] == 0
+    assert_envelope(await api.http.put("/v1/policy", json={"max_attempts": 99},
+                                       headers=api.auth()), 422)
+    assert_envelope(await api.http.put("/v1/policy", json={"bogus": 1}, headers=api.auth()), 422)
+
+    body = failure_body(pm="pm_sim_decline_insufficient_funds")
+    ref = body["payment_ref"]
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+    await eventually(lambda: _has_next_attempt(api, ref))
+    assert (await recovery(api, ref))["policy_version"] == 0
+
+    r = await api.http.put("/v1/policy", json={"max_attempts": 2, "cooldown_multiplier": 0.5},
+                           headers=api.auth())
+    assert r.status_code == 200 and r.json()["version"] == 1
+    assert (await api.http.get("/v1/policy", headers=api.auth())).json()["max_attempts"] == 2
+    assert (await recovery(api, ref))["policy_version"] == 0  # pinned until applied
+
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/apply_policy", headers=api.auth())
+    assert r.status_code == 200, r.text
+
+    async def applied() -> bool:
+        rec = await recovery(api, ref)
+        assert rec["policy_version"] == 1 and "policy v1" in rec["next_attempt_reason"], rec
+        return True
+
+    await eventually(applied)
