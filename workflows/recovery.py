@@ -50,9 +50,9 @@ _CHARGE_RETRY = ActivityRetryPolicy(
 # Recoveries started after this patch load the merchant's retry policy and respect the
 # card-network limits; older histories replay with LEGACY_POLICY and no card check.
 POLICY_PATCH = "merchant-retry-policy"
-PENDING_EXPIRED = Failure(
-    code="payment_pending_expired", message="pending payment did not complete"
-)
+# What a pending payment that never completed counts as (no message: it must not read as
+# "pending" again to the classifier's message patterns).
+PENDING_EXPIRED = Failure(code="payment_pending_expired")
 
 
 @workflow.defn(name=names.RECOVERY_WORKFLOW)

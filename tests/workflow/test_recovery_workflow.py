@@ -169,3 +169,34 @@ async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
     assert "no credentials" in (result.ended_reason or "")
     rec = await store.get_recovery(merchant, result.payment_ref)
     assert rec.status == "exhausted" and rec.ended_at is not None
+
+
+async def test_upi_pending_resolved_by_webhook_makes_no_charge(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(
+            store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
+        )
+        waiting = await wait_for(handle, lambda s: s.category is not None)
+        assert waiting.category == "upi_pending" and waiting.next_attempt_at is None
+        await handle.signal(
+            names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="razorpay_webhook")
+        )
+        result = await handle.result()
+    assert result.status == "recovered" and result.attempts == []
+
+
+async def test_upi_pending_is_never_charged_before_its_deadline(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    handle = await start(
+        store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
+    )
+    await ts_env.sleep(timedelta(minutes=29))
+    assert (await state(handle)).attempts == []
+    result = await run_out(ts_env, handle)
+    assert result.status == "recovered" and len(result.attempts) == 1
+    assert result.attempts[0].at - (
+        await store.get_recovery(merchant, result.payment_ref)
+    ).started_at >= timedelta(minutes=30)
