@@ -10,8 +10,9 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
-from api.routes import classify, events, health, policy, recoveries
+from api.routes import audit, classify, events, health, policy, recoveries
 from recovery.dbsetup import open_store
 from recovery.settings import Settings, get_settings
 from recovery.temporal import connect_client
@@ -38,6 +39,9 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         app.state.store = store
         app.state.temporal = client
         app.state.relay = relay
+        app.state.auth_limiter = FailedAuthLimiter(
+            settings.auth_failure_burst, settings.auth_failure_refill_per_second
+        )
         if run_relay:
             relay.start()
         try:
@@ -53,7 +57,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (events, recoveries, classify, policy, health):
+    for module in (events, recoveries, classify, policy, audit, health):
         app.include_router(module.router)
     return app
 

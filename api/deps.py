@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from temporalio.client import Client
 
+from api.ratelimit import FailedAuthLimiter
 from recovery.auth import Principal, authenticate
+from recovery.errors import NotFound, RateLimited, Unauthorized
 from recovery.settings import Settings
 from recovery.store import Store
 
@@ -30,10 +33,43 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 async def current_principal(
+    request: Request,
     store: StoreDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    return await authenticate(store, authorization)
+    limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    client = request.client.host if request.client else "unknown"
+    if (wait := limiter.retry_after(client)) is not None:
+        raise RateLimited("too many failed authentications; retry later", wait)
+    try:
+        return await authenticate(store, authorization)
+    except Unauthorized:
+        limiter.failed(client)
+        raise
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose data a request reads or acts on: the key's merchant; admins may name another."""
+
+    principal: Principal
+    merchant_id: str
+
+
+async def merchant_scope(
+    principal: PrincipalDep,
+    merchant_id: Annotated[
+        str | None, Query(max_length=64, description="Admin keys only: act for this merchant.")
+    ] = None,
+) -> Scope:
+    if merchant_id is None or merchant_id == principal.merchant_id:
+        return Scope(principal, principal.merchant_id)
+    if principal.role != "admin":
+        raise NotFound("no such merchant")
+    return Scope(principal, merchant_id)
+
+
+ScopeDep = Annotated[Scope, Depends(merchant_scope)]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recovery.errors import RecoveryError, Unavailable
+from recovery.errors import RateLimited, RecoveryError, Unavailable
 
 log = logging.getLogger("recovery.api")
 
@@ -56,7 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RecoveryError)
     async def _domain(_: Request, exc: RecoveryError) -> JSONResponse:
         headers = None
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, Unavailable | RateLimited):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
 

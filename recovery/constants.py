@@ -16,6 +16,8 @@ SIGNAL_PAYMENT_SUCCEEDED = "payment_succeeded"
 SIGNAL_CANCEL = "cancel"
 SIGNAL_EXPEDITE = "expedite"
 SIGNAL_UPDATE_POLICY = "update_policy"
+SIGNAL_PAUSE = "pause"
+SIGNAL_RESUME = "resume"
 QUERY_STATE = "state"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"

@@ -46,3 +46,17 @@ class Unavailable(RecoveryError):
     status = 503
     code = "unavailable"
     retry_after_seconds = 2
+
+
+class RecoveryNotExhausted(RecoveryError):
+    status = 409
+    code = "recovery_not_exhausted"
+
+
+class RateLimited(RecoveryError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

@@ -171,6 +171,15 @@ class ExpediteRequest(BaseModel):
     actor: str = "unknown"
 
 
+class PauseRequest(BaseModel):
+    reason: str = ""
+    actor: str = "unknown"
+
+
+class ResumeRequest(BaseModel):
+    actor: str = "unknown"
+
+
 class Classification(BaseModel):
     category: Category
     retryable: bool
@@ -252,6 +261,8 @@ class RecoveryState(BaseModel):
     psp: str | None = None
     events_seen: int = 0
     policy_version: int | None = None
+    paused: bool = False
+    paused_reason: str | None = None
 
 
 class FinishRequest(BaseModel):

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     razorpay_webhook_secret: str | None = None
     razorpay_api_base: str | None = None
 
+    # Failed authentications allowed per client address: a burst, then this many per second.
+    auth_failure_burst: int = 20
+    auth_failure_refill_per_second: float = 0.2
+
     # Outbox relay: how often the sweep runs even without a NOTIFY, and the batch it takes.
     outbox_sweep_seconds: float = 2.0
     outbox_batch_size: int = 100

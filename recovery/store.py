@@ -18,7 +18,13 @@ from typing import Any
 import asyncpg
 
 from recovery.constants import workflow_id_for
-from recovery.errors import IdempotencyKeyReused, NotFound, RecoveryError, Unavailable
+from recovery.errors import (
+    IdempotencyKeyReused,
+    NotFound,
+    RecoveryError,
+    RecoveryNotExhausted,
+    Unavailable,
+)
 from recovery.models import (
     Attempt,
     ChargeRequest,
@@ -90,6 +96,7 @@ class RecoveryRecord:
     started_at: datetime
     ended_at: datetime | None
     policy_version: int | None
+    paused: bool
     amount: int
     currency: str
     psp: str
@@ -100,7 +107,7 @@ class RecoveryRecord:
 _RECOVERY_COLUMNS = """
     r.id, r.merchant_id, r.payment_ref, r.workflow_id, r.status, r.category, r.rule,
     r.attempt_count, r.next_attempt_at, r.next_attempt_reason, r.ended_reason, r.started_at,
-    r.ended_at, r.policy_version, t.amount, t.currency, t.psp, t.customer_id
+    r.ended_at, r.policy_version, r.paused, t.amount, t.currency, t.psp, t.customer_id
 """
 
 
@@ -176,6 +183,29 @@ class Store:
                 key_hash,
                 prefix,
             )
+
+    async def list_merchants(self) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT id, name, created_at FROM merchants ORDER BY id")
+        return [dict(r) for r in rows]
+
+    async def list_api_keys(self, merchant_id: str) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, merchant_id, role, prefix, created_at, revoked_at FROM api_keys"
+                " WHERE merchant_id = $1 ORDER BY created_at, id",
+                merchant_id,
+            )
+        return [dict(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke a key; False when no such key is active."""
+        async with self._conn() as conn:
+            done = await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                key_id,
+            )
+        return done.endswith(" 1")
 
     async def api_key_by_hash(self, key_hash: bytes) -> ApiKeyRecord | None:
         async with self._conn() as conn:
@@ -352,6 +382,111 @@ class Store:
             },
         )
 
+    async def redrive(self, merchant_id: str, payment_ref: str) -> str:
+        """Start a fresh run (a new attempt budget) of an exhausted recovery.
+
+        Re-sends the payment's latest failure as a new event of a new recovery, through the
+        outbox like any ingest. Returns the new recovery id.
+        """
+        async with self._conn() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                "SELECT true FROM transactions WHERE merchant_id = $1 AND payment_ref = $2"
+                " FOR UPDATE",
+                merchant_id,
+                payment_ref,
+            )
+            if not locked:
+                raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+            latest = await conn.fetchrow(
+                "SELECT id, status FROM recoveries WHERE merchant_id = $1 AND payment_ref = $2"
+                " ORDER BY started_at DESC, id DESC LIMIT 1",
+                merchant_id,
+                payment_ref,
+            )
+            if latest is None:
+                raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+            if latest["status"] != "exhausted":
+                raise RecoveryNotExhausted(
+                    f"only an exhausted recovery can be retried; this one is {latest['status']}"
+                )
+            last = await conn.fetchval(
+                "SELECT payload FROM payment_events WHERE recovery_id = $1 ORDER BY id DESC"
+                " LIMIT 1",
+                latest["id"],
+            )
+            recovery_id = new_id("rec")
+            workflow_id = workflow_id_for(merchant_id, payment_ref)
+            await conn.execute(
+                "INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id)"
+                " VALUES ($1, $2, $3, $4)",
+                recovery_id,
+                merchant_id,
+                payment_ref,
+                workflow_id,
+            )
+            event = FailureEvent.model_validate(
+                {**last, "event_id": f"redrive_{recovery_id}", "recovery_id": recovery_id}
+            )
+            payload = event.model_dump(mode="json")
+            await conn.execute(
+                "INSERT INTO payment_events"
+                " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                merchant_id,
+                event.event_id,
+                payment_ref,
+                recovery_id,
+                payload,
+                event.occurred_at,
+            )
+            await conn.execute(
+                "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
+            )
+            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            return recovery_id
+
+    # ---- audit ----------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        *,
+        merchant_id: str,
+        actor_key_id: str,
+        actor_role: str,
+        action: str,
+        payment_ref: str | None,
+        recovery_id: str | None,
+        reason: str | None,
+        result: str,
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO audit_log (merchant_id, actor_key_id, actor_role, action,"
+                " payment_ref, recovery_id, reason, result) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                merchant_id,
+                actor_key_id,
+                actor_role,
+                action,
+                payment_ref,
+                recovery_id,
+                reason,
+                result,
+            )
+
+    async def audit_entries(
+        self, merchant_id: str, payment_ref: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, actor_key_id, actor_role, action, payment_ref, recovery_id, reason,"
+                " result, created_at FROM audit_log WHERE merchant_id = $1"
+                " AND ($2::text IS NULL OR payment_ref = $2) ORDER BY id DESC LIMIT $3",
+                merchant_id,
+                payment_ref,
+                limit,
+            )
+        return [dict(r) for r in rows]
+
     # ---- outbox ---------------------------------------------------------------------------
 
     async def relay_outbox(
@@ -411,7 +546,8 @@ class Store:
             await conn.execute(
                 "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
                 " attempt_count = $5, next_attempt_at = $6, next_attempt_reason = $7,"
-                " policy_version = $8, updated_at = now() WHERE id = $1 AND ended_at IS NULL",
+                " policy_version = $8, paused = $9, updated_at = now()"
+                " WHERE id = $1 AND ended_at IS NULL",
                 state.recovery_id,
                 state.status.value,
                 state.category.value if state.category else None,
@@ -420,6 +556,7 @@ class Store:
                 state.next_attempt_at,
                 state.next_attempt_reason,
                 state.policy_version,
+                state.paused,
             )
 
     async def finish(self, state: RecoveryState, seen_event_ids: Sequence[str]) -> FinishResult:
@@ -449,7 +586,7 @@ class Store:
                 "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
                 " attempt_count = $5, next_attempt_at = NULL, next_attempt_reason = NULL,"
                 " ended_reason = $6, ended_at = coalesce(ended_at, now()), updated_at = now(),"
-                " policy_version = coalesce($7, policy_version) WHERE id = $1",
+                " policy_version = coalesce($7, policy_version), paused = false WHERE id = $1",
                 state.recovery_id,
                 state.status.value,
                 state.category.value if state.category else None,

@@ -20,6 +20,7 @@ def failure_body(
     pm: str = "pm_sim_succeed_on_3",
     decline_code: str | None = "insufficient_funds",
     code: str | None = "card_declined",
+    message: str | None = "declined",
     event_id: str | None = None,
     amount: int = 4999,
     psp: str = "simulator",
@@ -33,7 +34,7 @@ def failure_body(
         "currency": "usd",
         "customer": {"id": "cus_1", "email": "a@example.com"},
         "payment_method": {"type": "card", "id": pm},
-        "failure": {"code": code, "decline_code": decline_code, "message": "declined"},
+        "failure": {"code": code, "decline_code": decline_code, "message": message},
         "occurred_at": datetime.now(UTC).isoformat(),
         "metadata": {"plan": "pro"},
     }

@@ -29,10 +29,12 @@ with workflow.unsafe.imports_passed_through():
         FailureEvent,
         FinishRequest,
         FinishResult,
+        PauseRequest,
         PaymentSucceeded,
         RecoveryInput,
         RecoveryState,
         RecoveryStatus,
+        ResumeRequest,
     )
     from recovery.policy import LEGACY_POLICY, RetryPolicy, card_limit_reached, decide
 
@@ -92,6 +94,17 @@ class PaymentRecoveryWorkflow:
     @workflow.signal(name=names.SIGNAL_EXPEDITE)
     def expedite(self, req: ExpediteRequest) -> None:
         self._expedite = req
+
+    @workflow.signal(name=names.SIGNAL_PAUSE)
+    def pause(self, req: PauseRequest) -> None:
+        """No attempt is made while paused; a cooldown that ends meanwhile waits for resume."""
+        self._state.paused = True
+        self._state.paused_reason = f"paused by {req.actor}: {req.reason}".rstrip(": ")
+
+    @workflow.signal(name=names.SIGNAL_RESUME)
+    def resume(self, req: ResumeRequest) -> None:
+        self._state.paused = False
+        self._state.paused_reason = None
 
     @workflow.signal(name=names.SIGNAL_UPDATE_POLICY)
     def update_policy(self, policy: RetryPolicy) -> None:
@@ -206,6 +219,11 @@ class PaymentRecoveryWorkflow:
                     failure = self._absorb_inbox() or failure
                     continue
             self._expedite = None
+            if self._state.paused:
+                await self._hold_while_paused()
+                if self._succeeded is not None or self._cancel is not None:
+                    continue
+                # resumed after the cooldown ended: the held attempt happens now
             if self._card_limits and (limit := await self._card_limit()):
                 return await self._end(RecoveryStatus.EXHAUSTED, limit)
             try:
@@ -281,6 +299,13 @@ class PaymentRecoveryWorkflow:
             return True
         except TimeoutError:
             return False
+
+    async def _hold_while_paused(self) -> None:
+        """Make no attempt until resumed (or cancelled, or paid meanwhile)."""
+        await self._schedule(None, self._state.paused_reason or "paused")
+        await workflow.wait_condition(
+            lambda: not self._state.paused or bool(self._cancel or self._succeeded)
+        )
 
     async def _card_limit(self) -> str | None:
         """Why charging this card now would break a card-network limit, if it would."""

@@ -1,4 +1,9 @@
-"""Read a merchant's recoveries; support actions (cancel, expedite)."""
+"""A merchant's recoveries, and the support actions on them.
+
+Every support action (cancel, expedite, pause, resume, retry, apply_policy) is recorded in
+the audit log with its actor and result, and reaches the workflow as a signal that carries
+the actor, so it is in the workflow history too.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,17 @@ from pydantic import BaseModel, Field
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ClientDep, PrincipalDep, StoreDep
+from api.deps import ClientDep, ScopeDep, StoreDep
 from recovery import constants as names
-from recovery.errors import RecoveryFinished, Unavailable
-from recovery.models import CancelRequest as CancelSignal
-from recovery.models import Category, RecoveryStatus
-from recovery.models import ExpediteRequest as ExpediteSignal
+from recovery.errors import RecoveryError, RecoveryFinished, Unavailable
+from recovery.models import (
+    CancelRequest,
+    Category,
+    ExpediteRequest,
+    PauseRequest,
+    RecoveryStatus,
+    ResumeRequest,
+)
 from recovery.store import RecoveryRecord
 
 router = APIRouter(prefix="/v1/recoveries", tags=["recoveries"])
@@ -49,6 +59,7 @@ class RecoveryOut(BaseModel):
     ended_at: datetime | None
     ended_reason: str | None
     policy_version: int | None
+    paused: bool
     links: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -59,6 +70,10 @@ class RecoveryList(BaseModel):
 
 class CancelIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
+
+
+class PauseIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
 
 
 def _out(r: RecoveryRecord) -> RecoveryOut:
@@ -81,17 +96,18 @@ def _out(r: RecoveryRecord) -> RecoveryOut:
         ended_at=r.ended_at,
         ended_reason=r.ended_reason,
         policy_version=r.policy_version,
+        paused=r.paused,
     )
 
 
 @router.get("/by_ref/{ref}", response_model=RecoveryOut)
-async def get_recovery(ref: RefPath, principal: PrincipalDep, store: StoreDep) -> RecoveryOut:
-    return _out(await store.get_recovery(principal.merchant_id, ref))
+async def get_recovery(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
+    return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
 @router.get("", response_model=RecoveryList)
 async def list_recoveries(
-    principal: PrincipalDep,
+    scope: ScopeDep,
     store: StoreDep,
     status: RecoveryStatus | None = None,
     category: Category | None = None,
@@ -99,7 +115,7 @@ async def list_recoveries(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> RecoveryList:
     items, next_cursor = await store.list_recoveries(
-        principal.merchant_id,
+        scope.merchant_id,
         status=status.value if status else None,
         category=category.value if category else None,
         limit=limit,
@@ -108,67 +124,139 @@ async def list_recoveries(
     return RecoveryList(data=[_out(r) for r in items], next_cursor=next_cursor)
 
 
-async def _signal_open_recovery(
-    ref: str, principal: PrincipalDep, store: StoreDep, client: ClientDep, signal: str, arg: Any
-) -> tuple[RecoveryRecord, WorkflowHandle]:
-    principal.require("support")
-    rec = await store.get_recovery(principal.merchant_id, ref)
-    if RecoveryStatus(rec.status).ended:
-        raise RecoveryFinished(f"the recovery of {ref!r} already ended {rec.status}")
-    handle = client.get_workflow_handle(rec.workflow_id)
-    try:
-        await handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT)
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            # Either the run already completed, or the relay has not started it yet.
-            latest = await store.get_recovery(principal.merchant_id, ref)
-            if RecoveryStatus(latest.status).ended:
-                raise RecoveryFinished(f"the recovery of {ref!r} already ended") from e
-            raise Unavailable("the recovery is still starting; retry shortly") from e
-        raise Unavailable("the workflow service is unavailable; retry shortly") from e
-    return rec, handle
+class _Action:
+    """One support action: role check, audit row (accepted or why not), then the work."""
+
+    def __init__(
+        self, action: str, ref: str, scope: ScopeDep, store: StoreDep, reason: str | None = None
+    ) -> None:
+        self.action, self.ref, self.scope, self.store, self.reason = (
+            action,
+            ref,
+            scope,
+            store,
+            reason,
+        )
+        self.recovery_id: str | None = None
+
+    async def __aenter__(self) -> _Action:
+        try:
+            self.scope.principal.require("support")
+        except RecoveryError as e:
+            await self._record(f"rejected: {e.code}")
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type | None, exc: BaseException | None, _tb: Any) -> None:
+        if exc is None:
+            await self._record("accepted")
+        elif isinstance(exc, RecoveryError) and not isinstance(exc, Unavailable):
+            await self._record(f"rejected: {exc.code}")
+
+    async def _record(self, result: str) -> None:
+        await self.store.audit(
+            merchant_id=self.scope.merchant_id,
+            actor_key_id=self.scope.principal.key_id,
+            actor_role=self.scope.principal.role,
+            action=self.action,
+            payment_ref=self.ref,
+            recovery_id=self.recovery_id,
+            reason=self.reason,
+            result=result,
+        )
+
+    async def signal(
+        self, client: ClientDep, signal: str, arg: Any
+    ) -> tuple[RecoveryRecord, WorkflowHandle]:
+        """Signal the payment's open recovery; 409 when it already ended."""
+        rec = await self.store.get_recovery(self.scope.merchant_id, self.ref)
+        self.recovery_id = rec.id
+        if RecoveryStatus(rec.status).ended:
+            raise RecoveryFinished(f"the recovery of {self.ref!r} already ended {rec.status}")
+        handle = client.get_workflow_handle(rec.workflow_id)
+        try:
+            await handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                # Either the run already completed, or the relay has not started it yet.
+                latest = await self.store.get_recovery(self.scope.merchant_id, self.ref)
+                if RecoveryStatus(latest.status).ended:
+                    raise RecoveryFinished(f"the recovery of {self.ref!r} already ended") from e
+                raise Unavailable("the recovery is still starting; retry shortly") from e
+            raise Unavailable("the workflow service is unavailable; retry shortly") from e
+        return rec, handle
 
 
 @router.post("/by_ref/{ref}/cancel", response_model=RecoveryOut)
 async def cancel(
-    ref: RefPath, body: CancelIn, principal: PrincipalDep, store: StoreDep, client: ClientDep
+    ref: RefPath, body: CancelIn, scope: ScopeDep, store: StoreDep, client: ClientDep
 ) -> RecoveryOut:
     """Cancel a recovery. An attempt in flight finishes first; no attempt starts after."""
-    _, handle = await _signal_open_recovery(
-        ref,
-        principal,
-        store,
-        client,
-        names.SIGNAL_CANCEL,
-        CancelSignal(reason=body.reason, actor=principal.actor),
-    )
+    async with _Action("cancel", ref, scope, store, body.reason) as act:
+        _, handle = await act.signal(
+            client,
+            names.SIGNAL_CANCEL,
+            CancelRequest(reason=body.reason, actor=scope.principal.actor),
+        )
     # Usually the workflow records the end within milliseconds: answer with it if so.
     try:
         await asyncio.wait_for(handle.result(), timeout=5)
     except Exception:  # still finishing, or Temporal slow: the state read below says so
         pass
-    return _out(await store.get_recovery(principal.merchant_id, ref))
+    return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
 @router.post("/by_ref/{ref}/expedite", response_model=RecoveryOut)
 async def expedite(
-    ref: RefPath, principal: PrincipalDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
 ) -> RecoveryOut:
     """Attempt now instead of after the cooldown."""
-    rec, _ = await _signal_open_recovery(
-        ref, principal, store, client, names.SIGNAL_EXPEDITE, ExpediteSignal(actor=principal.actor)
-    )
+    async with _Action("expedite", ref, scope, store) as act:
+        rec, _ = await act.signal(
+            client, names.SIGNAL_EXPEDITE, ExpediteRequest(actor=scope.principal.actor)
+        )
     return _out(rec)
+
+
+@router.post("/by_ref/{ref}/pause", response_model=RecoveryOut)
+async def pause(
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, body: PauseIn | None = None
+) -> RecoveryOut:
+    """Hold all attempts until resumed; a cooldown that ends meanwhile waits."""
+    reason = body.reason if body else ""
+    async with _Action("pause", ref, scope, store, reason) as act:
+        rec, _ = await act.signal(
+            client, names.SIGNAL_PAUSE, PauseRequest(reason=reason, actor=scope.principal.actor)
+        )
+    return _out(rec)
+
+
+@router.post("/by_ref/{ref}/resume", response_model=RecoveryOut)
+async def resume(ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep) -> RecoveryOut:
+    """Undo a pause; an attempt held by it happens now."""
+    async with _Action("resume", ref, scope, store) as act:
+        rec, _ = await act.signal(
+            client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor)
+        )
+    return _out(rec)
+
+
+@router.post("/by_ref/{ref}/retry", response_model=RecoveryOut)
+async def retry(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
+    """Re-drive an exhausted recovery as a new run with a fresh attempt budget."""
+    async with _Action("retry", ref, scope, store) as act:
+        act.recovery_id = await store.redrive(scope.merchant_id, ref)
+    return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
 @router.post("/by_ref/{ref}/apply_policy", response_model=RecoveryOut)
 async def apply_policy(
-    ref: RefPath, principal: PrincipalDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
 ) -> RecoveryOut:
     """Move a running recovery to the merchant's current policy version; its next attempt
     is scheduled again under it."""
-    policy = await store.current_policy(principal.merchant_id)
-    rec, _ = await _signal_open_recovery(
-        ref, principal, store, client, names.SIGNAL_UPDATE_POLICY, policy
-    )
+    async with _Action("apply_policy", ref, scope, store) as act:
+        policy = await store.current_policy(scope.merchant_id)
+        act.reason = f"policy v{policy.version}"
+        rec, _ = await act.signal(client, names.SIGNAL_UPDATE_POLICY, policy)
     return _out(rec)

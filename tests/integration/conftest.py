@@ -43,6 +43,7 @@ def stack_settings(dsn: str, temporal_address: str, task_queue: str) -> Settings
         link_signing_secret="test-link-signing-secret-0123456789",
         outbox_sweep_seconds=0.5,
         temporal_rpc_timeout_seconds=2,
+        auth_failure_burst=10_000,
     )
 
 

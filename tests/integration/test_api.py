@@ -351,8 +351,9 @@ async def test_health_and_readiness(api: Stack) -> None:
 async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> None:
     r = await api.http.get("/v1/policy", headers=api.auth())
     assert r.status_code == 200 and r.json()["version"] == 0
-    assert_envelope(await api.http.put("/v1/policy", json={"max_attempts": 99},
-                                       headers=api.auth()), 422)
+    assert_envelope(
+        await api.http.put("/v1/policy", json={"max_attempts": 99}, headers=api.auth()), 422
+    )
     assert_envelope(await api.http.put("/v1/policy", json={"bogus": 1}, headers=api.auth()), 422)
 
     body = failure_body(pm="pm_sim_decline_insufficient_funds")
@@ -361,8 +362,9 @@ async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> No
     await eventually(lambda: _has_next_attempt(api, ref))
     assert (await recovery(api, ref))["policy_version"] == 0
 
-    r = await api.http.put("/v1/policy", json={"max_attempts": 2, "cooldown_multiplier": 0.5},
-                           headers=api.auth())
+    r = await api.http.put(
+        "/v1/policy", json={"max_attempts": 2, "cooldown_multiplier": 0.5}, headers=api.auth()
+    )
     assert r.status_code == 200 and r.json()["version"] == 1
     assert (await api.http.get("/v1/policy", headers=api.auth())).json()["max_attempts"] == 2
     assert (await recovery(api, ref))["policy_version"] == 0  # pinned until applied

@@ -13,7 +13,14 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
-from recovery.models import CancelRequest, ExpediteRequest, PaymentSucceeded, RecoveryState
+from recovery.models import (
+    CancelRequest,
+    ExpediteRequest,
+    PauseRequest,
+    PaymentSucceeded,
+    RecoveryState,
+    ResumeRequest,
+)
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.store import Store
 from tests.helpers import failure_body, ingest, relay
@@ -200,3 +207,25 @@ async def test_upi_pending_is_never_charged_before_its_deadline(
     assert result.attempts[0].at - (
         await store.get_recovery(merchant, result.payment_ref)
     ).started_at >= timedelta(minutes=30)
+
+
+async def test_pause_holds_attempts_for_days_until_resumed(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="s1"))
+        await wait_for(handle, lambda s: s.paused)
+    await ts_env.sleep(timedelta(days=10))  # the day-long cooldown ends meanwhile
+    held = await state(handle)
+    assert held.attempts == [] and held.paused and held.status == "active"
+    assert "dispute" in (held.next_attempt_reason or "") and held.next_attempt_at is None
+    rec = await store.get_recovery(merchant, held.payment_ref)
+    assert rec.attempts == () and rec.next_attempt_at is None
+
+    with ts_env.auto_time_skipping_disabled():
+        await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="s1"))
+        result = await handle.result()
+    assert result.status == "recovered" and len(result.attempts) == 1
+    assert not result.paused

@@ -1,0 +1,107 @@
+"""Operator CLI: `recovery merchants ...`, `recovery keys ...`.
+
+Prints tables for people and, with `--json`, one JSON document for scripts. An API key is
+shown once, when it is created; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recovery.auth import ROLES, generate_key, register_key
+from recovery.dbsetup import open_store
+from recovery.store import Store, new_id
+
+
+class CliSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else v))
+        return
+    rows = data if isinstance(data, list) else [data]
+    for row in rows:
+        print("  ".join(f"{k}={'' if v is None else v}" for k, v in row.items()))
+
+
+async def _run(args: argparse.Namespace, store: Store) -> int:
+    if args.area == "merchants" and args.command == "create":
+        merchant_id = args.id or new_id("mer")[:20]
+        if not re.fullmatch(r"[A-Za-z0-9_]{3,64}", merchant_id):
+            print("error: merchant id must be 3-64 letters, digits or _", file=sys.stderr)
+            return 2
+        await store.ensure_merchant(merchant_id, args.name)
+        _print({"id": merchant_id, "name": args.name}, args.json)
+    elif args.area == "merchants" and args.command == "list":
+        _print(await store.list_merchants(), args.json)
+    elif args.area == "keys" and args.command == "create":
+        if args.merchant not in {m["id"] for m in await store.list_merchants()}:
+            print(f"error: no merchant {args.merchant!r}", file=sys.stderr)
+            return 1
+        key = generate_key(args.mode)
+        key_id = await register_key(store, args.merchant, args.role, key)
+        _print(
+            {"id": key_id, "merchant_id": args.merchant, "role": args.role, "key": key}, args.json
+        )
+    elif args.area == "keys" and args.command == "list":
+        _print(await store.list_api_keys(args.merchant), args.json)
+    elif args.area == "keys" and args.command == "revoke":
+        if not await store.revoke_api_key(args.key_id):
+            print(f"error: no active key {args.key_id!r}", file=sys.stderr)
+            return 1
+        _print({"id": args.key_id, "revoked": True}, args.json)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recovery", description=__doc__)
+    p.add_argument("--database-url", help="default: $DATABASE_URL")
+    areas = p.add_subparsers(dest="area", required=True)
+
+    merchants = areas.add_parser("merchants").add_subparsers(dest="command", required=True)
+    create = merchants.add_parser("create", help="create a merchant")
+    create.add_argument("name")
+    create.add_argument("--id", help="merchant id (default: generated)")
+    merchants.add_parser("list", help="list merchants")
+
+    keys = areas.add_parser("keys").add_subparsers(dest="command", required=True)
+    kc = keys.add_parser("create", help="create an API key (shown once)")
+    kc.add_argument("--merchant", required=True)
+    kc.add_argument("--role", choices=ROLES, default="merchant")
+    kc.add_argument("--mode", choices=("test", "live"), default="live")
+    kl = keys.add_parser("list", help="list a merchant's keys (never the keys themselves)")
+    kl.add_argument("--merchant", required=True)
+    kr = keys.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    for sub in (create, merchants.choices["list"], kc, kl, kr):
+        sub.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    async def go() -> int:
+        store = await open_store(args.database_url or CliSettings().database_url)
+        try:
+            return await _run(args, store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

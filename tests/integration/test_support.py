@@ -1,0 +1,230 @@
+"""Keys, roles and tenancy on every endpoint; support actions and their audit trail; the
+operator CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from recovery.auth import generate_key, register_key
+from tests.helpers import failure_body
+from tests.integration.conftest import Stack, add_merchant, running_stack
+from tests.integration.test_api import (
+    INGEST,
+    _has_next_attempt,
+    assert_envelope,
+    eventually,
+    recovery,
+)
+
+SUPPORT_ACTIONS = ("cancel", "expedite", "pause", "resume", "retry", "apply_policy")
+
+
+def endpoints(ref: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+    base = f"/v1/recoveries/by_ref/{ref}"
+    return [
+        ("GET", base, None),
+        *[("POST", f"{base}/{a}", {"reason": "r"}) for a in SUPPORT_ACTIONS],
+    ]
+
+
+async def started(api: Stack, **kw: Any) -> str:
+    body = failure_body(**kw)
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
+    return body["payment_ref"]
+
+
+async def test_isolation_matrix(api: Stack) -> None:
+    ref = await started(api)
+    other_merchant, other_key = await add_merchant(api.store, "support")
+    merchant_key = generate_key()
+    await register_key(api.store, api.merchant_id, "merchant", merchant_key)
+    revoked = generate_key()
+    key_id = await register_key(api.store, api.merchant_id, "support", revoked)
+    assert await api.store.revoke_api_key(key_id)
+
+    for method, path, body in endpoints(ref):
+        # another merchant's key: 404, never 403
+        r = await api.http.request(method, path, json=body, headers=api.auth(other_key))
+        assert_envelope(r, 404, "not_found")
+        # naming the merchant does not help a non-admin
+        r = await api.http.request(
+            method,
+            path,
+            json=body,
+            headers=api.auth(other_key),
+            params={"merchant_id": api.merchant_id},
+        )
+        assert_envelope(r, 404)
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {revoked}"},
+            {"Authorization": "Bearer"},
+            {"Authorization": f"Token {api.key}"},
+            {"Authorization": "Bearer " + "x" * 500},
+        ):
+            assert_envelope(
+                await api.http.request(method, path, json=body, headers=headers),
+                401,
+                "unauthorized",
+            )
+        if method == "POST":  # merchant role on a support endpoint
+            r = await api.http.request(method, path, json=body, headers=api.auth(merchant_key))
+            assert_envelope(r, 403, "forbidden")
+    listed = await api.http.get("/v1/recoveries", headers=api.auth(other_key))
+    assert listed.json()["data"] == []
+    # B's tries are in B's audit log (as not found), none in A's
+    theirs = (await api.http.get("/v1/audit", headers=api.auth(other_key))).json()["data"]
+    assert theirs and {e["result"] for e in theirs} == {"rejected: not_found"}
+    ours = (await api.http.get("/v1/audit", headers=api.auth())).json()["data"]
+    assert {e["actor_key_id"] for e in ours}.isdisjoint({e["actor_key_id"] for e in theirs})
+    assert {e["result"] for e in ours} == {"rejected: forbidden"}
+    assert_envelope(await api.http.get("/v1/audit", headers=api.auth(merchant_key)), 403)
+    assert other_merchant != api.merchant_id
+    # the recovery is untouched by all of that
+    assert (await recovery(api, ref))["status"] == "active"
+
+
+async def test_admin_reads_any_merchant_by_naming_it(api: Stack) -> None:
+    ref = await started(api)
+    _, admin_key = await add_merchant(api.store, "admin")
+    path = f"/v1/recoveries/by_ref/{ref}"
+    assert_envelope(await api.http.get(path, headers=api.auth(admin_key)), 404)
+    r = await api.http.get(
+        path, headers=api.auth(admin_key), params={"merchant_id": api.merchant_id}
+    )
+    assert r.status_code == 200 and r.json()["payment_ref"] == ref
+
+
+async def test_support_actions_are_audited_with_their_actor(api: Stack) -> None:
+    ref = await started(api, pm="pm_sim_succeed_on_1")
+    key_id = (await api.store.list_api_keys(api.merchant_id))[0]["id"]
+    r = await api.http.post(
+        f"/v1/recoveries/by_ref/{ref}/pause",
+        json={"reason": "chargeback review"},
+        headers=api.auth(),
+    )
+    assert r.status_code == 200, r.text
+
+    async def paused() -> bool:
+        rec = await recovery(api, ref)
+        assert rec["paused"] is True, rec
+        return True
+
+    # the pause is recorded by the workflow when it holds an attempt; expedite makes it hold
+    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+    await eventually(paused)
+    assert (await recovery(api, ref))["attempts"] == []
+    assert (
+        await api.http.post(f"/v1/recoveries/by_ref/{ref}/resume", headers=api.auth())
+    ).status_code == 200
+
+    async def recovered() -> bool:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered" and len(rec["attempts"]) == 1, rec
+        return True
+
+    await eventually(recovered)
+    r = await api.http.post(
+        f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "late"}, headers=api.auth()
+    )
+    assert_envelope(r, 409, "recovery_finished")
+
+    entries = (await api.http.get("/v1/audit", params={"ref": ref}, headers=api.auth())).json()
+    got = [
+        (e["action"], e["result"], e["actor_key_id"], e["actor_role"])
+        for e in reversed(entries["data"])
+    ]
+    assert got == [
+        ("pause", "accepted", key_id, "support"),
+        ("expedite", "accepted", key_id, "support"),
+        ("resume", "accepted", key_id, "support"),
+        ("cancel", "rejected: recovery_finished", key_id, "support"),
+    ]
+    assert entries["data"][-1]["reason"] == "chargeback review"
+
+
+async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Stack) -> None:
+    r = await api.http.put("/v1/policy", json={"max_unknown_attempts": 0}, headers=api.auth())
+    assert r.status_code == 200
+    body = failure_body(
+        pm="pm_sim_succeed_on_1", code="zz_unheard_of", decline_code=None, message=None
+    )
+    ref = body["payment_ref"]
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+
+    async def exhausted() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "exhausted", rec
+        return rec
+
+    first = await eventually(exhausted)
+    assert_envelope(
+        await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth()),
+        409,
+        "recovery_finished",
+    )
+    await api.http.put("/v1/policy", json={"max_unknown_attempts": 1}, headers=api.auth())
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/retry", headers=api.auth())
+    assert r.status_code == 200, r.text
+    assert r.json()["recovery_id"] != first["recovery_id"] and r.json()["status"] == "active"
+    assert_envelope(
+        await api.http.post(f"/v1/recoveries/by_ref/{ref}/retry", headers=api.auth()),
+        409,
+        "recovery_not_exhausted",
+    )
+
+    async def scheduled() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["next_attempt_at"] and rec["policy_version"] == 2, rec
+        return rec
+
+    await eventually(scheduled)
+
+
+async def test_failed_authentication_is_rate_limited(store, pg_dsn, dev_env) -> None:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False) as api:
+        api.http._transport.app.state.auth_limiter._burst = 3.0  # type: ignore[attr-defined]
+        for _ in range(3):
+            assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth("rk_bad")), 401)
+        r = await api.http.get("/v1/recoveries", headers=api.auth())
+        err = assert_envelope(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1 and "retry" in err["message"]
+
+
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recovery.cli", "--database-url", dsn, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: str) -> None:
+    name = f"Shop {uuid.uuid4().hex[:6]}"
+    made = cli(pg_dsn, "merchants", "create", name, "--json")
+    assert made.returncode == 0, made.stderr
+    merchant = json.loads(made.stdout)
+    assert merchant["name"] == name and merchant["id"].startswith("mer_")
+
+    out = cli(pg_dsn, "keys", "create", "--merchant", merchant["id"], "--role", "support", "--json")
+    assert out.returncode == 0, out.stderr
+    key = json.loads(out.stdout)
+    assert key["key"].startswith("rk_live_") and key["role"] == "support"
+    r = await api.http.get("/v1/recoveries", headers=api.auth(key["key"]))
+    assert r.status_code == 200 and r.json()["data"] == []
+
+    listed = json.loads(cli(pg_dsn, "keys", "list", "--merchant", merchant["id"], "--json").stdout)
+    assert [k["id"] for k in listed] == [key["id"]]
+    assert key["key"] not in json.dumps(listed)  # only the prefix is kept
+    assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 0
+    assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 1
+    assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key["key"])), 401)
+    bad = cli(pg_dsn, "keys", "create", "--merchant", "mer_nope", "--role", "admin")
+    assert bad.returncode == 1 and "no merchant" in bad.stderr
