@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from recovery.classifier import classify
+from recovery.logs import bind
 from recovery.models import (
     CardRef,
     CardUsage,
@@ -23,6 +25,8 @@ from recovery.policy import RetryPolicy
 from recovery.psp.base import TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.store import Store
+
+log = logging.getLogger("recovery.activities")
 
 
 class RecoveryActivities:
@@ -60,6 +64,12 @@ class RecoveryActivities:
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
         """One attempt: recorded before the PSP call, charged once by its idempotency key."""
+        bind(
+            merchant_id=req.merchant_id,
+            payment_ref=req.payment_ref,
+            recovery_id=req.recovery_id,
+            attempt=req.attempt,
+        )
         try:
             psp = self._psps.for_psp(req.psp)
         except PSPNotConfigured as e:
@@ -70,6 +80,18 @@ class RecoveryActivities:
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         await self._store.complete_attempt(req.idempotency_key, result)
+        log.info(
+            "charge %s: %s %d %s",
+            req.idempotency_key,
+            result.status,
+            req.amount,
+            req.currency,
+            extra={
+                "code": (result.failure.decline_code or result.failure.code)
+                if result.failure
+                else None
+            },
+        )
         return result
 
 

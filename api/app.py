@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,10 +9,13 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.metrics import Metrics, install_request_metrics
+from api.metrics import router as metrics_router
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import audit, classify, events, health, policy, recoveries
 from recovery.dbsetup import open_store
+from recovery.logs import setup_logging
 from recovery.settings import Settings, get_settings
 from recovery.temporal import connect_client
 
@@ -57,13 +59,20 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = Metrics()
+    install_request_metrics(app, app.state.metrics)
+    app.include_router(metrics_router)
     for module in (events, recoveries, classify, policy, audit, health):
         app.include_router(module.router)
     return app
 
 
 def main() -> None:
+    """`python -m api`: the API with JSON logs on API_HOST:API_PORT (127.0.0.1:8000)."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(), host="127.0.0.1", port=8000)
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+    )

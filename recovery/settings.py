@@ -26,6 +26,18 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = DEFAULT_TASK_QUEUE
 
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    # Worker tuning: defaults sized for a 2-core machine (see bench/RESULTS.md).
+    worker_max_concurrent_activities: int = 100
+    worker_max_concurrent_workflow_tasks: int = 100
+    worker_max_cached_workflows: int = 1000
+    worker_graceful_shutdown_seconds: float = 30.0
+    worker_metrics_address: str | None = None
+    """host:port for the worker's Prometheus metrics (Temporal SDK metrics), e.g. 0.0.0.0:9464"""
+
     public_base_url: str = "http://127.0.0.1:8000"
     link_signing_secret: str = ""
     link_ttl_seconds: int = 900

@@ -761,6 +761,27 @@ class Store:
             )
         return row["psp_payment_id"], row["status"], row["decline_code"]
 
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """Business totals for /metrics, across all merchants."""
+        async with self._conn() as conn:
+            statuses = await conn.fetch("SELECT status, count(*) AS n FROM recoveries GROUP BY 1")
+            amounts = await conn.fetch(
+                "SELECT t.currency, sum(t.amount) AS total FROM recoveries r"
+                " JOIN transactions t USING (merchant_id, payment_ref)"
+                " WHERE r.status = 'recovered' GROUP BY 1"
+            )
+            outbox = await conn.fetchrow(
+                "SELECT count(*) AS pending, coalesce(extract(epoch FROM"
+                " clock_timestamp() - min(created_at)), 0) AS lag"
+                " FROM outbox WHERE delivered_at IS NULL"
+            )
+        return {
+            "by_status": {r["status"]: r["n"] for r in statuses},
+            "recovered_amounts": {r["currency"]: int(r["total"]) for r in amounts},
+            "outbox_pending": outbox["pending"],
+            "outbox_lag_seconds": float(outbox["lag"]),
+        }
+
     # ---- maintenance ----------------------------------------------------------------------
 
     async def prune(

@@ -7,13 +7,16 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from recovery import constants as names
 from recovery.models import FailureEvent, RecoveryInput
 from recovery.settings import Settings
 
 
-async def connect_client(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect_client(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """Connect to Temporal; `lazy` defers the connection to the first call (the API uses
     it so that it starts, and keeps taking events, while Temporal is down)."""
     return await Client.connect(
@@ -21,6 +24,7 @@ async def connect_client(settings: Settings, *, lazy: bool = False) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         lazy=lazy,
+        runtime=runtime,
     )
 
 

@@ -17,11 +17,13 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from recovery import constants as names
 from recovery.dbsetup import open_store
+from recovery.logs import setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings, get_settings
@@ -41,13 +43,23 @@ def build_dispatcher(store: Store) -> PSPDispatcher:
 
 
 def build_worker(
-    client: Client, store: Store, task_queue: str, psps: PSPDispatcher | None = None
+    client: Client,
+    store: Store,
+    task_queue: str,
+    psps: PSPDispatcher | None = None,
+    settings: Settings | None = None,
 ) -> Worker:
     recovery = RecoveryActivities(store, psps or build_dispatcher(store))
     maintenance = MaintenanceActivities(store)
+    tuning = settings or Settings(environment="development")
     return Worker(
         client,
         task_queue=task_queue,
+        max_concurrent_activities=tuning.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=tuning.worker_max_concurrent_workflow_tasks,
+        max_cached_workflows=tuning.worker_max_cached_workflows,
+        # On SIGTERM, activities in flight get this long to finish before they are cancelled.
+        graceful_shutdown_timeout=timedelta(seconds=tuning.worker_graceful_shutdown_seconds),
         workflows=[PaymentRecoveryWorkflow, MaintenanceWorkflow],
         activities=[
             recovery.classify_failure,
@@ -83,15 +95,22 @@ async def ensure_maintenance_schedule(client: Client, task_queue: str) -> None:
 
 async def run_worker(settings: Settings) -> None:
     store = await open_store(settings.database_url, max_size=settings.database_pool_max)
+    runtime = None
+    if settings.worker_metrics_address:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=settings.worker_metrics_address)
+            )
+        )
     while True:
         try:
-            client = await connect_client(settings)
+            client = await connect_client(settings, runtime=runtime)
             break
         except RuntimeError as e:  # the SDK's "failed client connect"
             log.warning("Temporal at %s not reachable (%s); retrying", settings.temporal_address, e)
             await asyncio.sleep(2)
     await ensure_maintenance_schedule(client, settings.temporal_task_queue)
-    worker = build_worker(client, store, settings.temporal_task_queue)
+    worker = build_worker(client, store, settings.temporal_task_queue, settings=settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,8 +122,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
 
 
 if __name__ == "__main__":

@@ -184,6 +184,13 @@ class PaymentRecoveryWorkflow:
                 now=workflow.now(),
                 rand=workflow.random().random(),
             )
+            workflow.logger.info(
+                "next: %s at %s (%s)",
+                decision.kind,
+                decision.at,
+                decision.reason,
+                extra={"merchant_id": inp.merchant_id, "payment_ref": inp.payment_ref},
+            )
             if decision.kind == "exhausted":
                 return await self._end(RecoveryStatus.EXHAUSTED, decision.reason)
 

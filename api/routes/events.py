@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -12,10 +13,12 @@ from pydantic import ValidationError
 
 from api.deps import PrincipalDep, SettingsDep, StoreDep
 from api.errors import error_response, validation_response
+from recovery.logs import bind
 from recovery.models import PaymentFailedIn
 from recovery.psp.credentials import psp_available
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+log = logging.getLogger("recovery.api.events")
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -74,5 +77,18 @@ async def payment_failed(
         idempotency_key=idempotency_key,
         request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
     )
+    outcome = (
+        "replayed"
+        if result.replayed
+        else ("duplicate" if result.body.get("duplicate") else "accepted")
+    )
+    request.app.state.metrics.ingested.labels(outcome).inc()
+    bind(
+        merchant_id=principal.merchant_id,
+        payment_ref=body.payment_ref,
+        workflow_id=result.body.get("workflow_id"),
+        recovery_id=result.body.get("recovery_id"),
+    )
+    log.info("payment_failed %s", outcome, extra={"event_id": body.event_id})
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONResponse(result.body, status_code=result.status_code, headers=headers)

@@ -5,6 +5,7 @@
 - ``pm_sim_succeed_on_<n>``: attempts before the n-th are declined with the event's own
   failure codes, attempt n and later succeed;
 - ``pm_sim_pending``: the charge stays ``processing``;
+- ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds;
 - anything else: the charge succeeds.
 
 Charges are kept in the simulator's own ledger (Postgres table ``simulator_charges``), one per
@@ -13,6 +14,7 @@ idempotency key, as a real PSP keeps them: a replayed request returns the first 
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from recovery.models import ChargeRequest, ChargeResult, Failure
@@ -20,6 +22,7 @@ from recovery.store import Store
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
 _SUCCEED_ON = re.compile(r"^pm_sim_succeed_on_(\d+)$")
+_SLOW = re.compile(r"^pm_sim_slow_(\d+)$")
 
 
 def scripted_outcome(req: ChargeRequest) -> tuple[str, Failure | None]:
@@ -42,6 +45,8 @@ class SimulatorPSP:
         self._store = store
 
     async def charge(self, req: ChargeRequest) -> ChargeResult:
+        if m := _SLOW.match(req.payment_method.id or ""):
+            await asyncio.sleep(min(int(m.group(1)), 60))
         status, failure = scripted_outcome(req)
         decline = (failure.decline_code or failure.code) if failure else None
         psp_id, status, _ = await self._store.simulator_charge(req, status, decline)
