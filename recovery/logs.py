@@ -69,9 +69,21 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out, default=str))
 
 
-def setup_logging(level: str = "INFO") -> None:
+class TextFormatter(JsonFormatter):
+    """For people at a terminal (`make dev`): the same fields, one readable line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = json.loads(super().format(record))
+        head = f"{entry.pop('ts')[11:23]} {entry.pop('level'):<7} {entry.pop('msg')}"
+        entry.pop("logger")
+        exc = entry.pop("exc", None)
+        tail = " ".join(f"{k}={v}" for k, v in entry.items())
+        return f"{head}  {tail}".rstrip() + (f"\n{exc}" if exc else "")
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -113,6 +113,10 @@ def decide(
             "customer_action", None, f"rule {classification.rule} needs the customer to act"
         )
     if classification.action is Action.AWAIT_STATUS:
+        if now >= deadline:
+            return Decision(
+                "exhausted", None, f"recovery window closed ({policy.window_days}d after start)"
+            )
         until = min(now + timedelta(seconds=classification.cooldown_seconds), deadline)
         return Decision("await_status", until, f"rule {classification.rule}: payment may complete")
     cap = (

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     # Worker tuning: defaults sized for a 2-core machine (see bench/RESULTS.md).
     worker_max_concurrent_activities: int = 100

@@ -16,6 +16,7 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
 )
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
@@ -75,22 +76,22 @@ def build_worker(
 
 
 async def ensure_maintenance_schedule(client: Client, task_queue: str) -> None:
-    """Create the housekeeping schedule once; later starts find it in place."""
+    """Create the housekeeping schedule, or bring an existing one up to date (a deployment
+    may have moved to another task queue or interval)."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            names.MAINTENANCE_WORKFLOW,
+            id=f"{names.MAINTENANCE_SCHEDULE_ID}-run",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=MAINTENANCE_EVERY)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
     try:
-        await client.create_schedule(
-            names.MAINTENANCE_SCHEDULE_ID,
-            Schedule(
-                action=ScheduleActionStartWorkflow(
-                    names.MAINTENANCE_WORKFLOW,
-                    id=f"{names.MAINTENANCE_SCHEDULE_ID}-run",
-                    task_queue=task_queue,
-                ),
-                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=MAINTENANCE_EVERY)]),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            ),
-        )
+        await client.create_schedule(names.MAINTENANCE_SCHEDULE_ID, schedule)
     except ScheduleAlreadyRunningError:
-        pass
+        handle = client.get_schedule_handle(names.MAINTENANCE_SCHEDULE_ID)
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
 
 
 async def run_worker(settings: Settings) -> None:
@@ -123,7 +124,7 @@ async def run_worker(settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings))
 
 

@@ -69,8 +69,8 @@ async def test_maintenance_schedule_prunes_old_idempotency_keys(
         " ($1, 'fresh', 'h', 202, '{}', now())",
         merchant,
     )
-    await ensure_maintenance_schedule(client, task_queue)
-    await ensure_maintenance_schedule(client, task_queue)  # a second start finds it in place
+    await ensure_maintenance_schedule(client, "some-old-queue")
+    await ensure_maintenance_schedule(client, task_queue)  # a later start updates it
     schedule = client.get_schedule_handle(names.MAINTENANCE_SCHEDULE_ID)
     desc = await schedule.describe()
     assert desc.schedule.spec.intervals[0].every.total_seconds() == 3600

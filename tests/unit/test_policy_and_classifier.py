@@ -18,30 +18,42 @@ def c(**kw) -> object:
 
 
 @pytest.mark.parametrize(
-    ("kw", "category", "action"),
+    ("kw", "category", "action", "rule"),
     [
-        ({"decline_code": "insufficient_funds"}, Category.FUNDS, Action.RETRY),
-        ({"decline_code": "do_not_honor"}, Category.ISSUER_DECLINE, Action.RETRY),
-        ({"decline_code": "stolen_card"}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION),
-        ({"decline_code": "FRAUDULENT "}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION),
-        ({"code": "processing_error"}, Category.NETWORK, Action.RETRY),
-        ({"code": "authentication_required"}, Category.AUTH_TIMEOUT, Action.CUSTOMER_ACTION),
-        ({"decline_code": "payment_pending"}, Category.UPI_PENDING, Action.AWAIT_STATUS),
-        ({"message": "Request TIMED OUT at gateway"}, Category.NETWORK, Action.RETRY),
-        ({"code": "zz_never_heard_of_it"}, Category.UNKNOWN, Action.RETRY),
+        ({"decline_code": "insufficient_funds"}, Category.FUNDS, Action.RETRY,
+         "stripe.decline_code.insufficient_funds"),
+        ({"decline_code": "do_not_honor"}, Category.ISSUER_DECLINE, Action.RETRY,
+         "stripe.decline_code.do_not_honor"),
+        ({"decline_code": "stolen_card"}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION,
+         "stripe.decline_code.stolen_card"),
+        ({"decline_code": "FRAUDULENT "}, Category.ISSUER_DECLINE, Action.CUSTOMER_ACTION,
+         "stripe.decline_code.fraudulent"),
+        ({"code": "processing_error"}, Category.NETWORK, Action.RETRY,
+         "stripe.code.processing_error"),
+        ({"code": "authentication_required"}, Category.AUTH_TIMEOUT, Action.CUSTOMER_ACTION,
+         "stripe.code.authentication_required"),
+        ({"decline_code": "payment_pending"}, Category.UPI_PENDING, Action.AWAIT_STATUS,
+         "pending.payment_pending"),
+        ({"message": "Request TIMED OUT at gateway"}, Category.NETWORK, Action.RETRY,
+         "message.timed_out"),
+        ({"code": "zz_never_heard_of_it"}, Category.UNKNOWN, Action.RETRY, "fallback.unknown"),
+        ({"decline_code": "do_not_honor", "network_advice_code": "03"}, Category.ISSUER_DECLINE,
+         Action.STOP, "advice.03"),
     ],
-)
-def test_rules(kw: dict, category: Category, action: Action) -> None:
+)  # fmt: skip
+def test_rules(kw: dict, category: Category, action: Action, rule: str) -> None:
     out = c(**kw)
-    assert (out.category, out.action) == (category, action)
-    assert out.rule and out.recommendation
+    assert (out.category, out.action, out.rule) == (category, action, rule)
+    assert out.recommendation
     assert out == c(**kw)  # deterministic
 
 
 def test_soft_decline_cooldown_grows_with_attempts_and_is_capped() -> None:
     cooldowns = [c(decline_code="do_not_honor", attempt=n).cooldown_seconds for n in (1, 2, 3)]
     assert cooldowns[0] < cooldowns[1] < cooldowns[2]
+    assert c(decline_code="do_not_honor", attempt=50).cooldown_seconds == 3 * 24 * 3600
     assert c(decline_code="insufficient_funds", attempt=50).cooldown_seconds == 7 * 24 * 3600
+    assert c(code="processing_error", attempt=50).cooldown_seconds == 2 * 3600
 
 
 def test_decide_schedules_within_jitter() -> None:

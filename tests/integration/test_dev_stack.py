@@ -1,0 +1,270 @@
+"""Smoke test of the README's `make dev` path: `python -m scripts.dev` on a fresh data dir.
+
+Starts the whole stack (embedded PostgreSQL, Temporal dev server, worker, API) as a newcomer
+would, posts one failure and waits until its workflow has classified it (which needs the
+outbox relay, Temporal and the worker all running), stops it with Ctrl-C and checks nothing is
+left behind; then starts it again on the same data dir and checks the key and the data
+survived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KEY_LINE = re.compile(r"^API key: (rk_test_\S+)$")
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+CLASSIFY_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class DevStack:
+    """One run of `python -m scripts.dev` in the background, its output collected."""
+
+    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
+        self.data_dir = data_dir
+        self.ports = ports
+        self.lines: list[str] = []
+        self.api_key: str | None = None
+        self._key_seen = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['API_PORT']}"
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        assert self._process is not None, "not started"
+        return self._process
+
+    async def start(self) -> str:
+        """Start it and wait for the banner; returns the API key it printed."""
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
+        env.update({name: str(port) for name, port in self.ports.items()})
+        env.update(RECOVERY_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1")
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scripts.dev",
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read_output())
+        exited = asyncio.create_task(self.process.wait())
+        key_seen = asyncio.create_task(self._key_seen.wait())
+        await asyncio.wait(
+            {exited, key_seen}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        exited.cancel()
+        key_seen.cancel()
+        if self.api_key is None:
+            state = (
+                f"it exited with code {self.process.returncode}"
+                if self.process.returncode is not None
+                else f"no 'API key:' line within {START_TIMEOUT:.0f} s"
+            )
+            pytest.fail(f"scripts.dev did not start: {state}; its output:\n{self.output}")
+        return self.api_key
+
+    async def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        # Keep reading until EOF: the children write into the same pipe and must never block.
+        async for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            if self.api_key is None and (match := KEY_LINE.match(line)):
+                self.api_key = match.group(1)
+                self._key_seen.set()
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of the stack: our child's descendants and the embedded postmaster."""
+        found = psutil.Process(self.process.pid).children(recursive=True)
+        pid_file = self.data_dir / "pg" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            found.append(psutil.Process(int(pid_file.read_text().split()[0])))
+        return found
+
+    async def interrupt(self) -> tuple[int, list[psutil.Process]]:
+        """Ctrl-C; returns its exit code and the processes it had running."""
+        processes = self.processes()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            code = await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            pytest.fail(f"scripts.dev did not exit within {STOP_TIMEOUT:.0f} s of SIGINT")
+        await self._finish_reading()
+        return code, processes
+
+    async def _finish_reading(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader, 5)
+
+    async def kill(self) -> None:
+        """Last-resort cleanup: kill whatever of the stack is still running."""
+        if self._process is None:
+            return
+        leftovers: list[psutil.Process] = []
+        if self.process.returncode is None:
+            with contextlib.suppress(psutil.Error):
+                leftovers = self.processes()
+            self.process.kill()
+            await self.process.wait()
+        else:
+            with contextlib.suppress(OSError, ValueError, psutil.Error):
+                pid_file = self.data_dir / "pg" / "postmaster.pid"
+                leftovers = [psutil.Process(int(pid_file.read_text().split()[0]))]
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(leftovers, timeout=10)
+        await self._finish_reading()
+
+
+def failure_event(payment_ref: str) -> dict[str, Any]:
+    return {
+        "event_id": f"evt_{uuid.uuid4().hex[:12]}",
+        "payment_ref": payment_ref,
+        "psp": "simulator",
+        "amount": 4999,
+        "currency": "usd",
+        "customer": {"id": "cus_1", "email": "a@example.com"},
+        "payment_method": {"type": "card", "id": "pm_sim_succeed_on_2"},
+        "failure": {"code": "card_declined", "decline_code": "insufficient_funds"},
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "metadata": {"plan": "pro"},
+    }
+
+
+async def wait_until_classified(http: httpx.AsyncClient, ref: str) -> dict[str, Any]:
+    """Poll the recovery until its workflow has classified it and planned an attempt."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLASSIFY_TIMEOUT
+    last: Any = None
+    while loop.time() < deadline:
+        response = await http.get(f"/v1/recoveries/by_ref/{ref}")
+        last = (response.status_code, response.text)
+        if response.status_code == 200:
+            body = response.json()
+            if body["category"] is not None and body["next_attempt_at"] is not None:
+                return body
+        await asyncio.sleep(0.5)
+    pytest.fail(f"recovery {ref} not classified within {CLASSIFY_TIMEOUT:.0f} s; last: {last}")
+
+
+def describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline()[:3])}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+def is_gone(proc: psutil.Process) -> bool:
+    """Exited; a zombie counts, as it waits only for its (new) parent to reap it."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def assert_all_stopped(stack: DevStack, processes: list[psutil.Process]) -> None:
+    seen = [describe(p) for p in processes]
+    assert len(processes) >= 4, f"expected temporal, worker, api and postgres, saw {seen}"
+    for _ in range(50):  # up to 10 s
+        alive = [p for p in processes if not is_gone(p)]
+        if not alive:
+            break
+        await asyncio.sleep(0.2)
+    assert not alive, f"left running after Ctrl-C: {[describe(p) for p in alive]}"
+    busy = [name for name, port in stack.ports.items() if not port_is_free(port)]
+    assert not busy, f"ports still in use after Ctrl-C: {busy}\n{stack.output}"
+
+
+async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(), "TEMPORAL_UI_PORT": free_port()}
+    ref = f"order_smoke_{uuid.uuid4().hex[:8]}"
+
+    first = DevStack(data_dir, ports)
+    try:
+        key = await first.start()
+        assert (data_dir / "dev-api-key").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "link-signing-secret").stat().st_mode & 0o777 == 0o600
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=first.api_url, headers=headers, timeout=10) as http:
+            response = await http.post("/v1/events/payment_failed", json=failure_event(ref))
+            assert response.status_code == 202, response.text
+            ingested = response.json()
+            assert set(ingested) >= {
+                "recovery_id",
+                "workflow_id",
+                "payment_ref",
+                "status",
+                "duplicate",
+            }
+            assert ingested["payment_ref"] == ref
+            assert ingested["duplicate"] is False
+            recovery = await wait_until_classified(http, ref)
+        assert recovery["category"] == "funds"
+        assert recovery["recovery_id"] == ingested["recovery_id"]
+
+        code, processes = await first.interrupt()
+        assert code == 0, first.output
+        await assert_all_stopped(first, processes)
+    finally:
+        await first.kill()
+
+    second = DevStack(data_dir, ports)
+    try:
+        assert await second.start() == key, "a restart on the same data dir must keep the key"
+        async with httpx.AsyncClient(base_url=second.api_url, headers=headers, timeout=10) as http:
+            response = await http.get(f"/v1/recoveries/by_ref/{ref}")
+        assert response.status_code == 200, response.text
+        assert response.json()["recovery_id"] == ingested["recovery_id"]
+
+        code, processes = await second.interrupt()
+        assert code == 0, second.output
+        await assert_all_stopped(second, processes)
+    finally:
+        await second.kill()
