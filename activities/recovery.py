@@ -76,7 +76,7 @@ class RecoveryActivities:
             raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
         await self._store.begin_attempt(req)
         try:
-            result = await psp.charge(req)
+            result = await psp.create_payment_intent(req)
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         await self._store.complete_attempt(req.idempotency_key, result)

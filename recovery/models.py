@@ -214,7 +214,10 @@ class ChargeRequest(BaseModel):
     original_failure: Failure
 
 
-ChargeStatus = Literal["succeeded", "processing", "failed"]
+# The canonical statuses of `recovery.psp.base.PaymentStatus`, as an attempt can end.
+ChargeStatus = Literal[
+    "succeeded", "processing", "requires_action", "failed", "canceled", "refunded"
+]
 
 
 class ChargeResult(BaseModel):

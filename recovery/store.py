@@ -782,6 +782,16 @@ class Store:
             "outbox_lag_seconds": float(outbox["lag"]),
         }
 
+    async def simulator_payment(self, psp_payment_id: str) -> tuple[str, str | None]:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT status, decline_code FROM simulator_charges WHERE psp_payment_id = $1",
+                psp_payment_id,
+            )
+        if row is None:
+            raise NotFound(f"no simulated payment {psp_payment_id!r}")
+        return row["status"], row["decline_code"]
+
     # ---- maintenance ----------------------------------------------------------------------
 
     async def prune(

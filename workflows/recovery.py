@@ -57,6 +57,15 @@ POLICY_PATCH = "merchant-retry-policy"
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
 
 
+def _failure_of(result: ChargeResult) -> Failure:
+    """What an attempt that did not succeed tells the classifier."""
+    if result.status == "processing":
+        return Failure(code="payment_pending")
+    if result.status == "requires_action":  # 3-D Secure or similar: only the customer can
+        return result.failure or Failure(code="authentication_required")
+    return result.failure or Failure(code="unknown")
+
+
 @workflow.defn(name=names.RECOVERY_WORKFLOW)
 class PaymentRecoveryWorkflow:
     @workflow.init
@@ -241,11 +250,7 @@ class PaymentRecoveryWorkflow:
                 )
             if result.status == "succeeded":
                 return await self._end(RecoveryStatus.RECOVERED, "recovered by attempt")
-            failure = (
-                Failure(code="payment_pending")
-                if result.status == "processing"
-                else result.failure or Failure(code="unknown")
-            )
+            failure = _failure_of(result)
 
     # ---- steps ------------------------------------------------------------------------------
 

@@ -1,22 +1,115 @@
-"""The one interface every PSP adapter implements."""
+"""The one interface every PSP adapter implements, and the canonical vocabulary they share.
+
+Each adapter maps its PSP's native statuses onto `PaymentStatus` with one exhaustive match,
+returns declines as results carrying the PSP's codes (never as exceptions), raises
+`TransientPSPError` for timeouts, 5xx and rate limits (the activity retries those with the
+same idempotency key), and puts our identifiers in the metadata of every object it creates
+(`merchant_id`, `payment_ref`, `recovery_id`, and `attempt` or `link_id`), which is how
+webhooks find their recovery again.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Literal, Protocol
 
-from recovery.models import ChargeRequest, ChargeResult
+from pydantic import BaseModel, Field
+
+from recovery.errors import RecoveryError
+from recovery.models import ChargeRequest, ChargeResult, Customer, Failure
+
+
+class PaymentStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
 
 
 class TransientPSPError(Exception):
     """A timeout, 5xx or rate limit: the activity retries it with the same idempotency key."""
 
 
+class InvalidWebhook(RecoveryError):
+    """Bad, missing or stale signature, or a body that is not the PSP's event JSON."""
+
+    status = 400
+    code = "invalid_webhook"
+
+
+class CheckoutRequest(BaseModel):
+    """A hosted payment page for the customer (Stripe Checkout Session, Razorpay Payment
+    Link, the simulator's page), created once per retry link."""
+
+    merchant_id: str
+    recovery_id: str
+    payment_ref: str
+    link_id: str
+    amount: int
+    currency: str
+    customer: Customer = Customer()
+    description: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+
+
+class Checkout(BaseModel):
+    psp_checkout_id: str
+    url: str
+
+
+class RefundResult(BaseModel):
+    psp_refund_id: str
+    status: Literal["succeeded", "pending", "failed"]
+    amount: int
+
+
+WebhookKind = Literal[
+    "payment_succeeded", "payment_failed", "payment_refunded", "checkout_completed", "ignored"
+]
+
+
+class WebhookEvent(BaseModel):
+    """A verified PSP event, normalised. Ids come from the metadata we set on PSP objects."""
+
+    psp: str
+    event_id: str
+    kind: WebhookKind
+    psp_type: str
+    merchant_id: str | None = None
+    payment_ref: str | None = None
+    recovery_id: str | None = None
+    psp_payment_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    failure: Failure | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+
 class PSPAdapter(Protocol):
     name: str
 
-    async def charge(self, req: ChargeRequest) -> ChargeResult:
-        """Charge the saved payment method off-session, once per `req.idempotency_key`.
+    async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
+        """Charge the saved payment method off-session, once per `req.idempotency_key`."""
+        ...
 
-        Declines come back as a `failed` result carrying the PSP's codes, never as exceptions.
-        """
+    async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
+        """The payment's current status (for pending payments)."""
+        ...
+
+    async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
+        """A hosted page where the customer pays; once per `req.idempotency_key`."""
+        ...
+
+    async def refund_payment(
+        self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
+    ) -> RefundResult: ...
+
+    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """Verify the signature over the raw body (constant time) and normalise the event;
+        raises `InvalidWebhook`."""
         ...

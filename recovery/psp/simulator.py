@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 
 from recovery.models import ChargeRequest, ChargeResult, Failure
+from recovery.psp.base import Checkout, CheckoutRequest, InvalidWebhook, RefundResult, WebhookEvent
 from recovery.store import Store
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
@@ -44,10 +46,26 @@ class SimulatorPSP:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def charge(self, req: ChargeRequest) -> ChargeResult:
+    async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
         if m := _SLOW.match(req.payment_method.id or ""):
             await asyncio.sleep(min(int(m.group(1)), 60))
         status, failure = scripted_outcome(req)
         decline = (failure.decline_code or failure.code) if failure else None
         psp_id, status, _ = await self._store.simulator_charge(req, status, decline)
         return ChargeResult(status=status, psp_payment_id=psp_id, failure=failure)
+
+    async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
+        status, decline = await self._store.simulator_payment(psp_payment_id)
+        failure = Failure(code="card_declined", decline_code=decline) if decline else None
+        return ChargeResult(status=status, psp_payment_id=psp_payment_id, failure=failure)
+
+    async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
+        raise NotImplementedError("the simulator's hosted page comes with retry links")
+
+    async def refund_payment(
+        self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
+    ) -> RefundResult:
+        raise NotImplementedError("the simulator does not refund")
+
+    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        raise InvalidWebhook("the simulator sends no webhooks")
