@@ -19,11 +19,18 @@ from recovery.models import (
     ClassifyRequest,
     FinishRequest,
     FinishResult,
+    LinkIssued,
+    LinkRequest,
     RecoveryState,
+    RevokeLinks,
 )
 from recovery.policy import RetryPolicy
 from recovery.psp.base import TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
+from recovery.psp.razorpay import RazorpayError
+from recovery.psp.stripe import StripeRequestRejected
+from recovery.retry_links import issue_link
+from recovery.settings import Settings
 from recovery.store import Store
 
 log = logging.getLogger("recovery.activities")
@@ -32,9 +39,10 @@ log = logging.getLogger("recovery.activities")
 class RecoveryActivities:
     """Built by the worker with its dependencies; each method is one activity."""
 
-    def __init__(self, store: Store, psps: PSPDispatcher) -> None:
+    def __init__(self, store: Store, psps: PSPDispatcher, settings: Settings) -> None:
         self._store = store
         self._psps = psps
+        self._settings = settings
 
     @activity.defn(name="classify_failure")
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
@@ -52,6 +60,31 @@ class RecoveryActivities:
     async def count_card_attempts(self, card: CardRef) -> CardUsage:
         month, day = await self._store.card_attempts(card.merchant_id, card.payment_method_id)
         return CardUsage(last_30_days=month, last_day=day)
+
+    @activity.defn(name="issue_retry_link")
+    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
+        """Issue a link and hand it to the customer notification outbox (e-mail when we
+        have the customer's address, else the merchant's webhook)."""
+        bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref)
+        link = await issue_link(
+            self._store, self._settings, req.merchant_id, req.payment_ref, "workflow"
+        )
+        view = await self._store.link_view(link.link_id)
+        email = view["customer_email"] if view else None
+        await self._store.add_notification(
+            req.merchant_id,
+            req.payment_ref,
+            link.link_id,
+            "email" if email else "merchant_webhook",
+            email,
+            link.url,
+        )
+        log.info("retry link %s issued: %s", link.link_id, req.reason)
+        return LinkIssued(link_id=link.link_id, expires_at=link.expires_at)
+
+    @activity.defn(name="revoke_retry_links")
+    async def revoke_retry_links(self, req: RevokeLinks) -> int:
+        return await self._store.revoke_links(req.recovery_id, req.reason)
 
     @activity.defn(name="save_recovery_state")
     async def save_recovery_state(self, state: RecoveryState) -> None:
@@ -71,7 +104,7 @@ class RecoveryActivities:
             attempt=req.attempt,
         )
         try:
-            psp = self._psps.for_psp(req.psp)
+            psp = await self._psps.for_merchant(req.merchant_id, req.psp)
         except PSPNotConfigured as e:
             raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
         await self._store.begin_attempt(req)
@@ -79,6 +112,11 @@ class RecoveryActivities:
             result = await psp.create_payment_intent(req)
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        except (StripeRequestRejected, RazorpayError) as e:
+            # the PSP refused the request itself (not a decline): retrying cannot help
+            raise ApplicationError(
+                f"the PSP rejected the request: {e}", type="PSPRequestRejected", non_retryable=True
+            ) from e
         await self._store.complete_attempt(req.idempotency_key, result)
         log.info(
             "charge %s: %s %d %s",

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.metrics import Metrics, install_request_metrics
 from api.metrics import router as metrics_router
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
-from api.routes import audit, classify, events, health, policy, recoveries
+from api.routes import audit, classify, events, health, pay, policy, recoveries, webhooks
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
+from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings, get_settings
 from recovery.temporal import connect_client
 
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         app.state.store = store
         app.state.temporal = client
         app.state.relay = relay
+        app.state.psps = PSPDispatcher(store, settings)
         app.state.auth_limiter = FailedAuthLimiter(
             settings.auth_failure_burst, settings.auth_failure_refill_per_second
         )
@@ -62,7 +66,8 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     app.state.metrics = Metrics()
     install_request_metrics(app, app.state.metrics)
     app.include_router(metrics_router)
-    for module in (events, recoveries, classify, policy, audit, health):
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    for module in (events, recoveries, classify, policy, audit, webhooks, pay, health):
         app.include_router(module.router)
     return app
 

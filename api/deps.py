@@ -11,6 +11,7 @@ from temporalio.client import Client
 from api.ratelimit import FailedAuthLimiter
 from recovery.auth import Principal, authenticate
 from recovery.errors import NotFound, RateLimited, Unauthorized
+from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings
 from recovery.store import Store
 
@@ -27,7 +28,12 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_psps(request: Request) -> PSPDispatcher:
+    return request.app.state.psps
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+PSPsDep = Annotated[PSPDispatcher, Depends(get_psps)]
 ClientDep = Annotated[Client, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 

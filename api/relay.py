@@ -17,8 +17,11 @@ from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from recovery.constants import SIGNAL_PAYMENT_FAILED
 from recovery.errors import Unavailable
+from recovery.models import PaymentSucceeded
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
 from recovery.temporal import deliver_failure
 
@@ -50,18 +53,37 @@ class OutboxRelay:
     async def _deliver(self, rows: Sequence[OutboxRow]) -> dict[int, str | None]:
         async def one(row: OutboxRow) -> str | None:
             try:
-                await deliver_failure(
-                    self._client,
-                    row.event,
-                    task_queue=self._task_queue,
-                    rpc_timeout=self._rpc_timeout,
-                )
+                if row.signal == SIGNAL_PAYMENT_FAILED:
+                    await deliver_failure(
+                        self._client,
+                        row.event,
+                        task_queue=self._task_queue,
+                        rpc_timeout=self._rpc_timeout,
+                    )
+                else:
+                    await self._signal_running(row)
                 return None
             except Exception as e:  # any failure: keep the row, retry later
                 return f"{type(e).__name__}: {e}"
 
         results = await asyncio.gather(*(one(r) for r in rows))
         return {row.id: err for row, err in zip(rows, results, strict=True)}
+
+    async def _signal_running(self, row: OutboxRow) -> None:
+        """Signal the running recovery; none running (it ended) means nothing to do."""
+        handle = self._client.get_workflow_handle(row.workflow_id)
+        try:
+            await handle.signal(
+                row.signal,
+                PaymentSucceeded.model_validate(row.payload),
+                rpc_timeout=self._rpc_timeout,
+            )
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if await self._store.has_open_recovery(row.workflow_id):
+                raise  # its run is not started yet: try again after the failure's row
+            log.info("outbox: %s for %s: recovery already ended", row.signal, row.workflow_id)
 
     async def relay_once(self) -> tuple[int, int]:
         """Relay pending rows until none is due; returns (delivered, failed)."""

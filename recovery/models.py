@@ -226,6 +226,24 @@ class ChargeResult(BaseModel):
     failure: Failure | None = None
 
 
+class LinkRequest(BaseModel):
+    merchant_id: str
+    payment_ref: str
+    reason: str
+
+
+class LinkIssued(BaseModel):
+    """A retry link the workflow sent; the token itself never enters the history."""
+
+    link_id: str
+    expires_at: datetime
+
+
+class RevokeLinks(BaseModel):
+    recovery_id: str
+    reason: str
+
+
 class CardRef(BaseModel):
     merchant_id: str
     payment_method_id: str
@@ -266,6 +284,7 @@ class RecoveryState(BaseModel):
     policy_version: int | None = None
     paused: bool = False
     paused_reason: str | None = None
+    links: list[LinkIssued] = Field(default_factory=list)
 
 
 class FinishRequest(BaseModel):

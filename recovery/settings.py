@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from typing import Literal
 
@@ -63,6 +64,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment == "development" and not self.link_signing_secret:
+            # links then live as long as this process; `make dev` sets a lasting secret
+            self.link_signing_secret = secrets.token_urlsafe(32)
         if self.environment != "development" and (
             self.link_signing_secret.strip().lower() in PLACEHOLDER_SECRETS
             or len(self.link_signing_secret) < 16

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,6 +22,7 @@ from recovery.errors import (
     IdempotencyKeyReused,
     NotFound,
     RecoveryError,
+    RecoveryFinished,
     RecoveryNotExhausted,
     Unavailable,
 )
@@ -29,12 +30,17 @@ from recovery.models import (
     Attempt,
     ChargeRequest,
     ChargeResult,
+    Customer,
+    Failure,
     FailureEvent,
     FinishResult,
     PaymentFailedIn,
+    PaymentMethod,
+    PaymentSucceeded,
     RecoveryState,
 )
 from recovery.policy import DEFAULT_POLICY, RetryPolicy
+from recovery.psp.base import WebhookEvent
 
 OUTBOX_CHANNEL = "recovery_outbox"
 
@@ -74,10 +80,18 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True)
 class OutboxRow:
+    """A signal waiting to reach a workflow: `payment_failed` rows start the workflow if
+    needed (signal-with-start); others only signal a running one."""
+
     id: int
     workflow_id: str
-    event: FailureEvent
+    signal: str
+    payload: dict[str, Any]
     created_at: datetime
+
+    @property
+    def event(self) -> FailureEvent:
+        return FailureEvent.model_validate(self.payload)
 
 
 @dataclass(frozen=True)
@@ -487,6 +501,329 @@ class Store:
             )
         return [dict(r) for r in rows]
 
+    # ---- retry links ----------------------------------------------------------------------
+
+    async def add_link(
+        self, merchant_id: str, payment_ref: str, *, issued_by: str, expires_at: datetime
+    ) -> tuple[str, str]:
+        """Record a new link on the payment's open recovery; returns (link_id, recovery_id)."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM transactions WHERE merchant_id = $1 AND payment_ref = $2 FOR UPDATE",
+                merchant_id,
+                payment_ref,
+            )
+            latest = await conn.fetchrow(
+                "SELECT id, ended_at, status FROM recoveries WHERE merchant_id = $1"
+                " AND payment_ref = $2 ORDER BY started_at DESC, id DESC LIMIT 1",
+                merchant_id,
+                payment_ref,
+            )
+            if latest is None:
+                raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+            if latest["ended_at"] is not None:
+                raise RecoveryFinished(
+                    f"the recovery of {payment_ref!r} already ended {latest['status']}"
+                )
+            link_id = new_id("lnk")
+            await conn.execute(
+                "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
+                " issued_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                link_id,
+                merchant_id,
+                payment_ref,
+                latest["id"],
+                issued_by,
+                expires_at,
+            )
+            return link_id, latest["id"]
+
+    async def add_notification(
+        self,
+        merchant_id: str,
+        payment_ref: str,
+        link_id: str,
+        channel: str,
+        recipient: str | None,
+        url: str,
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO customer_notifications"
+                " (merchant_id, payment_ref, link_id, channel, recipient, url)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                merchant_id,
+                payment_ref,
+                link_id,
+                channel,
+                recipient,
+                url,
+            )
+
+    async def link_view(self, link_id: str) -> dict[str, Any] | None:
+        """Everything the customer's page shows about a link, or None for an unknown link."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT l.id, l.merchant_id, l.payment_ref, l.recovery_id, l.expires_at,"
+                " l.opened_at, l.used_at, l.revoked_at, l.revoked_reason, l.checkout_url,"
+                " r.status AS recovery_status, r.workflow_id, t.amount, t.currency, t.psp,"
+                " t.customer_id, t.customer_email, m.name AS merchant_name"
+                " FROM recovery_links l JOIN recoveries r ON r.id = l.recovery_id"
+                " JOIN transactions t ON t.merchant_id = l.merchant_id"
+                "  AND t.payment_ref = l.payment_ref"
+                " JOIN merchants m ON m.id = l.merchant_id WHERE l.id = $1",
+                link_id,
+            )
+        return dict(row) if row else None
+
+    async def mark_link_opened(self, link_id: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE recovery_links SET opened_at = coalesce(opened_at, clock_timestamp())"
+                " WHERE id = $1",
+                link_id,
+            )
+
+    async def link_checkout(
+        self,
+        link_id: str,
+        create: Callable[[], Awaitable[tuple[str, str, str]]],
+        *,
+        simulator_return_url: str,
+    ) -> str:
+        """The link's checkout URL, created at most once: concurrent redemptions wait on the
+        link's row lock and then reuse the first one's checkout. `create` makes the PSP's
+        checkout and must not use the store (the row lock is held meanwhile); a simulator
+        checkout is recorded here, in the same transaction."""
+        async with self._conn() as conn, conn.transaction():
+            url = await conn.fetchval(
+                "SELECT checkout_url FROM recovery_links WHERE id = $1 FOR UPDATE", link_id
+            )
+            if url:
+                return url
+            psp, checkout_id, url = await create()
+            if psp == "simulator":
+                await conn.execute(
+                    "INSERT INTO simulator_checkouts (id, link_id, merchant_id, payment_ref,"
+                    " amount, currency, return_url) SELECT $2, l.id, l.merchant_id,"
+                    " l.payment_ref, t.amount, t.currency, $3 FROM recovery_links l"
+                    " JOIN transactions t USING (merchant_id, payment_ref) WHERE l.id = $1",
+                    link_id,
+                    checkout_id,
+                    simulator_return_url,
+                )
+            await conn.execute(
+                "UPDATE recovery_links SET checkout_psp = $2, checkout_id = $3,"
+                " checkout_url = $4 WHERE id = $1",
+                link_id,
+                psp,
+                checkout_id,
+                url,
+            )
+            return url
+
+    async def revoke_links(self, recovery_id: str, reason: str) -> int:
+        async with self._conn() as conn:
+            done = await conn.execute(
+                "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
+                " WHERE recovery_id = $1 AND revoked_at IS NULL",
+                recovery_id,
+                reason,
+            )
+        return int(done.split()[-1])
+
+    async def links_of(self, recovery_id: str) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
+                " revoked_reason, issued_by FROM recovery_links WHERE recovery_id = $1"
+                " ORDER BY created_at",
+                recovery_id,
+            )
+        return [dict(r) for r in rows]
+
+    async def complete_link_payment(self, link_id: str, source: str) -> str:
+        """The customer paid through the link: mark it used, queue `payment_succeeded`."""
+        async with self._conn() as conn, conn.transaction():
+            link = await conn.fetchrow(
+                "UPDATE recovery_links SET used_at = coalesce(used_at, clock_timestamp())"
+                " WHERE id = $1 RETURNING merchant_id, payment_ref",
+                link_id,
+            )
+            if link is None:
+                raise NotFound("no such link")
+            signal = PaymentSucceeded(source=source, event_id=f"link:{link_id}")
+            await conn.execute(
+                "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+                workflow_id_for(link["merchant_id"], link["payment_ref"]),
+                "payment_succeeded",
+                signal.model_dump(mode="json"),
+            )
+            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            return link["payment_ref"]
+
+    # ---- simulator hosted checkout ----------------------------------------------------------
+
+    async def simulator_checkout_view(self, checkout_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT c.*, m.name AS merchant_name FROM simulator_checkouts c"
+                " JOIN merchants m ON m.id = c.merchant_id WHERE c.id = $1",
+                checkout_id,
+            )
+        return dict(row) if row else None
+
+    async def pay_simulator_checkout(self, checkout_id: str) -> bool:
+        """Mark the simulated checkout paid; False when it already was."""
+        async with self._conn() as conn:
+            done = await conn.execute(
+                "UPDATE simulator_checkouts SET paid_at = clock_timestamp()"
+                " WHERE id = $1 AND paid_at IS NULL",
+                checkout_id,
+            )
+        return done.endswith(" 1")
+
+    # ---- PSP credentials and webhooks ---------------------------------------------------------
+
+    async def psp_credentials(self, merchant_id: str, psp: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            return await conn.fetchval(
+                "SELECT credentials FROM merchant_psp_credentials"
+                " WHERE merchant_id = $1 AND psp = $2",
+                merchant_id,
+                psp,
+            )
+
+    async def set_psp_credentials(
+        self, merchant_id: str, psp: str, credentials: dict[str, Any]
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO merchant_psp_credentials (merchant_id, psp, credentials)"
+                " VALUES ($1, $2, $3) ON CONFLICT (merchant_id, psp)"
+                " DO UPDATE SET credentials = excluded.credentials, updated_at = now()",
+                merchant_id,
+                psp,
+                credentials,
+            )
+
+    async def record_webhook(
+        self, event: WebhookEvent, payload: dict[str, Any]
+    ) -> tuple[bool, str]:
+        """Record a verified PSP event once; queue the signal it means for its recovery.
+
+        Returns (new, outcome). Events for payments we do not know are recorded, not errors.
+        A failure we already know from the attempt that made it is not sent again.
+        """
+        async with self._conn() as conn, conn.transaction():
+            row_id = await conn.fetchval(
+                "INSERT INTO webhook_events (psp, event_id, kind, psp_type, merchant_id,"
+                " payment_ref, recovery_id, psp_payment_id, outcome, payload)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'recorded',$9)"
+                " ON CONFLICT (psp, event_id) DO NOTHING RETURNING id",
+                event.psp,
+                event.event_id,
+                event.kind,
+                event.psp_type,
+                event.merchant_id,
+                event.payment_ref,
+                event.recovery_id,
+                event.psp_payment_id,
+                payload,
+            )
+            if row_id is None:
+                return False, "duplicate"
+            outcome = await self._webhook_signal(conn, event)
+            await conn.execute(
+                "UPDATE webhook_events SET outcome = $2 WHERE id = $1", row_id, outcome
+            )
+            return True, outcome
+
+    async def _webhook_signal(self, conn: asyncpg.Connection, event: WebhookEvent) -> str:
+        if event.kind in ("ignored", "payment_refunded"):
+            return event.kind
+        if not (event.merchant_id and event.payment_ref):
+            return "unknown_payment"
+        known = await conn.fetchval(
+            "SELECT true FROM transactions WHERE merchant_id = $1 AND payment_ref = $2 FOR UPDATE",
+            event.merchant_id,
+            event.payment_ref,
+        )
+        if not known:
+            return "unknown_payment"
+        workflow_id = workflow_id_for(event.merchant_id, event.payment_ref)
+        if event.kind in ("payment_succeeded", "checkout_completed"):
+            signal = PaymentSucceeded(
+                source=f"{event.psp}_webhook",
+                event_id=event.event_id,
+                psp_payment_id=event.psp_payment_id,
+            )
+            await conn.execute(
+                "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+                workflow_id,
+                "payment_succeeded",
+                signal.model_dump(mode="json"),
+            )
+            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            return "signalled_payment_succeeded"
+        # payment_failed
+        if event.psp_payment_id and await conn.fetchval(
+            "SELECT true FROM attempts WHERE psp_payment_id = $1 AND status = 'failed'",
+            event.psp_payment_id,
+        ):
+            return "already_known"
+        open_rec = await conn.fetchrow(
+            "SELECT r.id, t.psp, t.amount, t.currency, t.customer_id, t.customer_email,"
+            " t.payment_method_type, t.payment_method_id FROM recoveries r"
+            " JOIN transactions t USING (merchant_id, payment_ref)"
+            " WHERE r.merchant_id = $1 AND r.payment_ref = $2 AND r.ended_at IS NULL",
+            event.merchant_id,
+            event.payment_ref,
+        )
+        if open_rec is None:
+            return "recovery_ended"
+        failed = FailureEvent(
+            event_id=f"{event.psp}:{event.event_id}",
+            recovery_id=open_rec["id"],
+            merchant_id=event.merchant_id,
+            payment_ref=event.payment_ref,
+            psp=open_rec["psp"],
+            amount=open_rec["amount"],
+            currency=open_rec["currency"],
+            customer=Customer(id=open_rec["customer_id"], email=open_rec["customer_email"]),
+            payment_method=PaymentMethod(
+                type=open_rec["payment_method_type"] or "card", id=open_rec["payment_method_id"]
+            ),
+            failure=event.failure or Failure(code="payment_failed"),
+            occurred_at=datetime.now(UTC),
+        )
+        payload = failed.model_dump(mode="json")
+        await conn.execute(
+            "INSERT INTO payment_events"
+            " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            event.merchant_id,
+            failed.event_id,
+            event.payment_ref,
+            open_rec["id"],
+            payload,
+            failed.occurred_at,
+        )
+        await conn.execute(
+            "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
+        )
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        return "signalled_payment_failed"
+
+    async def has_open_recovery(self, workflow_id: str) -> bool:
+        async with self._conn() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT true FROM recoveries WHERE workflow_id = $1 AND ended_at IS NULL",
+                    workflow_id,
+                )
+            )
+
     # ---- outbox ---------------------------------------------------------------------------
 
     async def relay_outbox(
@@ -501,7 +838,7 @@ class Store:
         """
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT id, workflow_id, payload, created_at FROM outbox"
+                "SELECT id, workflow_id, signal, payload, created_at FROM outbox"
                 " WHERE delivered_at IS NULL AND available_at <= clock_timestamp()"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 limit,
@@ -509,12 +846,7 @@ class Store:
             if not rows:
                 return 0, 0
             batch = [
-                OutboxRow(
-                    r["id"],
-                    r["workflow_id"],
-                    FailureEvent.model_validate(r["payload"]),
-                    r["created_at"],
-                )
+                OutboxRow(r["id"], r["workflow_id"], r["signal"], r["payload"], r["created_at"])
                 for r in rows
             ]
             results = await deliver(batch)

@@ -26,7 +26,6 @@ from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
-from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings, get_settings
 from recovery.store import Store
 from recovery.temporal import connect_client
@@ -38,11 +37,6 @@ log = logging.getLogger("recovery.worker")
 MAINTENANCE_EVERY = timedelta(hours=1)
 
 
-def build_dispatcher(store: Store) -> PSPDispatcher:
-    """The PSP adapters this deployment can charge through."""
-    return PSPDispatcher({"simulator": SimulatorPSP(store)})
-
-
 def build_worker(
     client: Client,
     store: Store,
@@ -50,9 +44,9 @@ def build_worker(
     psps: PSPDispatcher | None = None,
     settings: Settings | None = None,
 ) -> Worker:
-    recovery = RecoveryActivities(store, psps or build_dispatcher(store))
-    maintenance = MaintenanceActivities(store)
     tuning = settings or Settings(environment="development")
+    recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
+    maintenance = MaintenanceActivities(store)
     return Worker(
         client,
         task_queue=task_queue,
@@ -67,6 +61,8 @@ def build_worker(
             recovery.recovery_is_open,
             recovery.load_retry_policy,
             recovery.count_card_attempts,
+            recovery.issue_retry_link,
+            recovery.revoke_retry_links,
             recovery.save_recovery_state,
             recovery.finish_recovery,
             recovery.charge_payment,

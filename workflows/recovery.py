@@ -29,12 +29,15 @@ with workflow.unsafe.imports_passed_through():
         FailureEvent,
         FinishRequest,
         FinishResult,
+        LinkIssued,
+        LinkRequest,
         PauseRequest,
         PaymentSucceeded,
         RecoveryInput,
         RecoveryState,
         RecoveryStatus,
         ResumeRequest,
+        RevokeLinks,
     )
     from recovery.policy import LEGACY_POLICY, RetryPolicy, card_limit_reached, decide
 
@@ -52,6 +55,11 @@ _CHARGE_RETRY = ActivityRetryPolicy(
 # Recoveries started after this patch load the merchant's retry policy and respect the
 # card-network limits; older histories replay with LEGACY_POLICY and no card check.
 POLICY_PATCH = "merchant-retry-policy"
+# Recoveries started after this patch send the customer retry links while they wait for
+# them, and revoke every outstanding link when they end.
+LINKS_PATCH = "retry-links"
+# While waiting for the customer, a fresh link (the last one expired) goes out this often.
+LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
 # "pending" again to the classifier's message patterns).
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
@@ -82,6 +90,7 @@ class PaymentRecoveryWorkflow:
         self._policy: RetryPolicy = LEGACY_POLICY
         self._policy_changed = False
         self._card_limits = False
+        self._links = False
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -162,6 +171,7 @@ class PaymentRecoveryWorkflow:
                 )
             self._card_limits = True
         self._state.policy_version = self._policy.version
+        self._links = workflow.patched(LINKS_PATCH)
         started_at = workflow.now()
         failure = self._absorb_inbox() or PENDING_EXPIRED
         workflow.upsert_search_attributes(
@@ -207,7 +217,7 @@ class PaymentRecoveryWorkflow:
                 self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
                 await self._schedule(None, decision.reason)
                 deadline = started_at + self._policy.window
-                if not await self._wait_for_news(deadline - workflow.now()):
+                if not await self._await_customer(deadline, decision.reason):
                     return await self._end(
                         RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer"
                     )
@@ -312,6 +322,28 @@ class PaymentRecoveryWorkflow:
         except TimeoutError:
             return False
 
+    async def _await_customer(self, deadline: datetime, reason: str) -> bool:
+        """Send retry links (a fresh one every few days) until the customer pays, something
+        else happens, or the window closes. True when woken by news."""
+        while workflow.now() < deadline:
+            wait = deadline - workflow.now()
+            if self._links:
+                link = await workflow.execute_activity(
+                    "issue_retry_link",
+                    LinkRequest(
+                        merchant_id=self._state.merchant_id,
+                        payment_ref=self._state.payment_ref,
+                        reason=reason,
+                    ),
+                    result_type=LinkIssued,
+                    **_STORE,
+                )
+                self._state.links.append(link)
+                wait = min(wait, LINK_REMINDER_EVERY)
+            if await self._wait_for_news(wait):
+                return True
+        return False
+
     async def _hold_while_paused(self) -> None:
         """Make no attempt until resumed (or cancelled, or paid meanwhile)."""
         await self._schedule(None, self._state.paused_reason or "paused")
@@ -411,6 +443,13 @@ class PaymentRecoveryWorkflow:
             for ev in done.unseen_events:
                 self._seen.add(ev.event_id)
             self._state.events_seen = len(self._seen)
+        if self._links:
+            await workflow.execute_activity(
+                "revoke_retry_links",
+                RevokeLinks(recovery_id=self._state.recovery_id or "", reason=status.value),
+                result_type=int,
+                **_STORE,
+            )
         return await self._close()
 
     async def _close(self) -> RecoveryState:

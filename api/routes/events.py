@@ -11,11 +11,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.deps import PrincipalDep, SettingsDep, StoreDep
+from api.deps import PrincipalDep, PSPsDep, StoreDep
 from api.errors import error_response, validation_response
 from recovery.logs import bind
 from recovery.models import PaymentFailedIn
-from recovery.psp.credentials import psp_available
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 log = logging.getLogger("recovery.api.events")
@@ -46,7 +45,7 @@ async def payment_failed(
     request: Request,
     principal: PrincipalDep,
     store: StoreDep,
-    settings: SettingsDep,
+    psps: PSPsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     raw = await request.body()
@@ -64,9 +63,7 @@ async def payment_failed(
         body = PaymentFailedIn.model_validate_json(raw)
     except ValidationError as e:
         return validation_response(e)
-    available, why = psp_available(settings, body.psp)
-    if not available:
-        return error_response(422, "psp_not_configured", why, "psp")
+    await psps.for_merchant(principal.merchant_id, body.psp)  # 422 when not configured
     if idempotency_key is not None and not idempotency_key.strip():
         return error_response(422, "validation_error", "must not be blank", "Idempotency-Key")
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ClientDep, ScopeDep, StoreDep
+from api.deps import ClientDep, ScopeDep, SettingsDep, StoreDep
 from recovery import constants as names
 from recovery.errors import RecoveryError, RecoveryFinished, Unavailable
 from recovery.models import (
@@ -27,6 +27,7 @@ from recovery.models import (
     RecoveryStatus,
     ResumeRequest,
 )
+from recovery.retry_links import issue_link
 from recovery.store import RecoveryRecord
 
 router = APIRouter(prefix="/v1/recoveries", tags=["recoveries"])
@@ -100,9 +101,27 @@ def _out(r: RecoveryRecord) -> RecoveryOut:
     )
 
 
+class LinkOut(BaseModel):
+    url: str
+    expires_at: datetime
+    link_id: str
+
+
 @router.get("/by_ref/{ref}", response_model=RecoveryOut)
 async def get_recovery(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
-    return _out(await store.get_recovery(scope.merchant_id, ref))
+    rec = await store.get_recovery(scope.merchant_id, ref)
+    out = _out(rec)
+    out.links = await store.links_of(rec.id)
+    return out
+
+
+@router.post("/by_ref/{ref}/link", response_model=LinkOut, status_code=201)
+async def create_link(
+    ref: RefPath, scope: ScopeDep, store: StoreDep, settings: SettingsDep
+) -> LinkOut:
+    """A signed retry link for the customer, valid LINK_TTL_SECONDS (default 15 minutes)."""
+    link = await issue_link(store, settings, scope.merchant_id, ref, scope.principal.actor)
+    return LinkOut(url=link.url, expires_at=link.expires_at, link_id=link.link_id)
 
 
 @router.get("", response_model=RecoveryList)

@@ -1,29 +1,88 @@
-"""Pick the adapter for a payment's PSP."""
+"""Pick the adapter for a payment: by its PSP, with the merchant's credentials when it has
+its own, else the environment's. Adapters are built once per set of credentials."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from recovery.errors import RecoveryError
 from recovery.psp.base import PSPAdapter
+from recovery.psp.credentials import (
+    Credentials,
+    PSPNotConfigured,
+    RazorpayCredentials,
+    StripeCredentials,
+    default_credentials,
+    parse_credentials,
+)
+from recovery.psp.simulator import SimulatorPSP
+from recovery.settings import Settings
+from recovery.store import Store
+
+__all__ = ["PSPDispatcher", "PSPNotConfigured"]
 
 
-class PSPNotConfigured(RecoveryError):
-    status = 422
-    code = "psp_not_configured"
+def _secret(value: object) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+def build_adapter(creds: Credentials) -> PSPAdapter:
+    match creds:
+        case StripeCredentials():
+            from recovery.psp.stripe import StripeAdapter
+
+            return StripeAdapter(
+                creds.api_key.get_secret_value(), _secret(creds.webhook_secret), creds.api_base
+            )
+        case RazorpayCredentials():
+            from recovery.psp.razorpay import RazorpayAdapter
+
+            return RazorpayAdapter(
+                creds.key_id,
+                creds.key_secret.get_secret_value(),
+                _secret(creds.webhook_secret),
+                creds.api_base,
+            )
 
 
 class PSPDispatcher:
-    def __init__(self, adapters: Mapping[str, PSPAdapter]) -> None:
-        self._adapters = dict(adapters)
+    def __init__(
+        self, store: Store, settings: Settings, *, psps: frozenset[str] | None = None
+    ) -> None:
+        """`psps` limits the PSPs this dispatcher serves (tests use it); default: all."""
+        self._store = store
+        self._settings = settings
+        self._psps = psps
+        self._simulator = SimulatorPSP(store)
+        self._cache: dict[Credentials, PSPAdapter] = {}
 
-    def configured(self, psp: str) -> bool:
-        return psp in self._adapters
+    def _served(self, psp: str) -> None:
+        if self._psps is not None and psp not in self._psps:
+            raise PSPNotConfigured(f"PSP {psp!r} is not served here", field="psp")
 
-    def for_psp(self, psp: str) -> PSPAdapter:
-        try:
-            return self._adapters[psp]
-        except KeyError:
+    async def credentials(self, merchant_id: str, psp: str) -> Credentials:
+        own = await self._store.psp_credentials(merchant_id, psp)
+        creds = parse_credentials(psp, own) if own else default_credentials(self._settings, psp)
+        if creds is None:
             raise PSPNotConfigured(
-                f"no credentials are configured for PSP {psp!r}", field="psp"
-            ) from None
+                f"no credentials are configured for PSP {psp!r}: set them for the merchant or "
+                f"in the environment",
+                field="psp",
+            )
+        return creds
+
+    async def for_merchant(self, merchant_id: str, psp: str) -> PSPAdapter:
+        self._served(psp)
+        if psp == "simulator":
+            return self._simulator
+        creds = await self.credentials(merchant_id, psp)
+        if creds not in self._cache:
+            self._cache[creds] = build_adapter(creds)
+        return self._cache[creds]
+
+    def for_webhooks(self, psp: str) -> PSPAdapter:
+        """The adapter whose webhook secret verifies `psp`'s webhooks (the environment's)."""
+        self._served(psp)
+        creds = default_credentials(self._settings, psp) if psp != "simulator" else None
+        if creds is None or creds.webhook_secret is None:
+            raise PSPNotConfigured(f"webhooks from {psp!r} are not configured here")
+        if creds not in self._cache:
+            self._cache[creds] = build_adapter(creds)
+        return self._cache[creds]

@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.models import CancelRequest
+from recovery.settings import Settings
 from tests.conftest import venv_binary
 from tests.helpers import failure_body, ingest, relay
 from worker.main import build_worker
@@ -36,6 +37,12 @@ SCENARIOS = {
     # since the merchant-retry-policy patch: policy loaded, card limits checked
     "policy_recovered_on_third_attempt": {"pm": "pm_sim_succeed_on_3"},
     "policy_exhausted_after_max_attempts": {"pm": "pm_sim_decline_insufficient_funds"},
+    # since the retry-links patch: links sent while awaiting the customer, revoked at the end
+    "links_hard_decline_window_closed": {
+        "pm": "pm_sim_succeed_on_1",
+        "decline_code": "stolen_card",
+    },
+    "links_cancelled_during_cooldown": {"pm": "pm_sim_succeed_on_1", "cancel": True},
 }
 
 
@@ -53,7 +60,8 @@ async def main() -> None:
             search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
         )
     )
-    async with build_worker(env.client, store, "replay"):
+    settings = Settings(environment="development")
+    async with build_worker(env.client, store, "replay", settings=settings):
         for name, spec in SCENARIOS.items():
             out = HERE / f"{name}.json"
             if out.exists():

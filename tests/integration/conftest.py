@@ -67,7 +67,9 @@ async def running_stack(
         await stack.enter_async_context(app.router.lifespan_context(app))
         temporal = await connect_client(settings, lazy=not worker)
         if worker:
-            await stack.enter_async_context(build_worker(temporal, store, task_queue))
+            await stack.enter_async_context(
+                build_worker(temporal, store, task_queue, settings=settings)
+            )
         http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
         )

@@ -22,6 +22,7 @@ from recovery.models import (
     ResumeRequest,
 )
 from recovery.psp.dispatcher import PSPDispatcher
+from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body, ingest, relay
 from worker.main import build_worker
@@ -169,11 +170,13 @@ async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
     ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     task_queue = f"tq-{uuid.uuid4()}"
-    async with build_worker(ts_env.client, store, task_queue, psps=PSPDispatcher({})):
+    nothing = PSPDispatcher(store, Settings(environment="development"), psps=frozenset())
+    async with build_worker(ts_env.client, store, task_queue, psps=nothing):
         handle = await start(store, (ts_env.client, task_queue), merchant, pm="pm_sim_succeed_on_1")
         result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
-    assert "no credentials" in (result.ended_reason or "")
+    assert "could not be made" in (result.ended_reason or "")
+    assert "not served" in (result.ended_reason or "")
     rec = await store.get_recovery(merchant, result.payment_ref)
     assert rec.status == "exhausted" and rec.ended_at is not None
 

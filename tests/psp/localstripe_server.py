@@ -1,0 +1,419 @@
+"""localstripe for tests: a real fake Stripe server on a free port, and setup helpers.
+
+`localstripe` (PyPI; Customers, PaymentMethods, PaymentIntents, Charges, Refunds, signed
+webhooks) runs as a subprocess bound to 127.0.0.1. Nothing here reaches the internet.
+
+    with localstripe() as base_url:                      # e.g. "http://127.0.0.1:41234"
+        card = create_customer_with_card(base_url, CARD_OK)
+        adapter = StripeAdapter(TEST_API_KEY, secret, api_base=base_url)
+        ...
+        assert len(successful_charges(base_url, card.customer_id)) == 1
+
+The URL yielded is that of a small proxy in front of localstripe which adds the two things of
+Stripe's documented API that localstripe lacks and our adapter relies on:
+
+1. Idempotency keys (docs.stripe.com/api/idempotent_requests). localstripe ignores
+   `Idempotency-Key`, so a retried charge would charge twice. The proxy saves the first
+   response to each POST with a key (per API key) and replays it, with
+   `Idempotent-Replayed: true`, for the same key and parameters; the same key with other
+   parameters is a 400 `idempotency_error`; a key whose first request is still running is a
+   409. As on Stripe, a response is not saved when the request is refused as invalid (400).
+2. `automatic_payment_methods` on PaymentIntent create/confirm: localstripe predates dynamic
+   payment methods and refuses parameters it does not know, so the proxy drops it (with a
+   card PaymentMethod named, as our off-session charges do, the outcome is the same).
+
+localstripe runs without its disk persistence: stock `localstripe` pickles its whole store to
+the one shared path /tmp/localstripe.pickle after every write, which parallel runs (or another
+user's file) would break. Webhooks that localstripe sends go straight from it to the URL you
+register (`register_webhook_endpoint`), signed with your secret like Stripe's.
+
+localstripe's test cards (`localstripe/resources.py`, `PaymentMethod`): `CARD_OK` charges;
+`CARD_DECLINED_ON_CHARGE` (4000000000000341) attaches, then every charge is declined with
+`card_declined` and no `decline_code`; `CARD_REQUIRES_AUTH` (4000002500003155 and others)
+puts the PaymentIntent in `requires_action`; `CARD_DECLINED_ON_ATTACH` (4000000000000002,
+4000000000009995 "insufficient funds", ...) cannot be saved at all (the attach is a 402).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import stripe
+
+TEST_API_KEY = "sk_test_localstripe"
+"""Any key starting with `sk_` works; localstripe keeps one store for all keys."""
+
+CARD_OK = "4242424242424242"
+CARD_DECLINED_ON_CHARGE = "4000000000000341"
+CARD_REQUIRES_AUTH = "4000002500003155"
+CARD_DECLINED_ON_ATTACH = "4000000000000002"
+
+_LAUNCH = """\
+import sys
+from aiohttp import web
+from localstripe import resources
+from localstripe.server import app
+resources.Store.dump_to_disk = lambda self: None
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+# ---- the server -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def localstripe(*, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Start localstripe (and the idempotency proxy in front of it) on free ports; yield the
+    base URL to give `StripeAdapter(api_base=...)` and the helpers below; stop both after."""
+    with _localstripe_process(startup_timeout) as upstream, _proxy(upstream) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _localstripe_process(startup_timeout: float) -> Iterator[str]:
+    last_error = ""
+    for _ in range(3):  # another process may take the free port before localstripe binds it
+        port = free_port()
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCH, str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                if _wait_until_up(proc, url, startup_timeout):
+                    yield url
+                    return
+                log.seek(0)
+                last_error = log.read().decode(errors="replace")[-2000:]
+            finally:
+                _stop(proc)
+    raise RuntimeError(f"localstripe did not start:\n{last_error}")
+
+
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    request = urllib.request.Request(
+        f"{url}/v1/customers?limit=1", headers={"Authorization": f"Bearer {TEST_API_KEY}"}
+    )
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"localstripe did not answer on {url} within {within}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the idempotency proxy ----------------------------------------------------------------
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "date",
+    "server",
+    "host",
+    "accept-encoding",
+}
+
+
+@dataclass(frozen=True)
+class _Saved:
+    request: tuple[str, str, bytes]  # method, path, body: "the same parameters"
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.lock = threading.Lock()
+        self.saved: dict[tuple[str, str], _Saved] = {}
+        self.running: set[tuple[str, str]] = set()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request (a killed worker) is no error: its response is
+        saved for the retry all the same."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@contextlib.contextmanager
+def _proxy(upstream: str) -> Iterator[str]:
+    server = _ProxyServer(upstream)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="localstripe-proxy", daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _drop_unsupported(method: str, path: str, body: bytes) -> bytes:
+    """localstripe refuses `automatic_payment_methods` (see the module docstring)."""
+    if method != "POST" or not path.startswith("/v1/payment_intents"):
+        return body
+    fields = parse_qsl(body.decode(), keep_blank_values=True)
+    kept = [(k, v) for k, v in fields if not k.startswith("automatic_payment_methods[")]
+    return urlencode(kept).encode() if len(kept) != len(fields) else body
+
+
+def _error_body(kind: str, code: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": kind, "code": code, "message": message}}).encode()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = _drop_unsupported(self.command, self.path, self.rfile.read(length))
+        key = self.headers.get("Idempotency-Key") if self.command == "POST" else None
+        if not key:
+            answer = self._forward(body)
+            if (self.command, self.path) == ("DELETE", "/_config/data"):
+                with self.server.lock:  # `reset`: saved responses name objects now gone
+                    self.server.saved.clear()
+            self._send(*answer)
+            return
+        scope = (self.headers.get("Authorization", ""), key)
+        request = (self.command, self.path, body)
+        with self.server.lock:
+            saved = self.server.saved.get(scope)
+            in_flight = saved is None and scope in self.server.running
+            if saved is None and not in_flight:
+                self.server.running.add(scope)
+        if in_flight:
+            message = "There is currently another in-progress request using this key."
+            self._send(409, [], _error_body("idempotency_error", "idempotency_key_in_use", message))
+            return
+        if saved is not None:
+            if saved.request != request:
+                message = (
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    f"they were first used with. Try using a key other than '{key}'."
+                )
+                self._send(400, [], _error_body("idempotency_error", "", message))
+            else:
+                self._send(
+                    saved.status, [*saved.headers, ("Idempotent-Replayed", "true")], saved.body
+                )
+            return
+        status, headers, response = 502, [], b""
+        try:
+            status, headers, response = self._forward(body)
+        finally:
+            with self.server.lock:
+                self.server.running.discard(scope)
+                if status not in (400, 502):
+                    self.server.saved[scope] = _Saved(request, status, headers, response)
+        self._send(status, headers, response)
+
+    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        connection = HTTPConnection(*self.server.upstream, timeout=60)
+        try:
+            connection.request(self.command, self.path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            content = response.read()
+            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
+            return response.status, kept, content
+        except OSError as err:
+            message = f"localstripe is unreachable: {type(err).__name__}"
+            return 502, [], _error_body("api_error", "", message)
+        finally:
+            connection.close()
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        has_type = False
+        for name, value in headers:
+            has_type = has_type or name.lower() == "content-type"
+            self.send_header(name, value)
+        if not has_type:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+# ---- setup and assertion helpers (the real `stripe` SDK, synchronous) ---------------------
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    customer_id: str
+    payment_method_id: str
+
+
+def stripe_client(base_url: str, api_key: str = TEST_API_KEY) -> stripe.StripeClient:
+    """A synchronous `StripeClient` against `base_url`, for test setup and assertions. Its
+    calls block: fine in a test, also in an async one (the servers run elsewhere)."""
+    return stripe.StripeClient(api_key, base_addresses={"api": base_url}, max_network_retries=0)
+
+
+def create_customer_with_card(
+    base_url: str,
+    card_number: str = CARD_OK,
+    *,
+    email: str | None = None,
+    api_key: str = TEST_API_KEY,
+) -> SavedCard:
+    """A Customer with a card PaymentMethod attached and set as its default (what a merchant
+    has after saving a card). Raises `stripe.CardError` for a card that declines on attach."""
+    client = stripe_client(base_url, api_key)
+    customer = client.v1.customers.create({"email": email} if email else {})
+    pm_id = attach_card(base_url, customer.id, card_number, api_key=api_key)
+    return SavedCard(customer_id=customer.id, payment_method_id=pm_id)
+
+
+def attach_card(
+    base_url: str,
+    customer_id: str,
+    card_number: str,
+    *,
+    make_default: bool = True,
+    api_key: str = TEST_API_KEY,
+) -> str:
+    """Attach another card to a customer (the customer "updates their card"); returns the
+    new PaymentMethod id. With `make_default`, it becomes the customer's default method."""
+    client = stripe_client(base_url, api_key)
+    pm = client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {"number": card_number, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    client.v1.payment_methods.attach(pm.id, {"customer": customer_id})
+    if make_default:
+        client.v1.customers.update(
+            customer_id, {"invoice_settings": {"default_payment_method": pm.id}}
+        )
+    return pm.id
+
+
+def payment_intents_for_customer(
+    base_url: str, customer_id: str, *, api_key: str = TEST_API_KEY
+) -> list[dict[str, Any]]:
+    """All PaymentIntents of a customer (localstripe cannot filter PaymentIntents by
+    customer: this lists all and filters)."""
+    client = stripe_client(base_url, api_key)
+    intents = client.v1.payment_intents.list({"limit": 100}).auto_paging_iter()
+    found = (pi.to_dict() for pi in intents)
+    return [pi for pi in found if pi.get("customer") == customer_id]
+
+
+def charges_for_customer(
+    base_url: str, customer_id: str, *, api_key: str = TEST_API_KEY
+) -> list[dict[str, Any]]:
+    """All Charges of a customer, failed ones included."""
+    client = stripe_client(base_url, api_key)
+    charges = client.v1.charges.list({"customer": customer_id, "limit": 100}).auto_paging_iter()
+    return [charge.to_dict() for charge in charges]
+
+
+def successful_charges(
+    base_url: str, customer_id: str, *, api_key: str = TEST_API_KEY
+) -> list[dict[str, Any]]:
+    """The customer's charges that moved money: "exactly one successful charge"."""
+    charges = charges_for_customer(base_url, customer_id, api_key=api_key)
+    return [c for c in charges if c.get("status") == "succeeded"]
+
+
+def register_webhook_endpoint(
+    base_url: str,
+    url: str,
+    secret: str,
+    *,
+    events: list[str] | None = None,
+    endpoint_id: str = "recovery",
+) -> None:
+    """Make localstripe POST its events to `url`, signed with `secret` (`Stripe-Signature`,
+    as Stripe signs them), about a second after each event. `events` filters by type;
+    registering the same `endpoint_id` again replaces it. localstripe-specific
+    (`POST /_config/webhooks/{id}`), not a Stripe API."""
+    fields: list[tuple[str, str]] = [("url", url), ("secret", secret)]
+    fields += [(f"events[{i}]", event) for i, event in enumerate(events or [])]
+    request = urllib.request.Request(
+        f"{base_url}/_config/webhooks/{endpoint_id}",
+        data=urlencode(fields).encode(),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise RuntimeError(f"localstripe refused the webhook endpoint: {response.status}")
+
+
+def reset(base_url: str) -> None:
+    """Forget every object in localstripe (customers, payments, ...) and every saved
+    idempotent response; webhook endpoints stay."""
+    request = urllib.request.Request(
+        f"{base_url}/_config/data",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        method="DELETE",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
