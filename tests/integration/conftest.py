@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -34,8 +35,9 @@ class Stack:
         return {"Authorization": f"Bearer {key or self.key}"}
 
 
-def stack_settings(dsn: str, temporal_address: str, task_queue: str) -> Settings:
+def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: Any) -> Settings:
     return Settings(
+        **extra,
         environment="test",
         database_url=dsn,
         temporal_address=temporal_address,
@@ -57,10 +59,11 @@ async def add_merchant(store: Store, role: str = "support") -> tuple[str, str]:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    store: Store, dsn: str, temporal_address: str, *, worker: bool = True
+    store: Store, dsn: str, temporal_address: str, *, worker: bool = True, **extra: Any
 ) -> AsyncIterator[Stack]:
+    """`extra` are more settings (e.g. PSP credentials)."""
     task_queue = f"tq-{uuid.uuid4()}"
-    settings = stack_settings(dsn, temporal_address, task_queue)
+    settings = stack_settings(dsn, temporal_address, task_queue, **extra)
     app = create_app(settings)
     merchant_id, key = await add_merchant(store)
     async with contextlib.AsyncExitStack() as stack:

@@ -1,0 +1,246 @@
+"""End to end through real PSP SDKs: a Stripe recovery against localstripe (a declined
+charge, the customer's new card, a successful retry), and PSP webhooks driving recoveries."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from recovery.store import Store
+from tests.helpers import failure_body
+from tests.integration.conftest import Stack, running_stack
+from tests.integration.test_api import (
+    INGEST,
+    _has_next_attempt,
+    assert_envelope,
+    eventually,
+    recovery,
+)
+from tests.psp.localstripe_server import (
+    CARD_DECLINED_ON_CHARGE,
+    CARD_OK,
+    TEST_API_KEY,
+    attach_card,
+    create_customer_with_card,
+    localstripe,
+    successful_charges,
+)
+
+STRIPE_WHSEC = "whsec_test_end_to_end_0123456789"
+RAZORPAY_WHSEC = "razorpay-webhook-secret-e2e"
+
+
+@pytest.fixture(scope="module")
+def stripe_base() -> Iterator[str]:
+    with localstripe() as url:
+        yield url
+
+
+@pytest.fixture
+async def psp_api(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, stripe_base: str
+) -> AsyncIterator[Stack]:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store,
+        pg_dsn,
+        address,
+        stripe_api_key=TEST_API_KEY,
+        stripe_api_base=stripe_base,
+        stripe_webhook_secret=STRIPE_WHSEC,
+        razorpay_key_id="rzp_test_e2e",
+        razorpay_key_secret="rzp_secret_e2e",
+        razorpay_webhook_secret=RAZORPAY_WHSEC,
+    ) as stack:
+        yield stack
+
+
+def stripe_signed(
+    event: dict, secret: str = STRIPE_WHSEC, at: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    t = at or int(time.time())
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
+
+
+def stripe_event(kind: str, obj: dict) -> dict:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:16]}",
+        "object": "event",
+        "type": kind,
+        "api_version": "2024-06-20",
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def pi(merchant_id: str, ref: str, status: str = "succeeded") -> dict:
+    return {
+        "id": f"pi_{uuid.uuid4().hex[:16]}",
+        "object": "payment_intent",
+        "amount": 4999,
+        "currency": "usd",
+        "status": status,
+        "metadata": {"merchant_id": merchant_id, "payment_ref": ref},
+    }
+
+
+async def stripe_failure(api: Stack, customer: str, pm: str | None) -> str:
+    body = failure_body(psp="stripe", decline_code="insufficient_funds", pm="x")
+    body["customer"] = {"id": customer, "email": "c@example.com"}
+    body["payment_method"] = {"type": "card", "id": pm}
+    r = await api.http.post(INGEST, json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
+    return body["payment_ref"]
+
+
+async def test_stripe_decline_then_new_card_then_recovered_with_one_charge(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    # no payment method on the event: Stripe charges the customer's default card, which is
+    # where the customer's updated card goes
+    ref = await stripe_failure(api, saved.customer_id, None)
+    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+
+    async def attempts(n: int, outcome: str) -> dict:
+        rec = await recovery(api, ref)
+        assert len(rec["attempts"]) == n and rec["attempts"][-1]["outcome"] == outcome, rec
+        return rec
+
+    rec = await eventually(lambda: attempts(1, "failed"), within=30)
+    assert rec["attempts"][0]["code"] == "card_declined" and rec["status"] == "active"
+    assert successful_charges(stripe_base, saved.customer_id) == []
+
+    attach_card(stripe_base, saved.customer_id, CARD_OK, make_default=True)
+    await eventually(lambda: _has_next_attempt(api, ref))
+    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+    await eventually(lambda: attempts(2, "succeeded"), within=30)
+    assert (await recovery(api, ref))["status"] == "recovered"
+    assert len(successful_charges(stripe_base, saved.customer_id)) == 1
+
+
+async def test_a_signed_stripe_webhook_recovers_first(psp_api: Stack, stripe_base: str) -> None:
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_OK)
+    ref = await stripe_failure(api, saved.customer_id, saved.payment_method_id)
+    body, headers = stripe_signed(
+        stripe_event("payment_intent.succeeded", pi(api.merchant_id, ref))
+    )
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["outcome"] == "signalled_payment_succeeded"
+
+    async def recovered() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        return rec
+
+    rec = await eventually(recovered)
+    assert rec["attempts"] == []  # never charged: the customer had paid
+    assert successful_charges(stripe_base, saved.customer_id) == []
+    again = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+
+
+async def test_bad_stripe_signatures_are_400_and_store_nothing(psp_api: Stack) -> None:
+    api = psp_api
+    before = await api.store.pool.fetchval("SELECT count(*) FROM webhook_events")
+    event = stripe_event("payment_intent.succeeded", pi(api.merchant_id, "order_x"))
+    good, headers = stripe_signed(event)
+    cases = [
+        (good, stripe_signed(event, secret="whsec_wrong")[1]),
+        (good.replace(b"4999", b"1"), headers),  # tampered body
+        (good, stripe_signed(event, at=int(time.time()) - 3600)[1]),  # stale
+        (good, {"Content-Type": "application/json"}),  # no signature
+        (b"not json", stripe_signed({"x": 1})[1]),
+    ]
+    for body, hdrs in cases:
+        r = await api.http.post("/v1/webhooks/stripe", content=body, headers=hdrs)
+        assert_envelope(r, 400, "invalid_webhook")
+    assert await api.store.pool.fetchval("SELECT count(*) FROM webhook_events") == before
+
+
+async def test_webhook_for_an_unknown_payment_is_acknowledged_and_recorded(
+    psp_api: Stack,
+) -> None:
+    api = psp_api
+    body, headers = stripe_signed(
+        stripe_event("payment_intent.succeeded", pi(api.merchant_id, "never_seen"))
+    )
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["outcome"] == "unknown_payment"
+    body, headers = stripe_signed(stripe_event("customer.created", {"id": "cus_1"}))
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["outcome"] == "ignored"
+
+
+async def test_a_signed_razorpay_webhook_recovers(psp_api: Stack) -> None:
+    api = psp_api
+    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm="token_ok")
+    body["currency"] = "inr"
+    body["customer"] = {"id": "cust_e2e", "email": "c@example.com"}
+    ref = body["payment_ref"]
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+    await eventually(lambda: _has_next_attempt(api, ref))
+    event = {
+        "entity": "event",
+        "account_id": "acc_1",
+        "event": "payment.captured",
+        "contains": ["payment"],
+        "created_at": int(time.time()),
+        "payload": {
+            "payment": {
+                "entity": {
+                    "id": "pay_e2e1",
+                    "entity": "payment",
+                    "amount": 4999,
+                    "currency": "INR",
+                    "status": "captured",
+                    "order_id": "order_e2e",
+                    "method": "upi",
+                    "notes": {"merchant_id": api.merchant_id, "payment_ref": ref},
+                    "created_at": int(time.time()),
+                }
+            }
+        },
+    }
+    raw = json.dumps(event).encode()
+    sig = hmac.new(RAZORPAY_WHSEC.encode(), raw, hashlib.sha256).hexdigest()
+    bad = await api.http.post(
+        "/v1/webhooks/razorpay", content=raw, headers={"X-Razorpay-Signature": "0" * 64}
+    )
+    assert_envelope(bad, 400, "invalid_webhook")
+    r = await api.http.post(
+        "/v1/webhooks/razorpay",
+        content=raw,
+        headers={
+            "X-Razorpay-Signature": sig,
+            "X-Razorpay-Event-Id": "evt_rzp_e2e_1",
+            "Content-Type": "application/json",
+        },
+    )
+    assert r.status_code == 200 and r.json()["outcome"] == "signalled_payment_succeeded", r.text
+
+    async def recovered() -> bool:
+        assert (await recovery(api, ref))["status"] == "recovered"
+        return True
+
+    await eventually(recovered)
+
+
+async def test_stripe_without_credentials_is_a_clear_422(api: Stack) -> None:
+    r = await api.http.post(INGEST, json=failure_body(psp="stripe"), headers=api.auth())
+    err = assert_envelope(r, 422, "psp_not_configured")
+    assert err["field"] == "psp" and "stripe" in err["message"]
