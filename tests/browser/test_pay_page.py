@@ -1,0 +1,214 @@
+"""The customer's retry page in a real browser (Debian's Chromium, headless, driven by
+Playwright): a link sent by a real recovery, paid through the simulator's checkout, and the
+expired and revoked pages. A screenshot of the page is saved under the test's temp dir when
+a step fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from recovery.links import AUDIENCE, ISSUER
+from recovery.settings import Settings
+from recovery.store import Store
+from tests.helpers import failure_body
+from tests.integration.conftest import add_merchant, stack_settings
+from tests.integration.servers import free_port
+from tests.integration.test_api import INGEST, eventually
+from worker.main import build_worker
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_PRESENT = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Live:
+    base: str
+    http: httpx.AsyncClient
+    store: Store
+    settings: Settings
+    merchant_id: str
+    key: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+async def live(store: Store, pg_dsn: str, dev_env: WorkflowEnvironment) -> AsyncIterator[Live]:
+    """The API served by uvicorn on a real port, with a worker and the relay."""
+    port = free_port()
+    task_queue = f"tq-{uuid.uuid4()}"
+    settings = stack_settings(
+        pg_dsn,
+        dev_env.client.service_client.config.target_host,
+        task_queue,
+        public_base_url=f"http://127.0.0.1:{port}",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    serving = asyncio.create_task(server.serve())
+    merchant_id, key = await add_merchant(store)
+    try:
+
+        async def started() -> bool:
+            return server.started
+
+        await eventually(started)
+        async with (
+            build_worker(dev_env.client, store, task_queue, settings=settings),
+            httpx.AsyncClient(base_url=settings.public_base_url) as http,
+        ):
+            yield Live(settings.public_base_url, http, store, settings, merchant_id, key)
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM_PRESENT:
+        pytest.fail("Chromium is not installed: apt-get install chromium (.ci/run does)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@contextlib.asynccontextmanager
+async def screenshot_on_failure(page: Page, tmp_path: Path, name: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        raise
+
+
+async def sent_link(live: Live, ref: str) -> str:
+    """The link the workflow handed to the customer notification outbox."""
+
+    async def note() -> str:
+        url = await live.store.pool.fetchval(
+            "SELECT url FROM customer_notifications WHERE payment_ref = $1", ref
+        )
+        assert url
+        return url
+
+    return await eventually(note, within=20)
+
+
+async def status_of(live: Live, ref: str) -> str:
+    r = await live.http.get(f"/v1/recoveries/by_ref/{ref}", headers=live.auth())
+    return r.json()["status"]
+
+
+async def test_customer_pays_through_the_link_and_the_recovery_ends_recovered(
+    live: Live, browser: Browser, tmp_path: Path
+) -> None:
+    body = failure_body(decline_code="stolen_card", amount=123456)  # a hard decline
+    ref = body["payment_ref"]
+    assert (await live.http.post(INGEST, json=body, headers=live.auth())).status_code == 202
+    url = await sent_link(live, ref)
+    assert url.startswith(f"{live.base}/pay/retry/")
+
+    page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    async with screenshot_on_failure(page, tmp_path, "pay"):
+        response = await page.goto(url)
+        assert response is not None and response.status == 200
+        await page.get_by_role("heading", name="Complete your payment").wait_for()
+        assert await page.get_by_test_id("amount").inner_text() == "1,234.56 USD"
+        await page.get_by_role("button", name="Pay 1,234.56 USD").click()
+        await page.get_by_role("heading", name="Test checkout").wait_for()
+        assert "/pay/simulator/" in page.url
+        await page.get_by_role("button", name="Complete payment").click()
+        await page.get_by_role("heading", name="Thank you").wait_for()
+
+        async def recovered() -> bool:
+            assert await status_of(live, ref) == "recovered"
+            return True
+
+        await eventually(recovered, within=20)
+        again = await page.goto(url)
+        assert again is not None and again.status == 410
+        await page.get_by_role("heading", name="Already paid").wait_for()
+        assert await page.locator("form").count() == 0
+    await page.close()
+
+
+async def test_expired_link_page(live: Live, browser: Browser, tmp_path: Path) -> None:
+    token = jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "order_1",
+            "mid": live.merchant_id,
+            "jti": "lnk_old",
+            "iat": 1_700_000_000,
+            "exp": 1_700_000_900,
+        },
+        live.settings.link_signing_secret,
+        algorithm="HS256",
+    )
+    page = await browser.new_page()
+    async with screenshot_on_failure(page, tmp_path, "expired"):
+        response = await page.goto(f"{live.base}/pay/retry/{token}")
+        assert response is not None and response.status == 410
+        await page.get_by_role("heading", name="This link has expired").wait_for()
+        assert await page.locator("form").count() == 0
+        assert token not in await page.content()
+    await page.close()
+
+
+async def test_revoked_link_page_after_cancel(live: Live, browser: Browser, tmp_path: Path) -> None:
+    body = failure_body()
+    ref = body["payment_ref"]
+    assert (await live.http.post(INGEST, json=body, headers=live.auth())).status_code == 202
+
+    async def linked() -> str:
+        r = await live.http.post(f"/v1/recoveries/by_ref/{ref}/link", headers=live.auth())
+        assert r.status_code == 201, r.text
+        return r.json()["url"]
+
+    url = await eventually(linked)
+    r = await live.http.post(
+        f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "test"}, headers=live.auth()
+    )
+    assert r.status_code == 200
+    page = await browser.new_page()
+    async with screenshot_on_failure(page, tmp_path, "revoked"):
+
+        async def revoked() -> bool:
+            response = await page.goto(url)
+            assert response is not None and response.status == 410
+            await page.get_by_role("heading", name="This link is no longer valid").wait_for(
+                timeout=1000
+            )
+            return True
+
+        await eventually(revoked, within=20)
+        assert await page.locator("form").count() == 0
+    await page.close()
