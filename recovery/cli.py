@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery.auth import ROLES, generate_key, register_key
 from recovery.dbsetup import open_store
+from recovery.psp.credentials import PSPNotConfigured, credentials_to_store, parse_credentials
 from recovery.store import Store, new_id
 
 
@@ -57,6 +58,25 @@ async def _run(args: argparse.Namespace, store: Store) -> int:
         )
     elif args.area == "keys" and args.command == "list":
         _print(await store.list_api_keys(args.merchant), args.json)
+    elif args.area == "psp" and args.command == "set":
+        raw = {
+            k: v
+            for k, v in {
+                "api_key": args.api_key,
+                "key_id": args.key_id,
+                "key_secret": args.key_secret,
+                "webhook_secret": args.webhook_secret,
+                "api_base": args.api_base,
+            }.items()
+            if v
+        }
+        try:
+            creds = parse_credentials(args.psp, raw)
+        except PSPNotConfigured as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return 2
+        await store.set_psp_credentials(args.merchant, args.psp, credentials_to_store(creds))
+        _print({"merchant_id": args.merchant, "psp": args.psp, "set": sorted(raw)}, args.json)
     elif args.area == "keys" and args.command == "revoke":
         if not await store.revoke_api_key(args.key_id):
             print(f"error: no active key {args.key_id!r}", file=sys.stderr)
@@ -85,7 +105,16 @@ def parser() -> argparse.ArgumentParser:
     kl.add_argument("--merchant", required=True)
     kr = keys.add_parser("revoke", help="revoke a key by its id")
     kr.add_argument("key_id")
-    for sub in (create, merchants.choices["list"], kc, kl, kr):
+    psp = areas.add_parser("psp").add_subparsers(dest="command", required=True)
+    ps = psp.add_parser("set", help="store a merchant's own PSP credentials (never printed)")
+    ps.add_argument("--merchant", required=True)
+    ps.add_argument("--psp", choices=("stripe", "razorpay"), required=True)
+    ps.add_argument("--api-key", help="Stripe secret key")
+    ps.add_argument("--key-id", help="Razorpay key id")
+    ps.add_argument("--key-secret", help="Razorpay key secret")
+    ps.add_argument("--webhook-secret")
+    ps.add_argument("--api-base", help="for a local or test server")
+    for sub in (create, merchants.choices["list"], kc, kl, kr, ps):
         sub.add_argument("--json", action="store_true", help="print JSON")
     return p
 

@@ -68,7 +68,9 @@ def parse_credentials(psp: str, raw: dict[str, Any]) -> Credentials:
     except KeyError:
         raise PSPNotConfigured(f"PSP {psp!r} takes no credentials", field="psp") from None
     except ValidationError as e:
-        raise PSPNotConfigured(f"invalid {psp} credentials: {e.errors()[0]['msg']}") from e
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise PSPNotConfigured(f"invalid {psp} credentials: {field}: {first['msg']}") from e
 
 
 def credentials_to_store(creds: Credentials) -> dict[str, Any]:

@@ -228,3 +228,42 @@ async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: s
     assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key["key"])), 401)
     bad = cli(pg_dsn, "keys", "create", "--merchant", "mer_nope", "--role", "admin")
     assert bad.returncode == 1 and "no merchant" in bad.stderr
+
+
+async def test_cli_sets_a_merchants_own_psp_credentials(api: Stack, pg_dsn: str) -> None:
+    from tests.helpers import failure_body as body_for
+    from tests.integration.test_api import INGEST
+
+    # without credentials a Stripe event is refused...
+    assert (
+        await api.http.post(INGEST, json=body_for(psp="stripe"), headers=api.auth())
+    ).status_code == 422
+    bad = cli(
+        pg_dsn,
+        "psp",
+        "set",
+        "--merchant",
+        api.merchant_id,
+        "--psp",
+        "razorpay",
+        "--key-id",
+        "rzp_test_1",
+    )
+    assert bad.returncode == 2 and "key_secret" in bad.stderr
+    ok = cli(
+        pg_dsn,
+        "psp",
+        "set",
+        "--merchant",
+        api.merchant_id,
+        "--psp",
+        "stripe",
+        "--api-key",
+        "sk_test_merchant_own",
+        "--json",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "sk_test_merchant_own" not in ok.stdout
+    # ...and accepted once the merchant has its own
+    r = await api.http.post(INGEST, json=body_for(psp="stripe"), headers=api.auth())
+    assert r.status_code == 202, r.text
