@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from recovery.constants import workflow_id_for
+from recovery.constants import SIGNAL_PAYMENT_SUCCEEDED, workflow_id_for
 from recovery.errors import (
     IdempotencyKeyReused,
     NotFound,
@@ -141,6 +141,42 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(started), str(rid)
     except (ValueError, TypeError) as e:
         raise RecoveryError("cursor is not one this API returned", field="cursor") from e
+
+
+async def _queue_failure(conn: asyncpg.Connection, event: FailureEvent) -> None:
+    """Record a failure event of a recovery and its outbox row, in the caller's transaction;
+    the relay wakes on the notification when it commits."""
+    payload = event.model_dump(mode="json")
+    await conn.execute(
+        "INSERT INTO payment_events"
+        " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        event.merchant_id,
+        event.event_id,
+        event.payment_ref,
+        event.recovery_id,
+        payload,
+        event.occurred_at,
+    )
+    await conn.execute(
+        "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)",
+        workflow_id_for(event.merchant_id, event.payment_ref),
+        payload,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+async def _queue_signal(
+    conn: asyncpg.Connection, workflow_id: str, signal: PaymentSucceeded
+) -> None:
+    """Queue `payment_succeeded` for a running recovery, in the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+        workflow_id,
+        SIGNAL_PAYMENT_SUCCEEDED,
+        signal.model_dump(mode="json"),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 
 class Store:
@@ -369,22 +405,7 @@ class Store:
             failure=body.failure,
             occurred_at=body.occurred_at,
         )
-        payload = event.model_dump(mode="json")
-        await conn.execute(
-            "INSERT INTO payment_events"
-            " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            merchant_id,
-            event.event_id,
-            ref,
-            recovery_id,
-            payload,
-            body.occurred_at,
-        )
-        await conn.execute(
-            "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
-        )
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        await _queue_failure(conn, event)
         return IngestResult(
             202,
             {
@@ -441,22 +462,7 @@ class Store:
             event = FailureEvent.model_validate(
                 {**last, "event_id": f"redrive_{recovery_id}", "recovery_id": recovery_id}
             )
-            payload = event.model_dump(mode="json")
-            await conn.execute(
-                "INSERT INTO payment_events"
-                " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                merchant_id,
-                event.event_id,
-                payment_ref,
-                recovery_id,
-                payload,
-                event.occurred_at,
-            )
-            await conn.execute(
-                "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
-            )
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            await _queue_failure(conn, event)
             return recovery_id
 
     # ---- audit ----------------------------------------------------------------------------
@@ -652,14 +658,11 @@ class Store:
             )
             if link is None:
                 raise NotFound("no such link")
-            signal = PaymentSucceeded(source=source, event_id=f"link:{link_id}")
-            await conn.execute(
-                "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+            await _queue_signal(
+                conn,
                 workflow_id_for(link["merchant_id"], link["payment_ref"]),
-                "payment_succeeded",
-                signal.model_dump(mode="json"),
+                PaymentSucceeded(source=source, event_id=f"link:{link_id}"),
             )
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
             return link["payment_ref"]
 
     # ---- simulator hosted checkout ----------------------------------------------------------
@@ -753,18 +756,15 @@ class Store:
             return "unknown_payment"
         workflow_id = workflow_id_for(event.merchant_id, event.payment_ref)
         if event.kind in ("payment_succeeded", "checkout_completed"):
-            signal = PaymentSucceeded(
-                source=f"{event.psp}_webhook",
-                event_id=event.event_id,
-                psp_payment_id=event.psp_payment_id,
-            )
-            await conn.execute(
-                "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+            await _queue_signal(
+                conn,
                 workflow_id,
-                "payment_succeeded",
-                signal.model_dump(mode="json"),
+                PaymentSucceeded(
+                    source=f"{event.psp}_webhook",
+                    event_id=event.event_id,
+                    psp_payment_id=event.psp_payment_id,
+                ),
             )
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
             return "signalled_payment_succeeded"
         # payment_failed
         if event.psp_payment_id and await conn.fetchval(
@@ -797,22 +797,7 @@ class Store:
             failure=event.failure or Failure(code="payment_failed"),
             occurred_at=datetime.now(UTC),
         )
-        payload = failed.model_dump(mode="json")
-        await conn.execute(
-            "INSERT INTO payment_events"
-            " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            event.merchant_id,
-            failed.event_id,
-            event.payment_ref,
-            open_rec["id"],
-            payload,
-            failed.occurred_at,
-        )
-        await conn.execute(
-            "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)", workflow_id, payload
-        )
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        await _queue_failure(conn, failed)
         return "signalled_payment_failed"
 
     async def has_open_recovery(self, workflow_id: str) -> bool:
