@@ -21,6 +21,7 @@ from recovery.models import (
     FinishResult,
     LinkIssued,
     LinkRequest,
+    PaymentLookup,
     RecoveryState,
     RevokeLinks,
 )
@@ -60,6 +61,15 @@ class RecoveryActivities:
     async def count_card_attempts(self, card: CardRef) -> CardUsage:
         month, day = await self._store.card_attempts(card.merchant_id, card.payment_method_id)
         return CardUsage(last_30_days=month, last_day=day)
+
+    @activity.defn(name="check_payment_status")
+    async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:
+        """The current status of a charge of ours that was left pending."""
+        psp = await self._psps.for_merchant(req.merchant_id, req.psp)
+        try:
+            return await psp.retrieve_payment_intent(req.psp_payment_id)
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
 
     @activity.defn(name="issue_retry_link")
     async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:

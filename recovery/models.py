@@ -244,6 +244,12 @@ class RevokeLinks(BaseModel):
     reason: str
 
 
+class PaymentLookup(BaseModel):
+    merchant_id: str
+    psp: str
+    psp_payment_id: str
+
+
 class CardRef(BaseModel):
     merchant_id: str
     payment_method_id: str

@@ -62,6 +62,7 @@ def build_worker(
             recovery.load_retry_policy,
             recovery.count_card_attempts,
             recovery.issue_retry_link,
+            recovery.check_payment_status,
             recovery.revoke_retry_links,
             recovery.save_recovery_state,
             recovery.finish_recovery,

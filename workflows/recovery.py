@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         LinkIssued,
         LinkRequest,
         PauseRequest,
+        PaymentLookup,
         PaymentSucceeded,
         RecoveryInput,
         RecoveryState,
@@ -58,6 +59,10 @@ POLICY_PATCH = "merchant-retry-policy"
 # Recoveries started after this patch send the customer retry links while they wait for
 # them, and revoke every outstanding link when they end.
 LINKS_PATCH = "retry-links"
+# Recoveries after this patch poll the PSP for a charge of theirs left pending (besides
+# waiting for its webhook), never charging again while it may still complete.
+POLLING_PATCH = "poll-pending-payments"
+PENDING_POLL_EVERY = timedelta(minutes=5)
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
@@ -91,6 +96,7 @@ class PaymentRecoveryWorkflow:
         self._policy_changed = False
         self._card_limits = False
         self._links = False
+        self._pending_payment: str | None = None  # our charge that may still complete
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -228,7 +234,17 @@ class PaymentRecoveryWorkflow:
                 self._set_status(RecoveryStatus.ACTIVE)
                 assert decision.at is not None
                 await self._schedule(None, decision.reason)
-                if not await self._wait_for_news(decision.at - workflow.now()):
+                pending, self._pending_payment = self._pending_payment, None
+                if pending and workflow.patched(POLLING_PATCH):
+                    outcome = await self._poll_pending(pending, decision.at)
+                    if outcome is not None and outcome.status == "succeeded":
+                        return await self._end(
+                            RecoveryStatus.RECOVERED, "pending payment completed"
+                        )
+                    if outcome is not None:
+                        failure = _failure_of(outcome)
+                        continue
+                elif not await self._wait_for_news(decision.at - workflow.now()):
                     failure = PENDING_EXPIRED
                     continue
                 failure = self._absorb_inbox() or failure
@@ -260,6 +276,8 @@ class PaymentRecoveryWorkflow:
                 )
             if result.status == "succeeded":
                 return await self._end(RecoveryStatus.RECOVERED, "recovered by attempt")
+            if result.status == "processing":
+                self._pending_payment = result.psp_payment_id
             failure = _failure_of(result)
 
     # ---- steps ------------------------------------------------------------------------------
@@ -343,6 +361,30 @@ class PaymentRecoveryWorkflow:
             if await self._wait_for_news(wait):
                 return True
         return False
+
+    async def _poll_pending(self, psp_payment_id: str, until: datetime) -> ChargeResult | None:
+        """Ask the PSP about our pending charge every few minutes until it settles, a signal
+        arrives, or `until`. Returns the settled result (an expired failure when it is still
+        pending at `until`), or None when woken by a signal."""
+        assert self._event is not None
+        while workflow.now() < until:
+            if await self._wait_for_news(min(PENDING_POLL_EVERY, until - workflow.now())):
+                return None
+            result = await workflow.execute_activity(
+                "check_payment_status",
+                PaymentLookup(
+                    merchant_id=self._state.merchant_id,
+                    psp=self._event.psp,
+                    psp_payment_id=psp_payment_id,
+                ),
+                result_type=ChargeResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=_CHARGE_RETRY,
+            )
+            if result.status != "processing":
+                return result
+        # still pending at the deadline: it counts as expired, as without polling
+        return ChargeResult(status="failed", psp_payment_id=psp_payment_id, failure=PENDING_EXPIRED)
 
     async def _hold_while_paused(self) -> None:
         """Make no attempt until resumed (or cancelled, or paid meanwhile)."""

@@ -232,3 +232,29 @@ async def test_pause_holds_attempts_for_days_until_resumed(
         result = await handle.result()
     assert result.status == "recovered" and len(result.attempts) == 1
     assert not result.paused
+
+
+async def test_a_pending_charge_is_polled_and_never_charged_twice(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    with ts_env.auto_time_skipping_disabled():
+        handle = await start(store, env, merchant, pm="pm_sim_pending")
+        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+        s = await wait_for(handle, lambda s: s.category == "upi_pending")
+    assert [a.outcome for a in s.attempts] == ["processing"]
+    await ts_env.sleep(timedelta(minutes=12))  # polled twice: still pending, no new charge
+    assert len((await state(handle)).attempts) == 1
+    # the PSP settles the payment; the next poll sees it
+    await store.pool.execute(
+        "UPDATE simulator_charges SET status = 'succeeded' WHERE payment_ref = $1",
+        s.payment_ref,
+    )
+    await ts_env.sleep(timedelta(minutes=6))
+    result = await handle.result()
+    assert result.status == "recovered" and len(result.attempts) == 1
+    assert result.ended_reason == "pending payment completed"
+    charges = await store.pool.fetchval(
+        "SELECT count(*) FROM simulator_charges WHERE payment_ref = $1", s.payment_ref
+    )
+    assert charges == 1
