@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
+from api.guards import RejectNul
 from api.metrics import Metrics, install_request_metrics
 from api.metrics import router as metrics_router
 from api.ratelimit import FailedAuthLimiter
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RejectNul)
     app.state.metrics = Metrics()
     install_request_metrics(app, app.state.metrics)
     app.include_router(metrics_router)

@@ -51,6 +51,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # a pooled connection whose backend a Postgres shutdown terminated (asyncpg#784)
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -378,3 +378,29 @@ async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> No
         return True
 
     await eventually(applied)
+
+
+async def test_nul_characters_are_refused_everywhere(api: Stack) -> None:
+    body = failure_body()
+    body["failure"]["message"] = "bad\x00byte"
+    assert_envelope(
+        await api.http.post(INGEST, json=body, headers=api.auth()), 422, "validation_error"
+    )
+    ref = await _ingested(api)
+    r = await api.http.post(
+        f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "x\x00y"}, headers=api.auth()
+    )
+    assert_envelope(r, 422, "validation_error")
+    assert_envelope(
+        await api.http.get("/v1/audit", params={"ref": "\x00"}, headers=api.auth()),
+        400,
+        "bad_request",
+    )
+    assert (await recovery(api, ref))["status"] == "active"  # the cancel never got through
+    assert await counts(api, api.merchant_id) == (1, 1, 1)
+
+
+async def _ingested(api: Stack) -> str:
+    body = failure_body()
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+    return body["payment_ref"]
