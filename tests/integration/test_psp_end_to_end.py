@@ -127,7 +127,12 @@ async def test_stripe_decline_then_new_card_then_recovered_with_one_charge(
     await eventually(lambda: _has_next_attempt(api, ref))
     await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
     await eventually(lambda: attempts(2, "succeeded"), within=30)
-    assert (await recovery(api, ref))["status"] == "recovered"
+
+    async def recovered() -> bool:  # the end is written just after the attempt
+        assert (await recovery(api, ref))["status"] == "recovered"
+        return True
+
+    await eventually(recovered)
     assert len(successful_charges(stripe_base, saved.customer_id)) == 1
 
 
