@@ -12,6 +12,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,9 +86,17 @@ async def merchant(store: Store) -> str:
     return merchant_id
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: days of timers pass in milliseconds."""
+    """A time-skipping test server of the test's own: days of timers pass in milliseconds.
+
+    One server per test (it starts in about 0.1 s), because its clock is shared by whatever
+    runs on it: a test that skips weeks ahead would otherwise move every later test's
+    calendar (and payday rules) by the order the tests happen to run in.
+
+    ``RECOVERY_TEST_CLOCK_SKIP_DAYS=N`` starts each server N days ahead of today, to check
+    that no workflow test depends on the date it runs on.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
@@ -98,6 +107,8 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
             search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
         )
     )
+    if skip := int(os.environ.get("RECOVERY_TEST_CLOCK_SKIP_DAYS", "0")):
+        await env.sleep(timedelta(days=skip))
     yield env
     await env.shutdown()
 

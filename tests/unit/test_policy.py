@@ -110,3 +110,45 @@ def test_schedules_are_capped_and_inside_the_window(
     assert d == decide(
         policy, funds(cooldown), attempts_made=attempts, started_at=T0, now=now, rand=rand
     )
+
+
+def _paydays_after(at: datetime) -> datetime:
+    """An oracle written apart from `next_payday`: the 1st and 15th 09:00 of `at`'s month
+    and the next, the first of them later than `at`."""
+    first = at.replace(day=1, hour=9, minute=0, second=0, microsecond=0)
+    following = (first + timedelta(days=32)).replace(day=1)
+    candidates = [first, first.replace(day=15), following, following.replace(day=15)]
+    return min(c for c in candidates if c > at)
+
+
+@pytest.mark.parametrize("year", [2027, 2028])  # a common year and a leap year
+@pytest.mark.parametrize("snap_days", [1, 3, 7])
+def test_payday_rules_hold_on_every_day_of_a_year(year: int, snap_days: int) -> None:
+    """Every start day and hour of a whole year: a funds retry is never earlier than its
+    cooldown, moves only to the first payday after it, and only when that payday is near."""
+    policy = RetryPolicy(payday_snap_days=snap_days)
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    snapped_to_days: set[int] = set()
+    for hour in range(0, (366 if year == 2028 else 365) * 24, 5):
+        now = start + timedelta(hours=hour)
+        for rand in (0.0, 0.5, 0.999):
+            d = decide(policy, funds(), attempts_made=0, started_at=now, now=now, rand=rand)
+            plain = decide(
+                policy.model_copy(update={"payday_snap_days": 0}),
+                funds(),
+                attempts_made=0,
+                started_at=now,
+                now=now,
+                rand=rand,
+            )
+            assert d.kind == plain.kind == "attempt" and d.at and plain.at
+            payday = _paydays_after(plain.at)
+            assert next_payday(plain.at) == payday
+            if payday - plain.at <= timedelta(days=snap_days):
+                assert d.at == payday, (now, rand)
+                assert f"moved to payday {payday.date().isoformat()}" in d.reason
+                snapped_to_days.add(d.at.day)
+            else:
+                assert d.at == plain.at, (now, rand)
+                assert "payday" not in d.reason
+    assert snapped_to_days == {1, 15}

@@ -50,8 +50,11 @@ async def test_update_policy_signal_applies_a_new_version(
         handle = await start(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
         before = await wait_for(handle, lambda s: s.next_attempt_at is not None)
         assert before.policy_version == 0  # the built-in default
+        # no payday snapping: a payday near today's date must not move the new attempt later
         v1 = await store.save_policy(
-            merchant, RetryPolicy(max_attempts=1, cooldown_multiplier=0.1), "test"
+            merchant,
+            RetryPolicy(max_attempts=1, cooldown_multiplier=0.1, payday_snap_days=0),
+            "test",
         )
         await handle.signal(names.SIGNAL_UPDATE_POLICY, v1)
         after = await wait_for(
