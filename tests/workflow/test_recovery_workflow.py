@@ -54,7 +54,7 @@ async def state(handle: WorkflowHandle) -> RecoveryState:
     return await handle.query(names.QUERY_STATE, result_type=RecoveryState)
 
 
-async def test_three_attempts_over_days_recover_in_well_under_a_second(
+async def test_three_attempts_over_days_recover_on_skipped_time(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     t0 = time.monotonic()
@@ -65,7 +65,10 @@ async def test_three_attempts_over_days_recover_in_well_under_a_second(
     assert [a.outcome for a in result.attempts] == ["failed", "failed", "succeeded"]
     span = result.attempts[-1].at - result.attempts[0].at
     assert span > timedelta(days=2)  # funds cooldowns: a day, then about two
-    assert wall < 1.0, f"took {wall:.2f}s of wall time"
+    # Days of durable timers pass on skipped time, not on the wall clock. The bound is far
+    # from what a loaded machine takes (speed is measured in bench/): it only catches timers
+    # that really wait.
+    assert wall < timedelta(minutes=2).total_seconds(), f"took {wall:.0f}s of wall time"
     rec = await store.get_recovery(merchant, result.payment_ref)
     assert rec.status == "recovered" and rec.ended_at is not None
     assert [a.outcome for a in rec.attempts] == ["failed", "failed", "succeeded"]
