@@ -8,6 +8,7 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
 from recovery.logs import bind
 from recovery.models import (
@@ -37,8 +38,9 @@ from recovery.store import Store
 log = logging.getLogger("recovery.activities")
 
 
-class RecoveryActivities:
-    """Built by the worker with its dependencies; each method is one activity."""
+class RecoveryActivities(RecoveryActivityDefs):
+    """Built by the worker with its dependencies; each method is one activity, declared in
+    `RecoveryActivityDefs` under the same name."""
 
     def __init__(self, store: Store, psps: PSPDispatcher, settings: Settings) -> None:
         self._store = store

@@ -1,5 +1,10 @@
 """Retry policy: the merchant-tunable limits, and the pure math that schedules attempts.
 
+This is workflow code: the recovery workflow calls `decide` inside its history, so changing
+what it answers for a given input changes running recoveries' decisions on replay. Such a
+change needs a `workflow.patched()` branch (or a new policy field whose default keeps the old
+answer), and a stored history of its own.
+
 Pure and deterministic, so workflow code can call it: the caller passes `now`
 (``workflow.now()``) and a uniform random number in [0, 1) (``workflow.random().random()``);
 nothing here reads a clock or a random source.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,14 +69,43 @@ LEGACY_POLICY = RetryPolicy(
 
 PAYDAY_HOUR = time(9, 0)
 
-DecisionKind = Literal["attempt", "customer_action", "await_status", "exhausted"]
+
+# What `decide` answers: one of four shapes, each with exactly the fields it needs. The
+# workflow dispatches on them with `match`, ending in `assert_never`, so a new shape cannot
+# be forgotten in one place.
 
 
 @dataclass(frozen=True)
-class Decision:
-    kind: DecisionKind
-    at: datetime | None
+class Retry:
+    """Charge again at `at` (after the cooldown)."""
+
+    at: datetime
     reason: str
+
+
+@dataclass(frozen=True)
+class AwaitStatus:
+    """A payment may still complete: wait for its status until `until`, never charging."""
+
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class CustomerAction:
+    """Only the customer can fix it: send them a link and wait."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exhausted:
+    """Stop: no attempt is allowed any more."""
+
+    reason: str
+
+
+Decision = Retry | AwaitStatus | CustomerAction | Exhausted
 
 
 def _human(seconds: float) -> str:
@@ -107,27 +141,21 @@ def decide(
     deadline = started_at + policy.window
     pinned = f"policy v{policy.version}"
     if classification.action is Action.STOP:
-        return Decision("exhausted", None, f"rule {classification.rule} says do not retry")
+        return Exhausted(f"rule {classification.rule} says do not retry")
     if classification.action is Action.CUSTOMER_ACTION:
-        return Decision(
-            "customer_action", None, f"rule {classification.rule} needs the customer to act"
-        )
+        return CustomerAction(f"rule {classification.rule} needs the customer to act")
     if classification.action is Action.AWAIT_STATUS:
         if now >= deadline:
-            return Decision(
-                "exhausted", None, f"recovery window closed ({policy.window_days}d after start)"
-            )
+            return Exhausted(f"recovery window closed ({policy.window_days}d after start)")
         until = min(now + timedelta(seconds=classification.cooldown_seconds), deadline)
-        return Decision("await_status", until, f"rule {classification.rule}: payment may complete")
+        return AwaitStatus(until, f"rule {classification.rule}: payment may complete")
     cap = (
         policy.max_unknown_attempts
         if classification.category is Category.UNKNOWN
         else policy.max_attempts
     )
     if attempts_made >= cap:
-        return Decision(
-            "exhausted", None, f"max attempts reached ({attempts_made}/{cap}, {pinned})"
-        )
+        return Exhausted(f"max attempts reached ({attempts_made}/{cap}, {pinned})")
     factor = 1 + policy.jitter * (2 * rand - 1)
     delay = classification.cooldown_seconds * policy.cooldown_multiplier * factor
     at = now + timedelta(seconds=delay)
@@ -142,10 +170,8 @@ def decide(
             at = payday
             why += f", moved to payday {payday.date().isoformat()}"
     if at > deadline:
-        return Decision(
-            "exhausted", None, f"recovery window closed ({policy.window_days}d after start)"
-        )
-    return Decision("attempt", at, f"{why}; attempt {attempts_made + 1} of {cap}, {pinned}")
+        return Exhausted(f"recovery window closed ({policy.window_days}d after start)")
+    return Retry(at, f"{why}; attempt {attempts_made + 1} of {cap}, {pinned}")
 
 
 def card_limit_reached(

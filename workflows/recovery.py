@@ -7,19 +7,22 @@ histories in ``tests/histories/`` replaying (use ``workflow.patched`` for new be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
+from typing import TypedDict, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as ActivityRetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
+    from recovery.activity_defs import RecoveryActivityDefs
     from recovery.models import (
         Attempt,
         CancelRequest,
         CardRef,
-        CardUsage,
         ChargeRequest,
         ChargeResult,
         Classification,
@@ -28,8 +31,6 @@ with workflow.unsafe.imports_passed_through():
         Failure,
         FailureEvent,
         FinishRequest,
-        FinishResult,
-        LinkIssued,
         LinkRequest,
         PauseRequest,
         PaymentLookup,
@@ -40,13 +41,29 @@ with workflow.unsafe.imports_passed_through():
         ResumeRequest,
         RevokeLinks,
     )
-    from recovery.policy import LEGACY_POLICY, RetryPolicy, card_limit_reached, decide
+    from recovery.policy import (
+        LEGACY_POLICY,
+        AwaitStatus,
+        CustomerAction,
+        Decision,
+        Exhausted,
+        Retry,
+        RetryPolicy,
+        card_limit_reached,
+        decide,
+    )
+
+
+class _ActivityOptions(TypedDict):
+    start_to_close_timeout: timedelta
+    retry_policy: ActivityRetryPolicy
+
 
 # Bookkeeping activities (Postgres writes) retry until the database answers.
-_STORE = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": ActivityRetryPolicy(maximum_interval=timedelta(minutes=1)),
-}
+_STORE = _ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=ActivityRetryPolicy(maximum_interval=timedelta(minutes=1)),
+)
 # A charge is retried with the same idempotency key, so a retry never charges twice.
 _CHARGE_RETRY = ActivityRetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -68,6 +85,25 @@ LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
 # "pending" again to the classifier's message patterns).
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
+
+
+class Wake(Enum):
+    """Why a wait ended."""
+
+    TIMER = "timer"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    EXPEDITED = "expedited"
+    NEW_FAILURE = "new_failure"
+    POLICY_CHANGED = "policy_changed"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a recovery ends, and why (as the reason the operator reads)."""
+
+    status: RecoveryStatus
+    reason: str
 
 
 def _failure_of(result: ChargeResult) -> Failure:
@@ -97,6 +133,7 @@ class PaymentRecoveryWorkflow:
         self._card_limits = False
         self._links = False
         self._pending_payment: str | None = None  # our charge that may still complete
+        self._started_at: datetime = workflow.now()  # set again when the run starts acting
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -162,23 +199,22 @@ class PaymentRecoveryWorkflow:
         self._state.recovery_id = first.recovery_id
         self._sort_arrivals()
 
-        is_open = await workflow.execute_activity(
-            "recovery_is_open", first.recovery_id, result_type=bool, **_STORE
-        )
-        if not is_open:
+        if not await workflow.execute_activity_method(
+            RecoveryActivityDefs.recovery_is_open, first.recovery_id, **_STORE
+        ):
             # A late delivery for a recovery that already ended: nothing to do.
             self._state.ended_reason = "event belongs to a recovery that already ended"
             return await self._close()
 
         if workflow.patched(POLICY_PATCH):
             if not self._policy_changed:
-                self._policy = await workflow.execute_activity(
-                    "load_retry_policy", inp.merchant_id, result_type=RetryPolicy, **_STORE
+                self._policy = await workflow.execute_activity_method(
+                    RecoveryActivityDefs.load_retry_policy, inp.merchant_id, **_STORE
                 )
             self._card_limits = True
         self._state.policy_version = self._policy.version
         self._links = workflow.patched(LINKS_PATCH)
-        started_at = workflow.now()
+        self._started_at = workflow.now()
         failure = self._absorb_inbox() or PENDING_EXPIRED
         workflow.upsert_search_attributes(
             [
@@ -191,94 +227,126 @@ class PaymentRecoveryWorkflow:
         )
         self._set_status(RecoveryStatus.ACTIVE)
 
-        while True:
-            if self._succeeded is not None:
-                return await self._end(RecoveryStatus.RECOVERED, "payment succeeded")
-            if self._cancel is not None:
-                return await self._end(
-                    RecoveryStatus.CANCELLED,
-                    f"cancelled by {self._cancel.actor}: {self._cancel.reason}".rstrip(": "),
+        # Each branch returns the failure to decide on next, or how the recovery ends.
+        while (ending := self._ending()) is None:
+            decision = self._decide(await self._classify(failure))
+            step: Failure | Ending
+            match decision:
+                case Exhausted(reason):
+                    step = Ending(RecoveryStatus.EXHAUSTED, reason)
+                case CustomerAction(reason):
+                    step = await self._wait_for_customer(reason, failure)
+                case AwaitStatus(until, reason):
+                    step = await self._await_pending(until, reason, failure)
+                case Retry(at, reason):
+                    step = await self._attempt_after_cooldown(at, reason, failure)
+                case _:
+                    assert_never(decision)
+            if isinstance(step, Ending):
+                return await self._end(step.status, step.reason)
+            failure = step
+        return await self._end(ending.status, ending.reason)
+
+    # ---- the four branches ------------------------------------------------------------------
+
+    def _ending(self) -> Ending | None:
+        """How the recovery ends because of a signal (paid, cancelled), if it does."""
+        if self._succeeded is not None:
+            return Ending(RecoveryStatus.RECOVERED, "payment succeeded")
+        if self._cancel is not None:
+            reason = f"cancelled by {self._cancel.actor}: {self._cancel.reason}".rstrip(": ")
+            return Ending(RecoveryStatus.CANCELLED, reason)
+        return None
+
+    def _decide(self, classification: Classification) -> Decision:
+        self._policy_changed = False
+        decision = decide(
+            self._policy,
+            classification,
+            attempts_made=len(self._state.attempts),
+            started_at=self._started_at,
+            now=workflow.now(),
+            rand=workflow.random().random(),
+        )
+        workflow.logger.info(
+            "next: %s",
+            decision,
+            extra={"merchant_id": self._state.merchant_id, "payment_ref": self._state.payment_ref},
+        )
+        return decision
+
+    async def _wait_for_customer(self, reason: str, failure: Failure) -> Failure | Ending:
+        """Send the customer retry links until they pay, news arrives, or the window closes."""
+        self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
+        await self._schedule(None, reason)
+        deadline = self._started_at + self._policy.window
+        while workflow.now() < deadline:
+            wait = deadline - workflow.now()
+            if self._links:
+                link = await workflow.execute_activity_method(
+                    RecoveryActivityDefs.issue_retry_link,
+                    LinkRequest(
+                        merchant_id=self._state.merchant_id,
+                        payment_ref=self._state.payment_ref,
+                        reason=reason,
+                    ),
+                    **_STORE,
                 )
-            classification = await self._classify(failure)
-            self._policy_changed = False
-            decision = decide(
-                self._policy,
-                classification,
-                attempts_made=len(self._state.attempts),
-                started_at=started_at,
-                now=workflow.now(),
-                rand=workflow.random().random(),
-            )
-            workflow.logger.info(
-                "next: %s at %s (%s)",
-                decision.kind,
-                decision.at,
-                decision.reason,
-                extra={"merchant_id": inp.merchant_id, "payment_ref": inp.payment_ref},
-            )
-            if decision.kind == "exhausted":
-                return await self._end(RecoveryStatus.EXHAUSTED, decision.reason)
+                self._state.links.append(link)
+                wait = min(wait, LINK_REMINDER_EVERY)
+            if await self._sleep(wait) is not Wake.TIMER:
+                return self._absorb_inbox() or failure
+        return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
-            if decision.kind == "customer_action":
-                self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
-                await self._schedule(None, decision.reason)
-                deadline = started_at + self._policy.window
-                if not await self._await_customer(deadline, decision.reason):
-                    return await self._end(
-                        RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer"
-                    )
-                failure = self._absorb_inbox() or failure
-                continue
+    async def _await_pending(
+        self, until: datetime, reason: str, failure: Failure
+    ) -> Failure | Ending:
+        """A payment may still complete: wait for it (polling our own pending charge at the
+        PSP) and never charge while it may."""
+        self._set_status(RecoveryStatus.ACTIVE)
+        await self._schedule(None, reason)
+        pending, self._pending_payment = self._pending_payment, None
+        if pending and workflow.patched(POLLING_PATCH):
+            outcome = await self._poll_pending(pending, until)
+            if outcome is None:  # woken by a signal
+                return self._absorb_inbox() or failure
+            if outcome.status == "succeeded":
+                return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+            return _failure_of(outcome)
+        if await self._sleep(until - workflow.now()) is Wake.TIMER:
+            return PENDING_EXPIRED
+        return self._absorb_inbox() or failure
 
-            if decision.kind == "await_status":
-                self._set_status(RecoveryStatus.ACTIVE)
-                assert decision.at is not None
-                await self._schedule(None, decision.reason)
-                pending, self._pending_payment = self._pending_payment, None
-                if pending and workflow.patched(POLLING_PATCH):
-                    outcome = await self._poll_pending(pending, decision.at)
-                    if outcome is not None and outcome.status == "succeeded":
-                        return await self._end(
-                            RecoveryStatus.RECOVERED, "pending payment completed"
-                        )
-                    if outcome is not None:
-                        failure = _failure_of(outcome)
-                        continue
-                elif not await self._wait_for_news(decision.at - workflow.now()):
-                    failure = PENDING_EXPIRED
-                    continue
-                failure = self._absorb_inbox() or failure
-                continue
-
-            # decision.kind == "attempt": wait out the cooldown on a durable timer.
-            assert decision.at is not None
-            self._set_status(RecoveryStatus.ACTIVE)
-            await self._schedule(decision.at, decision.reason)
-            if await self._wait_for_news(decision.at - workflow.now(), expedite=True):
-                if self._succeeded is not None or self._cancel is not None:
-                    continue
-                if self._expedite is None:  # a new failure or policy: decide again
-                    failure = self._absorb_inbox() or failure
-                    continue
-            self._expedite = None
-            if self._state.paused:
-                await self._hold_while_paused()
-                if self._succeeded is not None or self._cancel is not None:
-                    continue
-                # resumed after the cooldown ended: the held attempt happens now
-            if self._card_limits and (limit := await self._card_limit()):
-                return await self._end(RecoveryStatus.EXHAUSTED, limit)
-            try:
-                result = await self._charge()
-            except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
-                return await self._end(
-                    RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}"
-                )
-            if result.status == "succeeded":
-                return await self._end(RecoveryStatus.RECOVERED, "recovered by attempt")
-            if result.status == "processing":
-                self._pending_payment = result.psp_payment_id
-            failure = _failure_of(result)
+    async def _attempt_after_cooldown(
+        self, at: datetime, reason: str, failure: Failure
+    ) -> Failure | Ending:
+        """Wait out the cooldown on a durable timer (or until expedited), then charge."""
+        self._set_status(RecoveryStatus.ACTIVE)
+        await self._schedule(at, reason)
+        match await self._sleep(at - workflow.now(), expedite=True):
+            case Wake.PAID | Wake.CANCELLED:
+                return failure  # the loop ends the recovery
+            case Wake.NEW_FAILURE | Wake.POLICY_CHANGED:
+                return self._absorb_inbox() or failure  # decide again
+            case Wake.EXPEDITED | Wake.TIMER:
+                pass
+        self._expedite = None
+        if self._state.paused:
+            await self._hold_while_paused()
+            if self._ending() is not None:
+                return failure
+            # resumed after the cooldown ended: the held attempt happens now
+        if self._card_limits and (limit := await self._card_limit()):
+            return Ending(RecoveryStatus.EXHAUSTED, limit)
+        try:
+            result = await self._charge()
+        except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
+            return Ending(RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}")
+        if result.status == "succeeded":
+            return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
+        if result.status == "processing":
+            self._pending_payment = result.psp_payment_id
+        return _failure_of(result)
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -295,20 +363,27 @@ class PaymentRecoveryWorkflow:
         self._state.events_seen = len(self._seen)
         return latest.failure
 
+    def _current_event(self) -> FailureEvent:
+        """The failure event the recovery acts on (set before the first decision)."""
+        if self._event is None:  # a bug, not a business outcome: fail loudly, filterable
+            raise ApplicationError(
+                "no failure event to act on", type="RecoveryInvariantBroken", non_retryable=True
+            )
+        return self._event
+
     async def _classify(self, failure: Failure) -> Classification:
-        assert self._event is not None
-        classification = await workflow.execute_activity(
-            "classify_failure",
+        event = self._current_event()
+        classification = await workflow.execute_activity_method(
+            RecoveryActivityDefs.classify_failure,
             ClassifyRequest(
-                psp=self._event.psp,
+                psp=event.psp,
                 code=failure.code,
                 decline_code=failure.decline_code,
                 message=failure.message,
                 network_advice_code=failure.network_advice_code,
-                payment_method_type=self._event.payment_method.type,
+                payment_method_type=event.payment_method.type,
                 attempt=len(self._state.attempts) + 1,
             ),
-            result_type=Classification,
             start_to_close_timeout=timedelta(seconds=30),
         )
         self._state.category = classification.category
@@ -318,66 +393,52 @@ class PaymentRecoveryWorkflow:
         )
         return classification
 
-    async def _wait_for_news(self, wait: timedelta, *, expedite: bool = False) -> bool:
-        """Sleep on a durable timer for `wait`, or until a signal needs action.
+    def _news(self, *, expedite: bool) -> Wake | None:
+        """What needs the main loop now, most urgent first; None when nothing does."""
+        if self._succeeded is not None:
+            return Wake.PAID
+        if self._cancel is not None:
+            return Wake.CANCELLED
+        if expedite and self._expedite is not None:
+            return Wake.EXPEDITED
+        if self._inbox:
+            return Wake.NEW_FAILURE
+        if expedite and self._policy_changed:
+            return Wake.POLICY_CHANGED
+        return None
 
-        Returns True when woken by a signal, False when the timer fired.
+    async def _sleep(self, wait: timedelta, *, expedite: bool = False) -> Wake:
+        """Sleep on a durable timer for `wait`, or until a signal needs action; say which.
+
+        With `expedite`, an expedite or a policy change also wakes it (only a cooldown can be
+        cut short or rescheduled).
         """
-
-        def news() -> bool:
-            return bool(
-                self._succeeded
-                or self._cancel
-                or self._inbox
-                or (expedite and (self._expedite is not None or self._policy_changed))
-            )
-
-        if news():
-            return True
+        if (news := self._news(expedite=expedite)) is not None:
+            return news
         try:
-            await workflow.wait_condition(news, timeout=max(wait, timedelta(seconds=1)))
-            return True
+            await workflow.wait_condition(
+                lambda: self._news(expedite=expedite) is not None,
+                timeout=max(wait, timedelta(seconds=1)),
+            )
         except TimeoutError:
-            return False
-
-    async def _await_customer(self, deadline: datetime, reason: str) -> bool:
-        """Send retry links (a fresh one every few days) until the customer pays, something
-        else happens, or the window closes. True when woken by news."""
-        while workflow.now() < deadline:
-            wait = deadline - workflow.now()
-            if self._links:
-                link = await workflow.execute_activity(
-                    "issue_retry_link",
-                    LinkRequest(
-                        merchant_id=self._state.merchant_id,
-                        payment_ref=self._state.payment_ref,
-                        reason=reason,
-                    ),
-                    result_type=LinkIssued,
-                    **_STORE,
-                )
-                self._state.links.append(link)
-                wait = min(wait, LINK_REMINDER_EVERY)
-            if await self._wait_for_news(wait):
-                return True
-        return False
+            return Wake.TIMER
+        # The condition that ended the wait still holds (handlers only add news; the main
+        # loop, which is waiting here, is what takes it away).
+        return self._news(expedite=expedite) or Wake.TIMER
 
     async def _poll_pending(self, psp_payment_id: str, until: datetime) -> ChargeResult | None:
         """Ask the PSP about our pending charge every few minutes until it settles, a signal
         arrives, or `until`. Returns the settled result (an expired failure when it is still
         pending at `until`), or None when woken by a signal."""
-        assert self._event is not None
+        psp = self._current_event().psp
         while workflow.now() < until:
-            if await self._wait_for_news(min(PENDING_POLL_EVERY, until - workflow.now())):
+            if await self._sleep(min(PENDING_POLL_EVERY, until - workflow.now())) is not Wake.TIMER:
                 return None
-            result = await workflow.execute_activity(
-                "check_payment_status",
+            result = await workflow.execute_activity_method(
+                RecoveryActivityDefs.check_payment_status,
                 PaymentLookup(
-                    merchant_id=self._state.merchant_id,
-                    psp=self._event.psp,
-                    psp_payment_id=psp_payment_id,
+                    merchant_id=self._state.merchant_id, psp=psp, psp_payment_id=psp_payment_id
                 ),
-                result_type=ChargeResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=_CHARGE_RETRY,
             )
@@ -395,42 +456,38 @@ class PaymentRecoveryWorkflow:
 
     async def _card_limit(self) -> str | None:
         """Why charging this card now would break a card-network limit, if it would."""
-        assert self._event is not None
-        if not self._event.payment_method.id:
+        card = self._current_event().payment_method.id
+        if not card:
             return None
-        usage = await workflow.execute_activity(
-            "count_card_attempts",
-            CardRef(
-                merchant_id=self._state.merchant_id,
-                payment_method_id=self._event.payment_method.id,
-            ),
-            result_type=CardUsage,
+        usage = await workflow.execute_activity_method(
+            RecoveryActivityDefs.count_card_attempts,
+            CardRef(merchant_id=self._state.merchant_id, payment_method_id=card),
             **_STORE,
         )
         return card_limit_reached(self._policy, usage.last_30_days, usage.last_day)
 
     async def _charge(self) -> ChargeResult:
-        assert self._event is not None and self._state.recovery_id is not None
+        event = self._current_event()
+        recovery_id = self._state.recovery_id or event.recovery_id  # set at the run's start
         number = len(self._state.attempts) + 1
-        key = names.attempt_idempotency_key(self._state.recovery_id, number)
+        key = names.attempt_idempotency_key(recovery_id, number)
         req = ChargeRequest(
             merchant_id=self._state.merchant_id,
-            recovery_id=self._state.recovery_id,
+            recovery_id=recovery_id,
             payment_ref=self._state.payment_ref,
             attempt=number,
             idempotency_key=key,
-            psp=self._event.psp,
-            amount=self._event.amount,
-            currency=self._event.currency,
-            customer=self._event.customer,
-            payment_method=self._event.payment_method,
-            original_failure=self._event.failure,
+            psp=event.psp,
+            amount=event.amount,
+            currency=event.currency,
+            customer=event.customer,
+            payment_method=event.payment_method,
+            original_failure=event.failure,
         )
         self._state.next_attempt_at = None
-        result = await workflow.execute_activity(
-            "charge_payment",
+        result = await workflow.execute_activity_method(
+            RecoveryActivityDefs.charge_payment,
             req,
-            result_type=ChargeResult,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=_CHARGE_RETRY,
         )
@@ -463,7 +520,9 @@ class PaymentRecoveryWorkflow:
                 else names.SA_NEXT_ATTEMPT_AT.value_unset()
             ]
         )
-        await workflow.execute_activity("save_recovery_state", self._state, **_STORE)
+        await workflow.execute_activity_method(
+            RecoveryActivityDefs.save_recovery_state, self._state, **_STORE
+        )
 
     async def _end(self, status: RecoveryStatus, reason: str) -> RecoveryState:
         self._state.next_attempt_at = None
@@ -472,10 +531,9 @@ class PaymentRecoveryWorkflow:
         self._set_status(status)
         workflow.upsert_search_attributes([names.SA_NEXT_ATTEMPT_AT.value_unset()])
         while True:
-            done = await workflow.execute_activity(
-                "finish_recovery",
+            done = await workflow.execute_activity_method(
+                RecoveryActivityDefs.finish_recovery,
                 FinishRequest(state=self._state, seen_event_ids=sorted(self._seen)),
-                result_type=FinishResult,
                 **_STORE,
             )
             if done.finished:
@@ -486,10 +544,9 @@ class PaymentRecoveryWorkflow:
                 self._seen.add(ev.event_id)
             self._state.events_seen = len(self._seen)
         if self._links:
-            await workflow.execute_activity(
-                "revoke_retry_links",
+            await workflow.execute_activity_method(
+                RecoveryActivityDefs.revoke_retry_links,
                 RevokeLinks(recovery_id=self._state.recovery_id or "", reason=status.value),
-                result_type=int,
                 **_STORE,
             )
         return await self._close()

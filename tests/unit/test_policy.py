@@ -13,6 +13,8 @@ from recovery.models import Action, Category, Classification
 from recovery.policy import (
     DEFAULT_POLICY,
     LEGACY_POLICY,
+    Exhausted,
+    Retry,
     RetryPolicy,
     card_limit_reached,
     decide,
@@ -48,12 +50,13 @@ def test_next_payday() -> None:
 def test_funds_retry_snaps_forward_to_a_near_payday_only() -> None:
     now = datetime(2026, 11, 12, 8, tzinfo=UTC)  # +1 day lands on the 13th: payday the 15th
     d = decide(DEFAULT_POLICY, funds(), attempts_made=0, started_at=now, now=now, rand=0.5)
-    assert d.at == datetime(2026, 11, 15, 9, tzinfo=UTC) and "payday" in d.reason
+    assert isinstance(d, Retry) and "payday" in d.reason
+    assert d.at == datetime(2026, 11, 15, 9, tzinfo=UTC)
     d = decide(LEGACY_POLICY, funds(), attempts_made=0, started_at=now, now=now, rand=0.5)
-    assert d.at == now + timedelta(days=1)
+    assert isinstance(d, Retry) and d.at == now + timedelta(days=1)
     far = datetime(2026, 11, 2, 8, tzinfo=UTC)  # the 3rd is 12 days before a payday
     d = decide(DEFAULT_POLICY, funds(), attempts_made=0, started_at=far, now=far, rand=0.5)
-    assert d.at == far + timedelta(days=1)
+    assert isinstance(d, Retry) and d.at == far + timedelta(days=1)
 
 
 def test_card_limits() -> None:
@@ -101,9 +104,9 @@ def test_schedules_are_capped_and_inside_the_window(
     now = T0 + timedelta(hours=elapsed_hours)
     d = decide(policy, funds(cooldown), attempts_made=attempts, started_at=T0, now=now, rand=rand)
     if attempts >= max_attempts:
-        assert d.kind == "exhausted"
-    if d.kind == "attempt":
-        assert d.at is not None and now < d.at <= T0 + policy.window
+        assert isinstance(d, Exhausted)
+    if isinstance(d, Retry):
+        assert now < d.at <= T0 + policy.window
         assert d.at - now >= timedelta(seconds=cooldown * (1 - policy.jitter)) - timedelta(
             seconds=1
         )
@@ -141,7 +144,7 @@ def test_payday_rules_hold_on_every_day_of_a_year(year: int, snap_days: int) -> 
                 now=now,
                 rand=rand,
             )
-            assert d.kind == plain.kind == "attempt" and d.at and plain.at
+            assert isinstance(d, Retry) and isinstance(plain, Retry)
             payday = _paydays_after(plain.at)
             assert next_payday(plain.at) == payday
             if payday - plain.at <= timedelta(days=snap_days):

@@ -8,7 +8,15 @@ import pytest
 
 from recovery.classifier import classify
 from recovery.models import Action, Category, ClassifyRequest
-from recovery.policy import DEFAULT_POLICY, RetryPolicy, decide
+from recovery.policy import (
+    DEFAULT_POLICY,
+    AwaitStatus,
+    CustomerAction,
+    Exhausted,
+    Retry,
+    RetryPolicy,
+    decide,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -60,8 +68,7 @@ def test_decide_schedules_within_jitter() -> None:
     cls = c(decline_code="insufficient_funds")
     for rand, factor in ((0.0, 0.8), (0.5, 1.0), (0.999999, 1.2)):
         d = decide(DEFAULT_POLICY, cls, attempts_made=0, started_at=T0, now=T0, rand=rand)
-        assert d.kind == "attempt"
-        assert d.at is not None
+        assert isinstance(d, Retry)
         expected = timedelta(seconds=cls.cooldown_seconds * factor)
         assert abs((d.at - T0) - expected) < timedelta(seconds=1)
         assert "attempt 1 of 4" in d.reason
@@ -70,13 +77,13 @@ def test_decide_schedules_within_jitter() -> None:
 def test_decide_stops_at_max_attempts_and_window() -> None:
     cls = c(decline_code="insufficient_funds")
     d = decide(DEFAULT_POLICY, cls, attempts_made=4, started_at=T0, now=T0, rand=0.5)
-    assert d.kind == "exhausted" and "max attempts" in d.reason
+    assert isinstance(d, Exhausted) and "max attempts" in d.reason
     late = T0 + DEFAULT_POLICY.window - timedelta(hours=1)
     d = decide(DEFAULT_POLICY, cls, attempts_made=1, started_at=T0, now=late, rand=0.5)
-    assert d.kind == "exhausted" and "window" in d.reason
+    assert isinstance(d, Exhausted) and "window" in d.reason
     unknown = c(code="zz")
     d = decide(RetryPolicy(), unknown, attempts_made=2, started_at=T0, now=T0, rand=0.5)
-    assert d.kind == "exhausted"
+    assert isinstance(d, Exhausted)
 
 
 def test_decide_customer_action_and_await_status() -> None:
@@ -88,7 +95,7 @@ def test_decide_customer_action_and_await_status() -> None:
         now=T0,
         rand=0.5,
     )
-    assert d.kind == "customer_action" and d.at is None
+    assert isinstance(d, CustomerAction)
     d = decide(
         DEFAULT_POLICY,
         c(decline_code="payment_pending"),
@@ -97,4 +104,4 @@ def test_decide_customer_action_and_await_status() -> None:
         now=T0,
         rand=0.5,
     )
-    assert d.kind == "await_status" and d.at == T0 + timedelta(minutes=30)
+    assert d == AwaitStatus(T0 + timedelta(minutes=30), d.reason)

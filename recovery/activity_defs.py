@@ -1,0 +1,77 @@
+"""The recovery workflow's activities, declared: name, argument type and result type.
+
+The workflow calls these by reference (``workflow.execute_activity_method``), so mypy checks
+every call's argument and result; ``activities/recovery.py`` implements them by subclassing,
+so mypy also checks that each implementation keeps the declared signature. The names are
+part of every stored workflow history: renaming one breaks the replay of running recoveries.
+
+Declarations only: nothing here runs. Workflow code may import this module (it imports the
+Temporal SDK and the models, nothing with I/O).
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from recovery.models import (
+    CardRef,
+    CardUsage,
+    ChargeRequest,
+    ChargeResult,
+    Classification,
+    ClassifyRequest,
+    FinishRequest,
+    FinishResult,
+    LinkIssued,
+    LinkRequest,
+    PaymentLookup,
+    RecoveryState,
+    RevokeLinks,
+)
+from recovery.policy import RetryPolicy
+
+
+class RecoveryActivityDefs:
+    """What the recovery workflow may ask of the outside world."""
+
+    @activity.defn(name="classify_failure")
+    async def classify_failure(self, req: ClassifyRequest) -> Classification:
+        """Classification is an activity on purpose: the rule tables change with every
+        release, and a recovery in flight must keep the decisions its history recorded."""
+        raise NotImplementedError
+
+    @activity.defn(name="recovery_is_open")
+    async def recovery_is_open(self, recovery_id: str) -> bool:
+        raise NotImplementedError
+
+    @activity.defn(name="load_retry_policy")
+    async def load_retry_policy(self, merchant_id: str) -> RetryPolicy:
+        raise NotImplementedError
+
+    @activity.defn(name="count_card_attempts")
+    async def count_card_attempts(self, card: CardRef) -> CardUsage:
+        raise NotImplementedError
+
+    @activity.defn(name="check_payment_status")
+    async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:
+        raise NotImplementedError
+
+    @activity.defn(name="issue_retry_link")
+    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
+        raise NotImplementedError
+
+    @activity.defn(name="revoke_retry_links")
+    async def revoke_retry_links(self, req: RevokeLinks) -> int:
+        raise NotImplementedError
+
+    @activity.defn(name="save_recovery_state")
+    async def save_recovery_state(self, state: RecoveryState) -> None:
+        raise NotImplementedError
+
+    @activity.defn(name="finish_recovery")
+    async def finish_recovery(self, req: FinishRequest) -> FinishResult:
+        raise NotImplementedError
+
+    @activity.defn(name="charge_payment")
+    async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
+        raise NotImplementedError
