@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from api.relay import OutboxRelay
-from recovery.models import PaymentFailedIn
+from recovery import constants as names
+from recovery.models import PaymentFailedIn, RecoveryState
 from recovery.store import IngestResult, Store
 
 
@@ -55,3 +60,39 @@ async def relay(store: Store, client: Client, task_queue: str) -> int:
     delivered, failed = await r.relay_once()
     assert failed == 0
     return delivered
+
+
+async def workflow_state(handle: WorkflowHandle) -> RecoveryState:
+    """The recovery workflow's `state` query."""
+    return await handle.query(names.QUERY_STATE, result_type=RecoveryState)
+
+
+async def wait_for_state(
+    handle: WorkflowHandle, pred: Callable[[RecoveryState], bool], within: float = 10.0
+) -> RecoveryState:
+    """Query the workflow until its state matches `pred` (wall-clock bounded)."""
+    deadline = time.monotonic() + within
+    while True:
+        s = await workflow_state(handle)
+        if pred(s):
+            return s
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state never matched: {s}")
+        await asyncio.sleep(0.05)
+
+
+async def start_recovery(
+    store: Store, env: tuple[Client, str], merchant: str, **body: Any
+) -> WorkflowHandle:
+    """Ingest a failure (`failure_body(**body)`) and relay it: the recovery's workflow."""
+    client, task_queue = env
+    res = await ingest(store, merchant, failure_body(**body))
+    assert res.status_code == 202
+    assert await relay(store, client, task_queue) == 1
+    return client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
+
+
+async def run_out(ts_env: WorkflowEnvironment, handle: WorkflowHandle) -> RecoveryState:
+    """Let two months pass on the time-skipping server, then take the result."""
+    await ts_env.sleep(timedelta(days=60))
+    return await handle.result()

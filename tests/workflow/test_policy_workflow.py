@@ -4,24 +4,13 @@ card-network limits."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
 from recovery.policy import RetryPolicy
 from recovery.store import Store
-from tests.workflow.test_recovery_workflow import run_out, start, wait_for
-from worker.main import build_worker
-
-
-@pytest.fixture
-async def env(ts_env: WorkflowEnvironment, store: Store) -> AsyncIterator[tuple[Client, str]]:
-    task_queue = f"tq-{uuid.uuid4()}"
-    async with build_worker(ts_env.client, store, task_queue):
-        yield ts_env.client, task_queue
+from tests.helpers import run_out, start_recovery, wait_for_state
 
 
 async def test_recovery_pins_the_policy_it_started_with(
@@ -30,8 +19,8 @@ async def test_recovery_pins_the_policy_it_started_with(
     v1 = await store.save_policy(merchant, RetryPolicy(max_attempts=2), "test")
     assert v1.version == 1
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
-        first = await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+        first = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert first.policy_version == 1
         assert "policy v1" in (first.next_attempt_reason or "")
         # a new version does not touch the running recovery
@@ -47,8 +36,8 @@ async def test_update_policy_signal_applies_a_new_version(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
-        before = await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+        before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert before.policy_version == 0  # the built-in default
         # no payday snapping: a payday near today's date must not move the new attempt later
         v1 = await store.save_policy(
@@ -57,7 +46,7 @@ async def test_update_policy_signal_applies_a_new_version(
             "test",
         )
         await handle.signal(names.SIGNAL_UPDATE_POLICY, v1)
-        after = await wait_for(
+        after = await wait_for_state(
             handle,
             lambda s: (
                 s.policy_version == 1
@@ -79,10 +68,10 @@ async def test_card_network_limit_stops_attempts_on_the_card(
     # the simulator declines any unknown pm id? no: unknown ids succeed, so script declines:
     card = "pm_sim_decline_insufficient_funds"
     await store.pool.execute("DELETE FROM attempts WHERE merchant_id = $1", merchant)
-    first = await run_out(ts_env, await start(store, env, merchant, pm=card))
+    first = await run_out(ts_env, await start_recovery(store, env, merchant, pm=card))
     assert len(first.attempts) == 2
     assert "card-network limit: 2 attempts on this card in 30 days" in (first.ended_reason or "")
     # the next recovery on the same card makes no attempt at all
-    second = await run_out(ts_env, await start(store, env, merchant, pm=card))
+    second = await run_out(ts_env, await start_recovery(store, env, merchant, pm=card))
     assert second.attempts == [] and second.status == "exhausted"
     assert "card-network limit" in (second.ended_reason or "")

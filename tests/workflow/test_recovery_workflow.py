@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
@@ -24,41 +20,23 @@ from recovery.models import (
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body, ingest, relay
+from tests.helpers import (
+    failure_body,
+    ingest,
+    relay,
+    run_out,
+    start_recovery,
+    wait_for_state,
+    workflow_state,
+)
 from worker.main import build_worker
-
-
-@pytest.fixture
-async def env(ts_env: WorkflowEnvironment, store: Store) -> AsyncIterator[tuple[Client, str]]:
-    task_queue = f"tq-{uuid.uuid4()}"
-    async with build_worker(ts_env.client, store, task_queue):
-        yield ts_env.client, task_queue
-
-
-async def start(store: Store, env: tuple[Client, str], merchant: str, **kw) -> WorkflowHandle:
-    client, tq = env
-    body = failure_body(**kw)
-    res = await ingest(store, merchant, body)
-    assert res.status_code == 202
-    assert await relay(store, client, tq) == 1
-    return client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
-
-
-async def run_out(ts_env: WorkflowEnvironment, handle: WorkflowHandle) -> RecoveryState:
-    """Let two months pass on the time-skipping server, then take the result."""
-    await ts_env.sleep(timedelta(days=60))
-    return await handle.result()
-
-
-async def state(handle: WorkflowHandle) -> RecoveryState:
-    return await handle.query(names.QUERY_STATE, result_type=RecoveryState)
 
 
 async def test_three_attempts_over_days_recover_on_skipped_time(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     t0 = time.monotonic()
-    handle = await start(store, env, merchant, pm="pm_sim_succeed_on_3")
+    handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_3")
     result = await run_out(ts_env, handle)
     wall = time.monotonic() - t0
     assert result.status == "recovered"
@@ -79,7 +57,7 @@ async def test_three_attempts_over_days_recover_on_skipped_time(
 async def test_max_attempts_ends_exhausted(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
-    handle = await start(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+    handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
     assert len(result.attempts) == 4
@@ -91,7 +69,9 @@ async def test_max_attempts_ends_exhausted(
 async def test_hard_decline_waits_for_customer_then_window_closes(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
-    handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card")
+    handle = await start_recovery(
+        store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
+    )
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
     assert result.attempts == []  # never charged a stolen card off-session
@@ -102,8 +82,8 @@ async def test_expedite_skips_the_cooldown(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
-        before = await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert before.attempts == []
         await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="support@test"))
         result = await handle.result()
@@ -118,8 +98,8 @@ async def test_cancel_during_cooldown_makes_no_attempt(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
-        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="customer asked", actor="s1"))
         result = await handle.result()
     assert result.status == "cancelled"
@@ -134,8 +114,8 @@ async def test_payment_succeeded_during_cooldown_ends_recovered_without_charging
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
-        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="webhook"))
         result = await handle.result()
     assert result.status == "recovered"
@@ -158,24 +138,15 @@ async def test_duplicate_failure_signal_is_ignored(
     assert result.events_seen == 1
 
 
-async def wait_for(handle: WorkflowHandle, pred, within: float = 10.0) -> RecoveryState:
-    deadline = time.monotonic() + within
-    while True:
-        s = await state(handle)
-        if pred(s):
-            return s
-        if time.monotonic() > deadline:
-            raise AssertionError(f"state never matched: {s}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
     ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     task_queue = f"tq-{uuid.uuid4()}"
     nothing = PSPDispatcher(store, Settings(environment="development"), psps=frozenset())
     async with build_worker(ts_env.client, store, task_queue, psps=nothing):
-        handle = await start(store, (ts_env.client, task_queue), merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(
+            store, (ts_env.client, task_queue), merchant, pm="pm_sim_succeed_on_1"
+        )
         result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
     assert "could not be made" in (result.ended_reason or "")
@@ -188,10 +159,10 @@ async def test_upi_pending_resolved_by_webhook_makes_no_charge(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(
+        handle = await start_recovery(
             store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
         )
-        waiting = await wait_for(handle, lambda s: s.category is not None)
+        waiting = await wait_for_state(handle, lambda s: s.category is not None)
         assert waiting.category == "upi_pending" and waiting.next_attempt_at is None
         await handle.signal(
             names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="razorpay_webhook")
@@ -203,11 +174,11 @@ async def test_upi_pending_resolved_by_webhook_makes_no_charge(
 async def test_upi_pending_is_never_charged_before_its_deadline(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
-    handle = await start(
+    handle = await start_recovery(
         store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
     )
     await ts_env.sleep(timedelta(minutes=29))
-    assert (await state(handle)).attempts == []
+    assert (await workflow_state(handle)).attempts == []
     result = await run_out(ts_env, handle)
     assert result.status == "recovered" and len(result.attempts) == 1
     assert result.attempts[0].at - (
@@ -219,12 +190,12 @@ async def test_pause_holds_attempts_for_days_until_resumed(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_succeed_on_1")
-        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="s1"))
-        await wait_for(handle, lambda s: s.paused)
+        await wait_for_state(handle, lambda s: s.paused)
     await ts_env.sleep(timedelta(days=10))  # the day-long cooldown ends meanwhile
-    held = await state(handle)
+    held = await workflow_state(handle)
     assert held.attempts == [] and held.paused and held.status == "active"
     assert "dispute" in (held.next_attempt_reason or "") and held.next_attempt_at is None
     rec = await store.get_recovery(merchant, held.payment_ref)
@@ -241,13 +212,13 @@ async def test_a_pending_charge_is_polled_and_never_charged_twice(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, pm="pm_sim_pending")
-        await wait_for(handle, lambda s: s.next_attempt_at is not None)
+        handle = await start_recovery(store, env, merchant, pm="pm_sim_pending")
+        await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-        s = await wait_for(handle, lambda s: s.category == "upi_pending")
+        s = await wait_for_state(handle, lambda s: s.category == "upi_pending")
     assert [a.outcome for a in s.attempts] == ["processing"]
     await ts_env.sleep(timedelta(minutes=12))  # polled twice: still pending, no new charge
-    assert len((await state(handle)).attempts) == 1
+    assert len((await workflow_state(handle)).attempts) == 1
     # the PSP settles the payment; the next poll sees it
     await store.pool.execute(
         "UPDATE simulator_charges SET status = 'succeeded' WHERE payment_ref = $1",
