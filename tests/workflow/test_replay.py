@@ -25,7 +25,7 @@ def load(path: Path) -> WorkflowHistory:
 
 
 def test_there_are_histories_to_replay() -> None:
-    assert len(HISTORIES) >= 8
+    assert len(HISTORIES) >= 17
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
