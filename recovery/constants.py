@@ -18,6 +18,10 @@ SIGNAL_EXPEDITE = "expedite"
 SIGNAL_UPDATE_POLICY = "update_policy"
 SIGNAL_PAUSE = "pause"
 SIGNAL_RESUME = "resume"
+SIGNAL_PAYMENT_METHOD_UPDATED = "payment_method_updated"
+# The API's expedite: an update, so the workflow can refuse it when no attempt is waiting
+# (the `expedite` signal stays for operators; the workflow ignores it in that case).
+UPDATE_EXPEDITE = "expedite_attempt"
 QUERY_STATE = "state"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"

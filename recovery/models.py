@@ -180,6 +180,13 @@ class ResumeRequest(BaseModel):
     actor: str = "unknown"
 
 
+class PaymentMethodUpdate(BaseModel):
+    """The customer has a new card or method: the recovery switches to it."""
+
+    payment_method: PaymentMethod
+    actor: str = "unknown"
+
+
 class Classification(BaseModel):
     category: Category
     retryable: bool

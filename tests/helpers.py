@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,3 +96,19 @@ async def run_out(ts_env: WorkflowEnvironment, handle: WorkflowHandle) -> Recove
     """Let two months pass on the time-skipping server, then take the result."""
     await ts_env.sleep(timedelta(days=60))
     return await handle.result()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
+    """Poll `check` until it returns something truthy without raising; else fail with the
+    last answer or error."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except Exception as e:  # not there yet (assertion, workflow not found, ...)
+            last = e
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met in {within}s; last: {last!r}")

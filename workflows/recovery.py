@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         LinkRequest,
         PauseRequest,
         PaymentLookup,
+        PaymentMethodUpdate,
         PaymentSucceeded,
         RecoveryInput,
         RecoveryState,
@@ -79,23 +80,56 @@ LINKS_PATCH = "retry-links"
 # Recoveries after this patch poll the PSP for a charge of theirs left pending (besides
 # waiting for its webhook), never charging again while it may still complete.
 POLLING_PATCH = "poll-pending-payments"
+# Recoveries after this patch act on support actions at once and exactly: expedite only
+# when an attempt waits on its cooldown (never armed for later); pause and resume show at
+# once in Postgres and the search attributes; a policy update also reaches a recovery
+# awaiting the customer; a new payment method is attempted now; events of another recovery
+# that arrive with the first are kept for it; search attributes and memo follow the latest
+# event; a pending payment that cannot be checked ends the recovery instead of failing it.
+EXACT_ACTIONS_PATCH = "exact-support-actions"
 PENDING_POLL_EVERY = timedelta(minutes=5)
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
 # "pending" again to the classifier's message patterns).
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
+# The error type of a refused expedite (the API answers 409 nothing_to_expedite).
+NOTHING_TO_EXPEDITE = "nothing_to_expedite"
 
 
 class Wake(Enum):
-    """Why a wait ended."""
+    """Why a wait ended. `_news` looks for them in this order: the first one wins."""
 
-    TIMER = "timer"
     PAID = "paid"
     CANCELLED = "cancelled"
+    PAUSE_CHANGED = "pause_changed"  # paused or resumed, and not yet shown
     EXPEDITED = "expedited"
+    METHOD_UPDATED = "method_updated"
     NEW_FAILURE = "new_failure"
     POLICY_CHANGED = "policy_changed"
+    TIMER = "timer"  # nothing woke it: the time was up
+
+
+# What each wait wakes for. Before EXACT_ACTIONS_PATCH only a cooldown woke for an
+# expedite or a policy, and pauses showed when the cooldown ended.
+_ENDINGS = frozenset({Wake.PAID, Wake.CANCELLED, Wake.NEW_FAILURE})
+_LEGACY_COOLDOWN = _ENDINGS | {Wake.EXPEDITED, Wake.POLICY_CHANGED}
+_COOLDOWN = _LEGACY_COOLDOWN | {Wake.PAUSE_CHANGED, Wake.METHOD_UPDATED}
+_CUSTOMER = _ENDINGS | {Wake.PAUSE_CHANGED, Wake.METHOD_UPDATED, Wake.POLICY_CHANGED}
+# a pending payment may still complete: a new method or policy waits until it settles
+_PENDING = _ENDINGS | {Wake.PAUSE_CHANGED}
+
+
+class Stage(Enum):
+    """What the main loop is doing, for the handlers that must know (expedite)."""
+
+    DECIDING = "deciding"
+    COOLDOWN = "cooldown"
+    PAUSED = "paused"
+    AWAITING_CUSTOMER = "awaiting_customer"
+    AWAITING_PENDING = "awaiting_pending"
+    CHARGING = "charging"
+    ENDING = "ending"
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,16 @@ class Ending:
 
     status: RecoveryStatus
     reason: str
+
+
+def _memo_of(event: FailureEvent) -> dict[str, object]:
+    """The memo the Temporal UI shows for a run (set at start by the relay, then kept)."""
+    return {
+        "amount": event.amount,
+        "currency": event.currency,
+        "customer": event.customer.id,
+        "recovery_id": event.recovery_id,
+    }
 
 
 def _failure_of(result: ChargeResult) -> Failure:
@@ -134,6 +178,11 @@ class PaymentRecoveryWorkflow:
         self._links = False
         self._pending_payment: str | None = None  # our charge that may still complete
         self._started_at: datetime = workflow.now()  # set again when the run starts acting
+        self._exact = False  # EXACT_ACTIONS_PATCH
+        self._stage = Stage.DECIDING
+        self._shown_paused = False  # the `paused` last written to Postgres
+        self._new_method: PaymentMethodUpdate | None = None
+        self._shown_event: tuple[object, ...] | None = None  # what search attributes show
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -154,13 +203,48 @@ class PaymentRecoveryWorkflow:
 
     @workflow.signal(name=names.SIGNAL_EXPEDITE)
     def expedite(self, req: ExpediteRequest) -> None:
+        """Operators' expedite: ignored (never armed for later) when no attempt waits."""
+        if self._exact and (why := self._nothing_to_expedite()) is not None:
+            workflow.logger.info("expedite by %s ignored: %s", req.actor, why)
+            return
         self._expedite = req
+
+    @workflow.update(name=names.UPDATE_EXPEDITE)
+    def expedite_attempt(self, req: ExpediteRequest) -> RecoveryState:
+        """The API's expedite: refused by the validator when no attempt waits."""
+        self._expedite = req
+        return self._state
+
+    @expedite_attempt.validator
+    def _validate_expedite(self, req: ExpediteRequest) -> None:
+        if (why := self._nothing_to_expedite()) is not None:
+            raise ApplicationError(why, type=NOTHING_TO_EXPEDITE)
+
+    def _nothing_to_expedite(self) -> str | None:
+        """Why an expedite now would have nothing to act on, or None when it would."""
+        if self._stage is Stage.COOLDOWN and not self._state.paused:
+            return None
+        if self._state.paused or self._stage is Stage.PAUSED:
+            return "the recovery is paused: resume it to attempt"
+        return {
+            Stage.AWAITING_CUSTOMER: "the recovery is awaiting the customer",
+            Stage.AWAITING_PENDING: "a payment is pending at the PSP and may still complete",
+            Stage.CHARGING: "an attempt is in flight",
+            Stage.ENDING: "the recovery is ending",
+        }.get(self._stage, "no attempt is waiting")
+
+    @workflow.signal(name=names.SIGNAL_PAYMENT_METHOD_UPDATED)
+    def payment_method_updated(self, update: PaymentMethodUpdate) -> None:
+        """The next attempt uses the new method; a waiting one happens now."""
+        self._new_method = update
 
     @workflow.signal(name=names.SIGNAL_PAUSE)
     def pause(self, req: PauseRequest) -> None:
         """No attempt is made while paused; a cooldown that ends meanwhile waits for resume."""
         self._state.paused = True
         self._state.paused_reason = f"paused by {req.actor}: {req.reason}".rstrip(": ")
+        if self._exact:
+            self._expedite = None  # an expedite does not outlive a pause
 
     @workflow.signal(name=names.SIGNAL_RESUME)
     def resume(self, req: ResumeRequest) -> None:
@@ -177,6 +261,14 @@ class PaymentRecoveryWorkflow:
     @workflow.query(name=names.QUERY_STATE)
     def state(self) -> RecoveryState:
         return self._state
+
+    def _refile_inbox(self) -> None:
+        """Events sorted before this run knew its recovery id: another recovery's wait."""
+        mine = self._state.recovery_id
+        for ev in [e for e in self._inbox if e.recovery_id != mine]:
+            self._inbox.remove(ev)
+            self._seen.discard(ev.event_id)
+            self._later.append(ev)
 
     def _sort_arrivals(self) -> None:
         mine = self._state.recovery_id
@@ -198,6 +290,9 @@ class PaymentRecoveryWorkflow:
         first = (self._arrived or self._inbox)[0]
         self._state.recovery_id = first.recovery_id
         self._sort_arrivals()
+        self._exact = workflow.patched(EXACT_ACTIONS_PATCH)
+        if self._exact:
+            self._refile_inbox()
 
         if not await workflow.execute_activity_method(
             RecoveryActivityDefs.recovery_is_open, first.recovery_id, **_STORE
@@ -278,11 +373,14 @@ class PaymentRecoveryWorkflow:
     async def _wait_for_customer(self, reason: str, failure: Failure) -> Failure | Ending:
         """Send the customer retry links until they pay, news arrives, or the window closes."""
         self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
+        self._stage = Stage.AWAITING_CUSTOMER
         await self._schedule(None, reason)
-        deadline = self._started_at + self._policy.window
-        while workflow.now() < deadline:
+        wakes = _CUSTOMER if self._exact else _ENDINGS
+        send_link = self._links
+        next_link_at = workflow.now()
+        while workflow.now() < (deadline := self._started_at + self._policy.window):
             wait = deadline - workflow.now()
-            if self._links:
+            if send_link:
                 link = await workflow.execute_activity_method(
                     RecoveryActivityDefs.issue_retry_link,
                     LinkRequest(
@@ -293,9 +391,26 @@ class PaymentRecoveryWorkflow:
                     **_STORE,
                 )
                 self._state.links.append(link)
-                wait = min(wait, LINK_REMINDER_EVERY)
-            if await self._sleep(wait) is not Wake.TIMER:
-                return self._absorb_inbox() or failure
+                next_link_at = workflow.now() + LINK_REMINDER_EVERY
+            if self._links:
+                wait = min(wait, next_link_at - workflow.now())
+            match await self._sleep(wait, wakes):
+                case Wake.TIMER:  # a reminder is due, or the window closed
+                    send_link = self._links
+                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
+                    # show it at once; a new policy may move the window's end
+                    self._policy_changed = False
+                    await self._schedule(None, reason)
+                    send_link = False
+                case Wake.METHOD_UPDATED:
+                    self._set_status(RecoveryStatus.ACTIVE)
+                    return await self._attempt_now()  # stage: charging
+                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
+                    self._stage = Stage.DECIDING
+                    return self._absorb_inbox() or failure
+                case other:
+                    assert_never(other)
+        self._stage = Stage.DECIDING
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
     async def _await_pending(
@@ -304,49 +419,99 @@ class PaymentRecoveryWorkflow:
         """A payment may still complete: wait for it (polling our own pending charge at the
         PSP) and never charge while it may."""
         self._set_status(RecoveryStatus.ACTIVE)
+        self._stage = Stage.AWAITING_PENDING
         await self._schedule(None, reason)
         pending, self._pending_payment = self._pending_payment, None
-        if pending and workflow.patched(POLLING_PATCH):
-            outcome = await self._poll_pending(pending, until)
-            if outcome is None:  # woken by a signal
-                return self._absorb_inbox() or failure
-            if outcome.status == "succeeded":
-                return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
-            return _failure_of(outcome)
-        if await self._sleep(until - workflow.now()) is Wake.TIMER:
-            return PENDING_EXPIRED
-        return self._absorb_inbox() or failure
+        try:
+            if pending and workflow.patched(POLLING_PATCH):
+                try:
+                    outcome = await self._poll_pending(pending, until, reason)
+                except ActivityError as e:
+                    if not self._exact:
+                        raise
+                    # not a decline: we cannot tell whether it completes, so never charge again
+                    return Ending(
+                        RecoveryStatus.EXHAUSTED,
+                        f"the pending payment could not be checked at the PSP: {e.cause or e}",
+                    )
+                if outcome is None:  # woken by a signal
+                    return self._absorb_inbox() or failure
+                if outcome.status == "succeeded":
+                    return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+                return _failure_of(outcome)
+            while True:
+                wake = await self._sleep(until - workflow.now(), self._pending_wakes())
+                if wake is not Wake.PAUSE_CHANGED:
+                    break
+                await self._schedule(None, reason)  # waiting is no attempt: show it, go on
+            if wake is Wake.TIMER:
+                return PENDING_EXPIRED
+            return self._absorb_inbox() or failure
+        finally:
+            self._stage = Stage.DECIDING
 
     async def _attempt_after_cooldown(
         self, at: datetime, reason: str, failure: Failure
     ) -> Failure | Ending:
         """Wait out the cooldown on a durable timer (or until expedited), then charge."""
         self._set_status(RecoveryStatus.ACTIVE)
-        await self._schedule(at, reason)
-        match await self._sleep(at - workflow.now(), expedite=True):
-            case Wake.PAID | Wake.CANCELLED:
-                return failure  # the loop ends the recovery
-            case Wake.NEW_FAILURE | Wake.POLICY_CHANGED:
-                return self._absorb_inbox() or failure  # decide again
-            case Wake.EXPEDITED | Wake.TIMER:
-                pass
+        while True:
+            if self._exact and self._state.paused:
+                await self._hold_while_paused()  # shows at once: no next attempt
+                if self._ending() is not None:
+                    return failure
+                if self._new_method is not None or workflow.now() >= at:
+                    await self._schedule(None, "resumed: attempting now")
+                    break
+            self._stage = Stage.COOLDOWN  # from here an expedite has an attempt to act on
+            await self._schedule(at, reason)
+            wake = await self._sleep(
+                at - workflow.now(), _COOLDOWN if self._exact else _LEGACY_COOLDOWN
+            )
+            self._stage = Stage.DECIDING
+            match wake:
+                case Wake.PAID | Wake.CANCELLED:
+                    return failure  # the loop ends the recovery
+                case Wake.NEW_FAILURE | Wake.POLICY_CHANGED:
+                    return self._absorb_inbox() or failure  # decide again
+                case Wake.PAUSE_CHANGED:
+                    continue  # held above; the rest of the cooldown after resume
+                case Wake.EXPEDITED | Wake.METHOD_UPDATED | Wake.TIMER:
+                    break
+                case other:
+                    assert_never(other)
         self._expedite = None
-        if self._state.paused:
+        if self._state.paused:  # before EXACT_ACTIONS_PATCH a pause held the attempt here
             await self._hold_while_paused()
             if self._ending() is not None:
                 return failure
             # resumed after the cooldown ended: the held attempt happens now
+        return await self._attempt_now()
+
+    async def _attempt_now(self) -> Failure | Ending:
+        """One charge (within the card-network limits), with the newest payment method."""
+        if self._new_method is not None:
+            update, self._new_method = self._new_method, None
+            self._event = self._current_event().model_copy(
+                update={"payment_method": update.payment_method}
+            )
         if self._card_limits and (limit := await self._card_limit()):
             return Ending(RecoveryStatus.EXHAUSTED, limit)
         try:
+            self._stage = Stage.CHARGING
             result = await self._charge()
         except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
             return Ending(RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}")
+        finally:
+            self._stage = Stage.DECIDING
         if result.status == "succeeded":
             return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
         if result.status == "processing":
             self._pending_payment = result.psp_payment_id
         return _failure_of(result)
+
+    def _pending_wakes(self) -> frozenset[Wake]:
+        return _PENDING if self._exact else _ENDINGS
 
     # ---- steps ------------------------------------------------------------------------------
 
@@ -361,7 +526,20 @@ class PaymentRecoveryWorkflow:
         self._state.currency = latest.currency
         self._state.psp = latest.psp
         self._state.events_seen = len(self._seen)
+        if self._exact:
+            self._show_event(latest)
         return latest.failure
+
+    def _show_event(self, event: FailureEvent) -> None:
+        """Keep the search attributes and the memo on the event the recovery acts on."""
+        shown = (event.recovery_id, event.psp, event.amount, event.currency, event.customer.id)
+        if shown == self._shown_event:
+            return
+        self._shown_event = shown
+        workflow.upsert_search_attributes(
+            [names.SA_PSP.value_set(event.psp), names.SA_AMOUNT_MINOR.value_set(event.amount)]
+        )
+        workflow.upsert_memo(_memo_of(event))
 
     def _current_event(self) -> FailureEvent:
         """The failure event the recovery acts on (set before the first decision)."""
@@ -393,47 +571,50 @@ class PaymentRecoveryWorkflow:
         )
         return classification
 
-    def _news(self, *, expedite: bool) -> Wake | None:
-        """What needs the main loop now, most urgent first; None when nothing does."""
-        if self._succeeded is not None:
-            return Wake.PAID
-        if self._cancel is not None:
-            return Wake.CANCELLED
-        if expedite and self._expedite is not None:
-            return Wake.EXPEDITED
-        if self._inbox:
-            return Wake.NEW_FAILURE
-        if expedite and self._policy_changed:
-            return Wake.POLICY_CHANGED
-        return None
+    def _news(self, wakes: frozenset[Wake]) -> Wake | None:
+        """The most urgent of `wakes` that has happened, or None."""
+        happened = {
+            Wake.PAID: self._succeeded is not None,
+            Wake.CANCELLED: self._cancel is not None,
+            Wake.PAUSE_CHANGED: self._state.paused != self._shown_paused,
+            Wake.EXPEDITED: self._expedite is not None,
+            Wake.METHOD_UPDATED: self._new_method is not None,
+            Wake.NEW_FAILURE: bool(self._inbox),
+            Wake.POLICY_CHANGED: self._policy_changed,
+        }
+        return next((w for w in Wake if w in wakes and happened.get(w)), None)
 
-    async def _sleep(self, wait: timedelta, *, expedite: bool = False) -> Wake:
-        """Sleep on a durable timer for `wait`, or until a signal needs action; say which.
-
-        With `expedite`, an expedite or a policy change also wakes it (only a cooldown can be
-        cut short or rescheduled).
-        """
-        if (news := self._news(expedite=expedite)) is not None:
+    async def _sleep(self, wait: timedelta, wakes: frozenset[Wake]) -> Wake:
+        """Sleep on a durable timer for `wait`, or until one of `wakes` happens; say which."""
+        if (news := self._news(wakes)) is not None:
             return news
         try:
             await workflow.wait_condition(
-                lambda: self._news(expedite=expedite) is not None,
-                timeout=max(wait, timedelta(seconds=1)),
+                lambda: self._news(wakes) is not None, timeout=max(wait, timedelta(seconds=1))
             )
         except TimeoutError:
             return Wake.TIMER
         # The condition that ended the wait still holds (handlers only add news; the main
         # loop, which is waiting here, is what takes it away).
-        return self._news(expedite=expedite) or Wake.TIMER
+        return self._news(wakes) or Wake.TIMER
 
-    async def _poll_pending(self, psp_payment_id: str, until: datetime) -> ChargeResult | None:
+    async def _poll_pending(
+        self, psp_payment_id: str, until: datetime, reason: str
+    ) -> ChargeResult | None:
         """Ask the PSP about our pending charge every few minutes until it settles, a signal
         arrives, or `until`. Returns the settled result (an expired failure when it is still
         pending at `until`), or None when woken by a signal."""
         psp = self._current_event().psp
         while workflow.now() < until:
-            if await self._sleep(min(PENDING_POLL_EVERY, until - workflow.now())) is not Wake.TIMER:
-                return None
+            wait = min(PENDING_POLL_EVERY, until - workflow.now())
+            match await self._sleep(wait, self._pending_wakes()):
+                case Wake.TIMER:
+                    pass
+                case Wake.PAUSE_CHANGED:  # polling is no attempt: show the pause, go on
+                    await self._schedule(None, reason)
+                    continue
+                case _:
+                    return None
             result = await workflow.execute_activity_method(
                 RecoveryActivityDefs.check_payment_status,
                 PaymentLookup(
@@ -450,9 +631,11 @@ class PaymentRecoveryWorkflow:
     async def _hold_while_paused(self) -> None:
         """Make no attempt until resumed (or cancelled, or paid meanwhile)."""
         await self._schedule(None, self._state.paused_reason or "paused")
+        self._stage = Stage.PAUSED
         await workflow.wait_condition(
             lambda: not self._state.paused or bool(self._cancel or self._succeeded)
         )
+        self._stage = Stage.DECIDING
 
     async def _card_limit(self) -> str | None:
         """Why charging this card now would break a card-network limit, if it would."""
@@ -520,11 +703,13 @@ class PaymentRecoveryWorkflow:
                 else names.SA_NEXT_ATTEMPT_AT.value_unset()
             ]
         )
+        self._shown_paused = self._state.paused
         await workflow.execute_activity_method(
             RecoveryActivityDefs.save_recovery_state, self._state, **_STORE
         )
 
     async def _end(self, status: RecoveryStatus, reason: str) -> RecoveryState:
+        self._stage = Stage.ENDING
         self._state.next_attempt_at = None
         self._state.next_attempt_reason = None
         self._state.ended_reason = reason
@@ -560,6 +745,8 @@ class PaymentRecoveryWorkflow:
                     merchant_id=self._state.merchant_id,
                     payment_ref=self._state.payment_ref,
                     pending_events=self._later,
-                )
+                ),
+                # the next run is the next recovery's: its memo says so from the start
+                memo=_memo_of(self._later[0]) if self._exact else None,
             )
         return self._state

@@ -30,6 +30,8 @@ from recovery.models import (
     Failure,
     FailureEvent,
     PauseRequest,
+    PaymentMethod,
+    PaymentMethodUpdate,
     PaymentSucceeded,
     ResumeRequest,
 )
@@ -123,6 +125,40 @@ async def later_failure_continues_as_new(
     await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
 
 
+async def expedite_update(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
+    await handle.execute_update(names.UPDATE_EXPEDITE, ExpediteRequest(actor="t"))
+
+
+async def pause_resume_within_cooldown(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """Paused and resumed before the cooldown ends: the attempt keeps its time."""
+    await _during_cooldown(handle, names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="t"))
+    await wait_for_state(handle, lambda s: s.paused and s.next_attempt_at is None)
+    await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="t"))
+    await wait_for_state(handle, lambda s: not s.paused and s.next_attempt_at is not None)
+
+
+async def customer_waits_through_pause_and_policy(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+    await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="check", actor="t"))
+    await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="t"))
+    policy = await store.save_policy(MERCHANT, RetryPolicy(window_days=2), "t")
+    await handle.signal(names.SIGNAL_UPDATE_POLICY, policy)
+    await wait_for_state(handle, lambda s: s.policy_version == policy.version)
+
+
+async def new_method_while_awaiting_customer(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+    new = PaymentMethodUpdate(payment_method=PaymentMethod(id="pm_sim_succeed_on_1"), actor="t")
+    await handle.signal(names.SIGNAL_PAYMENT_METHOD_UPDATED, new)
+
+
 # name -> (ingest body fields, driver). Histories already on disk are kept as they are: new
 # scenarios get new names.
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
@@ -165,6 +201,26 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         {"pm": "pm_sim_succeed_on_1"},
         later_failure_continues_as_new,
     ),
+    # since the exact-support-actions patch
+    "exact_expedited_by_update": ({"pm": "pm_sim_succeed_on_1"}, expedite_update),
+    "exact_paused_and_resumed_within_cooldown": (
+        {"pm": "pm_sim_succeed_on_1"},
+        pause_resume_within_cooldown,
+    ),
+    "exact_paused_then_resumed_after_cooldown": ({"pm": "pm_sim_succeed_on_1"}, pause_then_resume),
+    "exact_awaiting_customer_pause_and_policy": (
+        {"pm": "pm_sim_succeed_on_1", "decline_code": "stolen_card"},
+        customer_waits_through_pause_and_policy,
+    ),
+    "exact_new_method_while_awaiting_customer": (
+        {"pm": "pm_sim_decline_stolen_card", "decline_code": "stolen_card"},
+        new_method_while_awaiting_customer,
+    ),
+    "exact_later_failure_continued_as_new": (
+        {"pm": "pm_sim_succeed_on_1"},
+        later_failure_continues_as_new,
+    ),
+    "exact_pending_charge_polled_then_settled": ({"pm": "pm_sim_pending"}, pending_settles),
 }
 
 

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from recovery import constants as names
 from recovery.models import RecoveryState
-from tests.helpers import failure_body
+from tests.helpers import eventually, failure_body
 from tests.integration.conftest import Stack, add_merchant
 
 INGEST = "/v1/events/payment_failed"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy without raising; else fail with the
-    last answer or error."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except Exception as e:  # not there yet (assertion, workflow not found, ...)
-            last = e
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met in {within}s; last: {last!r}")
 
 
 async def recovery(api: Stack, ref: str) -> dict[str, Any]:

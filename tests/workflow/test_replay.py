@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from temporalio.workflow import NondeterminismError
 
 from workflows.recovery import PaymentRecoveryWorkflow
 
-HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+HISTORIES_DIR = Path(__file__).parent.parent / "histories"
+HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
 
 
 def replayer() -> Replayer:
@@ -44,5 +46,25 @@ async def test_a_changed_history_is_detected_as_nondeterministic() -> None:
             attrs["activityType"]["name"] = "some_other_activity"
             break
     history = WorkflowHistory.from_json("tampered", json.dumps(data))
+    with pytest.raises(NondeterminismError):
+        await replayer().replay_workflow(history)
+
+
+async def test_a_history_without_its_patch_marker_does_not_replay() -> None:
+    """The exact-support-actions patch is what keeps old histories replaying: the same
+    history with its marker naming another patch takes the old path and is caught."""
+    path = HISTORIES_DIR / "exact_paused_and_resumed_within_cooldown.json"
+    data = json.loads(path.read_text())
+    renamed = 0
+    for event in data["events"]:
+        attrs = event.get("markerRecordedEventAttributes")
+        for payload in attrs["details"]["patch-data"]["payloads"] if attrs else []:
+            marker = json.loads(base64.b64decode(payload["data"]))
+            if marker.get("id") == "exact-support-actions":
+                marker["id"] = "some-other-patch"
+                payload["data"] = base64.b64encode(json.dumps(marker).encode()).decode()
+                renamed += 1
+    assert renamed == 1
+    history = WorkflowHistory.from_json("unpatched", json.dumps(data))
     with pytest.raises(NondeterminismError):
         await replayer().replay_workflow(history)
