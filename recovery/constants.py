@@ -22,6 +22,8 @@ SIGNAL_PAYMENT_METHOD_UPDATED = "payment_method_updated"
 # The API's expedite: an update, so the workflow can refuse it when no attempt is waiting
 # (the `expedite` signal stays for operators; the workflow ignores it in that case).
 UPDATE_EXPEDITE = "expedite_attempt"
+# The failure type the workflow refuses that update with (the API's 409 code too).
+NOTHING_TO_EXPEDITE = "nothing_to_expedite"
 QUERY_STATE = "state"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"

@@ -48,6 +48,13 @@ class Unavailable(RecoveryError):
     retry_after_seconds = 2
 
 
+class NothingToExpedite(RecoveryError):
+    """No attempt waits on a cooldown (awaiting the customer, pending, paused, in flight)."""
+
+    status = 409
+    code = "nothing_to_expedite"
+
+
 class RecoveryNotExhausted(RecoveryError):
     status = 409
     code = "recovery_not_exhausted"

@@ -93,8 +93,6 @@ LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
 # "pending" again to the classifier's message patterns).
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
-# The error type of a refused expedite (the API answers 409 nothing_to_expedite).
-NOTHING_TO_EXPEDITE = "nothing_to_expedite"
 
 
 class Wake(Enum):
@@ -218,7 +216,7 @@ class PaymentRecoveryWorkflow:
     @expedite_attempt.validator
     def _validate_expedite(self, req: ExpediteRequest) -> None:
         if (why := self._nothing_to_expedite()) is not None:
-            raise ApplicationError(why, type=NOTHING_TO_EXPEDITE)
+            raise ApplicationError(why, type=names.NOTHING_TO_EXPEDITE)
 
     def _nothing_to_expedite(self) -> str | None:
         """Why an expedite now would have nothing to act on, or None when it would."""

@@ -8,22 +8,30 @@ the actor, so it is in the workflow history too.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
-from temporalio.client import WorkflowHandle
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ClientDep, ScopeDep, SettingsDep, StoreDep
 from recovery import constants as names
-from recovery.errors import RecoveryError, RecoveryFinished, Unavailable
+from recovery.errors import NothingToExpedite, RecoveryError, RecoveryFinished, Unavailable
 from recovery.models import (
     CancelRequest,
     Category,
     ExpediteRequest,
     PauseRequest,
+    PaymentMethod,
+    PaymentMethodUpdate,
     RecoveryStatus,
     ResumeRequest,
 )
@@ -33,6 +41,8 @@ from recovery.store import RecoveryRecord
 router = APIRouter(prefix="/v1/recoveries", tags=["recoveries"])
 
 _RPC_TIMEOUT = timedelta(seconds=5)
+_SETTLE_WITHIN = 5.0  # seconds a pause or resume waits to be shown in Postgres
+T = TypeVar("T")
 RefPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
 
 
@@ -75,6 +85,16 @@ class CancelIn(BaseModel):
 
 class PauseIn(BaseModel):
     reason: str = Field(default="", max_length=500)
+
+
+class NewPaymentMethod(PaymentMethod):
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class PaymentMethodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_method: NewPaymentMethod
 
 
 def _out(r: RecoveryRecord) -> RecoveryOut:
@@ -188,22 +208,51 @@ class _Action:
         self, client: ClientDep, signal: str, arg: Any
     ) -> tuple[RecoveryRecord, WorkflowHandle]:
         """Signal the payment's open recovery; 409 when it already ended."""
-        rec = await self.store.get_recovery(self.scope.merchant_id, self.ref)
-        self.recovery_id = rec.id
-        if RecoveryStatus(rec.status).ended:
-            raise RecoveryFinished(f"the recovery of {self.ref!r} already ended {rec.status}")
-        handle = client.get_workflow_handle(rec.workflow_id)
-        try:
-            await handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT)
-        except RPCError as e:
-            if e.status == RPCStatusCode.NOT_FOUND:
-                # Either the run already completed, or the relay has not started it yet.
-                latest = await self.store.get_recovery(self.scope.merchant_id, self.ref)
-                if RecoveryStatus(latest.status).ended:
-                    raise RecoveryFinished(f"the recovery of {self.ref!r} already ended") from e
-                raise Unavailable("the recovery is still starting; retry shortly") from e
-            raise Unavailable("the workflow service is unavailable; retry shortly") from e
-        return rec, handle
+        self.recovery_id, handle = await open_recovery(client, self.store, self.scope, self.ref)
+        await reach(
+            self.store, self.scope, self.ref, handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT)
+        )
+        return await self.store.get_recovery(self.scope.merchant_id, self.ref), handle
+
+
+async def open_recovery(
+    client: ClientDep, store: StoreDep, scope: ScopeDep, ref: str
+) -> tuple[str, WorkflowHandle]:
+    """The id and workflow of the payment's open recovery; 409 when it already ended."""
+    rec = await store.get_recovery(scope.merchant_id, ref)
+    if RecoveryStatus(rec.status).ended:
+        raise RecoveryFinished(f"the recovery of {ref!r} already ended {rec.status}")
+    return rec.id, client.get_workflow_handle(rec.workflow_id)
+
+
+async def reach(store: StoreDep, scope: ScopeDep, ref: str, call: Awaitable[T]) -> T:
+    """Deliver a signal or update to the recovery's workflow, with Temporal's errors said as
+    ours: ended (409), still starting or unreachable (503)."""
+    try:
+        return await call
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            # Either the run already completed, or the relay has not started it yet.
+            latest = await store.get_recovery(scope.merchant_id, ref)
+            if RecoveryStatus(latest.status).ended:
+                raise RecoveryFinished(f"the recovery of {ref!r} already ended") from e
+            raise Unavailable("the recovery is still starting; retry shortly") from e
+        raise Unavailable("the workflow service is unavailable; retry shortly") from e
+    except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+        raise Unavailable("the recovery did not answer in time; retry shortly") from e
+
+
+async def settled(
+    store: StoreDep, scope: ScopeDep, ref: str, done: Callable[[RecoveryRecord], bool]
+) -> RecoveryRecord:
+    """The recovery as Postgres shows it once the workflow has written what it was told
+    (it does within milliseconds), or as it is after a few seconds."""
+    deadline = asyncio.get_running_loop().time() + _SETTLE_WITHIN
+    while not done(rec := await store.get_recovery(scope.merchant_id, ref)):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return rec
 
 
 @router.post("/by_ref/{ref}/cancel", response_model=RecoveryOut)
@@ -229,12 +278,24 @@ async def cancel(
 async def expedite(
     ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
 ) -> RecoveryOut:
-    """Attempt now instead of after the cooldown."""
+    """Attempt now instead of after the cooldown. 409 `nothing_to_expedite` when no attempt
+    waits on one (awaiting the customer, a pending payment, paused, or one in flight): the
+    recovery refuses it, and nothing is kept for later."""
     async with _Action("expedite", ref, scope, store) as act:
-        rec, _ = await act.signal(
-            client, names.SIGNAL_EXPEDITE, ExpediteRequest(actor=scope.principal.actor)
+        act.recovery_id, handle = await open_recovery(client, store, scope, ref)
+        update = handle.execute_update(
+            names.UPDATE_EXPEDITE,
+            ExpediteRequest(actor=scope.principal.actor),
+            rpc_timeout=_RPC_TIMEOUT,
         )
-    return _out(rec)
+        try:
+            await reach(store, scope, ref, update)
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type == names.NOTHING_TO_EXPEDITE:
+                raise NothingToExpedite(f"nothing to expedite: {cause.message}") from e
+            raise
+    return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
 @router.post("/by_ref/{ref}/pause", response_model=RecoveryOut)
@@ -244,20 +305,46 @@ async def pause(
     """Hold all attempts until resumed; a cooldown that ends meanwhile waits."""
     reason = body.reason if body else ""
     async with _Action("pause", ref, scope, store, reason) as act:
-        rec, _ = await act.signal(
+        await act.signal(
             client, names.SIGNAL_PAUSE, PauseRequest(reason=reason, actor=scope.principal.actor)
         )
-    return _out(rec)
+    return _out(await settled(store, scope, ref, lambda r: r.paused or r.ended_at is not None))
 
 
 @router.post("/by_ref/{ref}/resume", response_model=RecoveryOut)
 async def resume(ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep) -> RecoveryOut:
     """Undo a pause; an attempt held by it happens now."""
     async with _Action("resume", ref, scope, store) as act:
-        rec, _ = await act.signal(
-            client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor)
-        )
-    return _out(rec)
+        await act.signal(client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor))
+    return _out(await settled(store, scope, ref, lambda r: not r.paused))
+
+
+@router.post("/by_ref/{ref}/payment_method_updated", response_model=RecoveryOut, status_code=202)
+async def payment_method_updated(
+    ref: RefPath, body: PaymentMethodIn, scope: ScopeDep, store: StoreDep, client: ClientDep
+) -> RecoveryOut:
+    """The customer has a new card or method: the recovery switches to it and attempts now
+    (within the card-network limits), also while it awaits the customer. While a payment of
+    ours may still complete, the new method waits for that payment's outcome."""
+    recovery_id, handle = await open_recovery(client, store, scope, ref)
+    update = PaymentMethodUpdate(payment_method=body.payment_method, actor=scope.principal.actor)
+    await reach(
+        store,
+        scope,
+        ref,
+        handle.signal(names.SIGNAL_PAYMENT_METHOD_UPDATED, update, rpc_timeout=_RPC_TIMEOUT),
+    )
+    await store.audit(
+        merchant_id=scope.merchant_id,
+        actor_key_id=scope.principal.key_id,
+        actor_role=scope.principal.role,
+        action="payment_method_updated",
+        payment_ref=ref,
+        recovery_id=recovery_id,
+        reason=f"{body.payment_method.type} {body.payment_method.id}",
+        result="accepted",
+    )
+    return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
 @router.post("/by_ref/{ref}/retry", response_model=RecoveryOut)

@@ -115,13 +115,19 @@ async def test_support_actions_are_audited_with_their_actor(api: Stack) -> None:
         assert rec["paused"] is True, rec
         return True
 
-    # the pause is recorded by the workflow when it holds an attempt; expedite makes it hold
-    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
-    await eventually(paused)
-    assert (await recovery(api, ref))["attempts"] == []
-    assert (
-        await api.http.post(f"/v1/recoveries/by_ref/{ref}/resume", headers=api.auth())
-    ).status_code == 200
+    # a pause shows at once, in the reply and in every read after it
+    assert r.json()["paused"] is True and r.json()["next_attempt_at"] is None
+    shown = await recovery(api, ref)
+    assert shown["paused"] is True and shown["next_attempt_at"] is None
+    # nothing waits on a cooldown while paused: refused, and not kept for later
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+    assert_envelope(r, 409, "nothing_to_expedite")
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/resume", headers=api.auth())
+    assert r.status_code == 200, r.text
+    assert r.json()["paused"] is False and r.json()["next_attempt_at"] is not None
+    assert (await recovery(api, ref))["attempts"] == []  # the cooldown goes on
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+    assert r.status_code == 200, r.text
 
     async def recovered() -> bool:
         rec = await recovery(api, ref)
@@ -141,11 +147,60 @@ async def test_support_actions_are_audited_with_their_actor(api: Stack) -> None:
     ]
     assert got == [
         ("pause", "accepted", key_id, "support"),
-        ("expedite", "accepted", key_id, "support"),
+        ("expedite", "rejected: nothing_to_expedite", key_id, "support"),
         ("resume", "accepted", key_id, "support"),
+        ("expedite", "accepted", key_id, "support"),
         ("cancel", "rejected: recovery_finished", key_id, "support"),
     ]
     assert entries["data"][-1]["reason"] == "chargeback review"
+
+
+async def awaiting_customer(api: Stack, **kw: Any) -> str:
+    body = failure_body(decline_code="stolen_card", **kw)
+    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+
+    async def waiting() -> bool:
+        return (await recovery(api, body["payment_ref"]))["status"] == "awaiting_customer"
+
+    await eventually(waiting)
+    return body["payment_ref"]
+
+
+async def test_expedite_while_awaiting_the_customer_is_409(api: Stack) -> None:
+    ref = await awaiting_customer(api, pm="pm_sim_succeed_on_1")
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+    assert_envelope(r, 409, "nothing_to_expedite")
+    assert "awaiting the customer" in r.json()["error"]["message"]
+    assert (await recovery(api, ref))["attempts"] == []
+
+
+async def test_a_new_payment_method_is_attempted_now(api: Stack) -> None:
+    ref = await awaiting_customer(api, pm="pm_sim_decline_stolen_card")
+    merchant_key = generate_key()  # the merchant's own integration says so: no support role
+    await register_key(api.store, api.merchant_id, "merchant", merchant_key)
+    path = f"/v1/recoveries/by_ref/{ref}/payment_method_updated"
+    for bad in (
+        {},
+        {"payment_method": {"type": "card"}},
+        {"payment_method": {"type": "card", "id": ""}},
+        {"payment_method": {"type": "card", "id": 7}},
+        {"payment_method": {"type": "card", "id": "pm_x"}, "extra": 1},
+    ):
+        r = await api.http.post(path, json=bad, headers=api.auth(merchant_key))
+        assert_envelope(r, 422)
+    _, other_key = await add_merchant(api.store, "merchant")
+    new = {"payment_method": {"type": "card", "id": "pm_sim_succeed_on_1"}}
+    assert_envelope(await api.http.post(path, json=new, headers=api.auth(other_key)), 404)
+    r = await api.http.post(path, json=new, headers=api.auth(merchant_key))
+    assert r.status_code == 202, r.text
+
+    async def recovered() -> bool:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered" and len(rec["attempts"]) == 1, rec
+        return True
+
+    await eventually(recovered)
+    assert_envelope(await api.http.post(path, json=new, headers=api.auth()), 409)
 
 
 async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Stack) -> None:
