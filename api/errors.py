@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +32,11 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, field: str | None = None, headers: dict | None = None
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     err: dict[str, str] = {"code": code, "message": message}
     if field:

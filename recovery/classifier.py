@@ -85,9 +85,9 @@ def _match(
     """(rule id, outcome) of the first table row that knows the failure."""
     both = [k for k in (decline, code) if k]
     for table, prefix in ((PENDING_CODES, "pending"), (WORKFLOW_CODES, "workflow")):
-        for key in both:
-            if key in table:
-                return f"{prefix}.{key}", table[key]
+        for known in both:
+            if known in table:
+                return f"{prefix}.{known}", table[known]
     as_decline = None if code in rules.generic_codes else code  # SERVER_ERROR is a code
     lookups = (
         (rules.decline_codes, rules.decline_rule_prefix, decline),
@@ -98,11 +98,11 @@ def _match(
     for table, prefix, key in lookups:
         if key and key in table:
             return f"{prefix}.{key}", table[key]
-    for key in both:
-        if key in TRANSPORT_CODES:
-            return f"network.{key}", TRANSPORT_CODES[key]
+    for known in both:
+        if known in TRANSPORT_CODES:
+            return f"network.{known}", TRANSPORT_CODES[known]
         for row in TRANSPORT_PATTERNS:
-            if row.pattern.search(key):
+            if row.pattern.search(known):
                 return f"network.{row.name}", row.outcome
     if message:
         text = message[:_MAX_MESSAGE]

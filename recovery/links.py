@@ -74,7 +74,14 @@ def decode_token(secret: str, token: str) -> LinkClaims:
     except jwt.InvalidTokenError as e:
         raise InvalidLink("the link is not valid") from e
     merchant_id, link_id, ref = claims.get("mid"), claims["jti"], claims["sub"]
-    if not all(isinstance(v, str) and v for v in (merchant_id, link_id, ref)):
+    if not (
+        isinstance(merchant_id, str)
+        and isinstance(link_id, str)
+        and isinstance(ref, str)
+        and merchant_id
+        and link_id
+        and ref
+    ):
         raise InvalidLink("the link is not valid")
     return LinkClaims(
         link_id=link_id,

@@ -51,7 +51,11 @@ async def register_search_attributes(client: Client) -> list[str]:
             f"search attributes in namespace {client.namespace!r} have the wrong type: "
             + "; ".join(conflicts)
         )
-    missing = {name: kind.value for name, kind in wanted.items() if name not in existing}
+    missing = {
+        name: IndexedValueType.ValueType(kind.value)
+        for name, kind in wanted.items()
+        if name not in existing
+    }
     if missing:
         try:
             await client.operator_service.add_search_attributes(

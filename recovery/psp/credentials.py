@@ -44,19 +44,23 @@ CREDENTIAL_TYPES: dict[str, type[StripeCredentials] | type[RazorpayCredentials]]
 }
 
 
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
 def default_credentials(settings: Settings, psp: str) -> Credentials | None:
     """The environment's credentials for `psp`, or None when they are not set."""
     if psp == "stripe" and settings.stripe_api_key:
         return StripeCredentials(
-            api_key=settings.stripe_api_key,
-            webhook_secret=settings.stripe_webhook_secret or None,
+            api_key=SecretStr(settings.stripe_api_key),
+            webhook_secret=_secret(settings.stripe_webhook_secret),
             api_base=settings.stripe_api_base or None,
         )
     if psp == "razorpay" and settings.razorpay_key_id and settings.razorpay_key_secret:
         return RazorpayCredentials(
             key_id=settings.razorpay_key_id,
-            key_secret=settings.razorpay_key_secret,
-            webhook_secret=settings.razorpay_webhook_secret or None,
+            key_secret=SecretStr(settings.razorpay_key_secret),
+            webhook_secret=_secret(settings.razorpay_webhook_secret),
             api_base=settings.razorpay_api_base or None,
         )
     return None

@@ -558,10 +558,7 @@ class RazorpayAdapter:
                 )
         for order in orders:
             order_id = str(order["id"])
-            payments = self._call(
-                "order payments",
-                lambda c, order_id=order_id: c.order.payments(order_id, timeout=self._timeout),
-            )
+            payments = self._call("order payments", self._order_payments(order_id))
             payment = _pick_payment(_items(payments))
             if payment is not None:
                 return order, payment
@@ -702,9 +699,10 @@ class RazorpayAdapter:
         except RazorpayRequestError:
             # Razorpay rejects a reference_id it has seen; its wording is not documented, so
             # any rejection is followed by a look-up, and only an existing link answers it.
-            link = self._find_payment_link(reference_id)
-            if link is None:
+            existing = self._find_payment_link(reference_id)
+            if existing is None:
                 raise
+            link = existing
         url = _text(link.get("short_url"))
         if not url:
             raise RazorpayResponseError("Razorpay's payment link has no short_url")
@@ -814,6 +812,9 @@ class RazorpayAdapter:
             with self._sessions_lock:
                 self._sessions.append(tc.session)
         return tc
+
+    def _order_payments(self, order_id: str) -> Callable[[Any], Any]:
+        return lambda c: c.order.payments(order_id, timeout=self._timeout)
 
     def _call(self, operation: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
         """Run one SDK call; translate every failure into our exception types."""

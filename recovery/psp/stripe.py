@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, assert_never, get_args
+from typing import Any, Literal, assert_never, cast, get_args
 
 import stripe
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
@@ -247,7 +247,7 @@ class StripeAdapter:
             raise StripeUnexpectedResponse(f"unexpected refund from Stripe (status {status!r})")
         return RefundResult(
             psp_refund_id=refund["id"],
-            status=refund_status(status),
+            status=refund_status(cast(StripeRefundStatus, status)),
             amount=int(refund.get("amount") or amount or 0),
         )
 
@@ -335,7 +335,7 @@ def charge_result(intent: Mapping[str, Any]) -> ChargeResult:
         raise StripeUnexpectedResponse(f"unknown PaymentIntent status {status!r} ({intent_id})")
     error = intent.get("last_payment_error")
     failure = failure_from_error(error) if isinstance(error, Mapping) else None
-    canonical = canonical_status(status, _auth_code(failure))
+    canonical = canonical_status(cast(StripePaymentIntentStatus, status), _auth_code(failure))
     match canonical:
         case PaymentStatus.SUCCEEDED:
             failure = None
@@ -354,12 +354,15 @@ def charge_result(intent: Mapping[str, Any]) -> ChargeResult:
 def declined(err: stripe.CardError) -> ChargeResult:
     """A 402 card error → a `failed` (or `requires_action`) result carrying Stripe's codes."""
     body = err.json_body if isinstance(err.json_body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
     failure = failure_from_error(error, code=err.code, message=err.user_message)
     intent = error.get("payment_intent")
     intent_status = intent.get("status") if isinstance(intent, Mapping) else None
     if intent_status in get_args(StripePaymentIntentStatus):
-        status = canonical_status(intent_status, _auth_code(failure))
+        status = canonical_status(
+            cast(StripePaymentIntentStatus, intent_status), _auth_code(failure)
+        )
     elif _auth_code(failure):
         status = PaymentStatus.REQUIRES_ACTION
     else:
@@ -431,7 +434,8 @@ def normalise_event(event: Any) -> WebhookEvent:
         or not isinstance(obj, dict)
     ):
         raise InvalidWebhook("webhook body is not a Stripe event")
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    found = obj.get("metadata")
+    metadata: dict[str, Any] = found if isinstance(found, dict) else {}
 
     kind: WebhookKind = "ignored"
     payment_id: str | None = None
