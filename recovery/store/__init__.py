@@ -7,17 +7,38 @@ module per aggregate holds its SQL; `Store` (in `facade`) is the one object call
 from recovery.store.db import UNAVAILABLE_ERRORS, new_id
 from recovery.store.facade import Store
 from recovery.store.outbox import OUTBOX_CHANNEL
-from recovery.store.records import ApiKeyRecord, IngestResult, OutboxRow, RecoveryRecord
+from recovery.store.records import (
+    ApiKeyInfo,
+    ApiKeyRecord,
+    AuditEntryRecord,
+    IngestResult,
+    LinkSummary,
+    LinkView,
+    MerchantRecord,
+    MetricsSnapshot,
+    OutboxRow,
+    RecoveryRecord,
+    SimulatorCheckout,
+    StoredPSPCredentials,
+)
 from recovery.store.recoveries import decode_cursor, encode_cursor
 
 __all__ = [
     "OUTBOX_CHANNEL",
     "UNAVAILABLE_ERRORS",
+    "ApiKeyInfo",
     "ApiKeyRecord",
+    "AuditEntryRecord",
     "IngestResult",
+    "LinkSummary",
+    "LinkView",
+    "MerchantRecord",
+    "MetricsSnapshot",
     "OutboxRow",
     "RecoveryRecord",
+    "SimulatorCheckout",
     "Store",
+    "StoredPSPCredentials",
     "decode_cursor",
     "encode_cursor",
     "new_id",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from recovery.store.db import connection
+from recovery.store.records import AuditEntryRecord
 
 
 async def audit(
@@ -38,7 +37,7 @@ async def audit(
 
 async def audit_entries(
     pool: asyncpg.Pool, merchant_id: str, payment_ref: str | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[AuditEntryRecord]:
     async with connection(pool) as conn:
         rows = await conn.fetch(
             "SELECT id, actor_key_id, actor_role, action, payment_ref, recovery_id, reason,"
@@ -48,4 +47,4 @@ async def audit_entries(
             payment_ref,
             limit,
         )
-    return [dict(r) for r in rows]
+    return [AuditEntryRecord(**dict(r)) for r in rows]

@@ -6,6 +6,7 @@ Connection failures surface as `Unavailable` (503 with Retry-After at the API).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,20 @@ from recovery.store import (
     simulator,
     webhooks,
 )
-from recovery.store.records import ApiKeyRecord, IngestResult, OutboxRow, RecoveryRecord
+from recovery.store.records import (
+    ApiKeyInfo,
+    ApiKeyRecord,
+    AuditEntryRecord,
+    IngestResult,
+    LinkSummary,
+    LinkView,
+    MerchantRecord,
+    MetricsSnapshot,
+    OutboxRow,
+    RecoveryRecord,
+    SimulatorCheckout,
+    StoredPSPCredentials,
+)
 
 
 class Store:
@@ -58,7 +72,7 @@ class Store:
     async def ensure_merchant(self, merchant_id: str, name: str) -> None:
         await merchants.ensure_merchant(self.pool, merchant_id, name)
 
-    async def list_merchants(self) -> list[dict[str, Any]]:
+    async def list_merchants(self) -> list[MerchantRecord]:
         return await merchants.list_merchants(self.pool)
 
     async def add_api_key(
@@ -66,7 +80,7 @@ class Store:
     ) -> None:
         await merchants.add_api_key(self.pool, key_id, merchant_id, role, key_hash, prefix)
 
-    async def list_api_keys(self, merchant_id: str) -> list[dict[str, Any]]:
+    async def list_api_keys(self, merchant_id: str) -> list[ApiKeyInfo]:
         return await merchants.list_api_keys(self.pool, merchant_id)
 
     async def revoke_api_key(self, key_id: str) -> bool:
@@ -181,7 +195,7 @@ class Store:
 
     async def audit_entries(
         self, merchant_id: str, payment_ref: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEntryRecord]:
         return await audit.audit_entries(self.pool, merchant_id, payment_ref, limit)
 
     # ---- retry links, notifications, simulator checkout (links.py) ---------------------------
@@ -206,8 +220,15 @@ class Store:
             self.pool, merchant_id, payment_ref, link_id, channel, recipient, url
         )
 
-    async def link_view(self, link_id: str) -> dict[str, Any] | None:
+    async def link_page(self, link_id: str) -> LinkView | None:
+        """Everything the customer's page shows about a link, or None for an unknown link."""
         return await links.link_view(self.pool, link_id)
+
+    async def link_view(self, link_id: str) -> dict[str, Any] | None:
+        """`link_page` as a dict: the shape activities/recovery.py reads today. Kept until
+        that module (changed elsewhere right now) moves to `link_page`."""
+        view = await links.link_view(self.pool, link_id)
+        return dataclasses.asdict(view) if view else None
 
     async def mark_link_opened(self, link_id: str) -> None:
         await links.mark_link_opened(self.pool, link_id)
@@ -226,13 +247,13 @@ class Store:
     async def revoke_links(self, recovery_id: str, reason: str) -> int:
         return await links.revoke_links(self.pool, recovery_id, reason)
 
-    async def links_of(self, recovery_id: str) -> list[dict[str, Any]]:
+    async def links_of(self, recovery_id: str) -> list[LinkSummary]:
         return await links.links_of(self.pool, recovery_id)
 
     async def complete_link_payment(self, link_id: str, source: str) -> str:
         return await links.complete_link_payment(self.pool, link_id, source)
 
-    async def simulator_checkout_view(self, checkout_id: str) -> dict[str, Any] | None:
+    async def simulator_checkout_view(self, checkout_id: str) -> SimulatorCheckout | None:
         return await links.simulator_checkout_view(self.pool, checkout_id)
 
     async def pay_simulator_checkout(self, checkout_id: str) -> bool:
@@ -240,7 +261,7 @@ class Store:
 
     # ---- PSP credentials and webhooks (webhooks.py) -----------------------------------------
 
-    async def psp_credentials(self, merchant_id: str, psp: str) -> dict[str, Any] | None:
+    async def psp_credentials(self, merchant_id: str, psp: str) -> StoredPSPCredentials | None:
         return await webhooks.psp_credentials(self.pool, merchant_id, psp)
 
     async def set_psp_credentials(
@@ -274,5 +295,5 @@ class Store:
             outbox_older_than=outbox_older_than,
         )
 
-    async def metrics_snapshot(self) -> dict[str, Any]:
+    async def metrics_snapshot(self) -> MetricsSnapshot:
         return await maintenance.metrics_snapshot(self.pool)

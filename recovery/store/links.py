@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -20,6 +19,7 @@ from recovery.store.db import (
     transaction,
 )
 from recovery.store.outbox import queue_payment_succeeded
+from recovery.store.records import LinkSummary, LinkView, SimulatorCheckout
 
 
 async def add_link(
@@ -75,7 +75,7 @@ async def add_notification(
         )
 
 
-async def link_view(pool: asyncpg.Pool, link_id: str) -> dict[str, Any] | None:
+async def link_view(pool: asyncpg.Pool, link_id: str) -> LinkView | None:
     """Everything the customer's page shows about a link, or None for an unknown link."""
     async with connection(pool) as conn:
         row = await conn.fetchrow(
@@ -89,7 +89,7 @@ async def link_view(pool: asyncpg.Pool, link_id: str) -> dict[str, Any] | None:
             " JOIN merchants m ON m.id = l.merchant_id WHERE l.id = $1",
             link_id,
         )
-    return dict(row) if row else None
+    return LinkView(**dict(row)) if row else None
 
 
 async def mark_link_opened(pool: asyncpg.Pool, link_id: str) -> None:
@@ -151,7 +151,7 @@ async def revoke_links(pool: asyncpg.Pool, recovery_id: str, reason: str) -> int
     return affected(done)
 
 
-async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[dict[str, Any]]:
+async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
     async with connection(pool) as conn:
         rows = await conn.fetch(
             "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
@@ -159,7 +159,7 @@ async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[dict[str, Any]]
             " ORDER BY created_at",
             recovery_id,
         )
-    return [dict(r) for r in rows]
+    return [LinkSummary(**dict(r)) for r in rows]
 
 
 async def complete_link_payment(pool: asyncpg.Pool, link_id: str, source: str) -> str:
@@ -180,14 +180,14 @@ async def complete_link_payment(pool: asyncpg.Pool, link_id: str, source: str) -
         return link["payment_ref"]
 
 
-async def simulator_checkout_view(pool: asyncpg.Pool, checkout_id: str) -> dict[str, Any] | None:
+async def simulator_checkout_view(pool: asyncpg.Pool, checkout_id: str) -> SimulatorCheckout | None:
     async with connection(pool) as conn:
         row = await conn.fetchrow(
             "SELECT c.*, m.name AS merchant_name FROM simulator_checkouts c"
             " JOIN merchants m ON m.id = c.merchant_id WHERE c.id = $1",
             checkout_id,
         )
-    return dict(row) if row else None
+    return SimulatorCheckout(**dict(row)) if row else None
 
 
 async def pay_simulator_checkout(pool: asyncpg.Pool, checkout_id: str) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 
 from recovery.store.db import affected, connection
+from recovery.store.records import MetricsSnapshot
 
 
 async def prune(
@@ -25,7 +25,7 @@ async def prune(
     return {"idempotency_keys": affected(keys), "outbox": affected(outbox)}
 
 
-async def metrics_snapshot(pool: asyncpg.Pool) -> dict[str, Any]:
+async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:
     """Business totals for /metrics, across all merchants."""
     async with connection(pool) as conn:
         statuses = await conn.fetch("SELECT status, count(*) AS n FROM recoveries GROUP BY 1")
@@ -39,9 +39,9 @@ async def metrics_snapshot(pool: asyncpg.Pool) -> dict[str, Any]:
             " clock_timestamp() - min(created_at)), 0) AS lag"
             " FROM outbox WHERE delivered_at IS NULL"
         )
-    return {
-        "by_status": {r["status"]: r["n"] for r in statuses},
-        "recovered_amounts": {r["currency"]: int(r["total"]) for r in amounts},
-        "outbox_pending": outbox["pending"],
-        "outbox_lag_seconds": float(outbox["lag"]),
-    }
+    return MetricsSnapshot(
+        by_status={r["status"]: r["n"] for r in statuses},
+        recovered_amounts={r["currency"]: int(r["total"]) for r in amounts},
+        outbox_pending=outbox["pending"],
+        outbox_lag_seconds=float(outbox["lag"]),
+    )

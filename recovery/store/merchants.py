@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 
 from recovery.store.db import affected, connection
-from recovery.store.records import ApiKeyRecord
+from recovery.store.records import ApiKeyInfo, ApiKeyRecord, MerchantRecord
 
 
 async def ensure_merchant(pool: asyncpg.Pool, merchant_id: str, name: str) -> None:
@@ -19,10 +17,10 @@ async def ensure_merchant(pool: asyncpg.Pool, merchant_id: str, name: str) -> No
         )
 
 
-async def list_merchants(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+async def list_merchants(pool: asyncpg.Pool) -> list[MerchantRecord]:
     async with connection(pool) as conn:
         rows = await conn.fetch("SELECT id, name, created_at FROM merchants ORDER BY id")
-    return [dict(r) for r in rows]
+    return [MerchantRecord(**dict(r)) for r in rows]
 
 
 async def add_api_key(
@@ -40,14 +38,14 @@ async def add_api_key(
         )
 
 
-async def list_api_keys(pool: asyncpg.Pool, merchant_id: str) -> list[dict[str, Any]]:
+async def list_api_keys(pool: asyncpg.Pool, merchant_id: str) -> list[ApiKeyInfo]:
     async with connection(pool) as conn:
         rows = await conn.fetch(
             "SELECT id, merchant_id, role, prefix, created_at, revoked_at FROM api_keys"
             " WHERE merchant_id = $1 ORDER BY created_at, id",
             merchant_id,
         )
-    return [dict(r) for r in rows]
+    return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
 async def revoke_api_key(pool: asyncpg.Pool, key_id: str) -> bool:

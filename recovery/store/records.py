@@ -62,3 +62,106 @@ class RecoveryRecord:
     psp: str
     customer_id: str | None
     attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class MerchantRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """A key as operators see it: never the key, nor its hash."""
+
+    id: str
+    merchant_id: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntryRecord:
+    id: int
+    actor_key_id: str
+    actor_role: str
+    action: str
+    payment_ref: str | None
+    recovery_id: str | None
+    reason: str | None
+    result: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """Everything the customer's page shows about a link."""
+
+    id: str
+    merchant_id: str
+    payment_ref: str
+    recovery_id: str
+    expires_at: datetime
+    opened_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    checkout_url: str | None
+    recovery_status: str
+    workflow_id: str
+    amount: int
+    currency: str
+    psp: str
+    customer_id: str | None
+    customer_email: str | None
+    merchant_name: str
+
+
+@dataclass(frozen=True)
+class LinkSummary:
+    """A link as its recovery shows it."""
+
+    link_id: str
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    issued_by: str
+
+
+@dataclass(frozen=True)
+class SimulatorCheckout:
+    id: str
+    link_id: str
+    merchant_id: str
+    payment_ref: str
+    amount: int
+    currency: str
+    return_url: str
+    paid_at: datetime | None
+    created_at: datetime
+    merchant_name: str
+
+
+@dataclass(frozen=True)
+class StoredPSPCredentials:
+    """A merchant's own credentials for one PSP, as stored (parsed by `recovery.psp`)."""
+
+    merchant_id: str
+    psp: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Business totals for /metrics, across all merchants."""
+
+    by_status: dict[str, int]
+    recovered_amounts: dict[str, int]
+    outbox_pending: int
+    outbox_lag_seconds: float

@@ -12,15 +12,19 @@ from recovery.models import Customer, Failure, FailureEvent, PaymentMethod, Paym
 from recovery.psp.base import WebhookEvent
 from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.outbox import queue_failure, queue_payment_succeeded
+from recovery.store.records import StoredPSPCredentials
 
 
-async def psp_credentials(pool: asyncpg.Pool, merchant_id: str, psp: str) -> dict[str, Any] | None:
+async def psp_credentials(
+    pool: asyncpg.Pool, merchant_id: str, psp: str
+) -> StoredPSPCredentials | None:
     async with connection(pool) as conn:
-        return await conn.fetchval(
+        values = await conn.fetchval(
             "SELECT credentials FROM merchant_psp_credentials WHERE merchant_id = $1 AND psp = $2",
             merchant_id,
             psp,
         )
+    return StoredPSPCredentials(merchant_id, psp, values) if values is not None else None
 
 
 async def set_psp_credentials(
