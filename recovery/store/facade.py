@@ -50,6 +50,7 @@ from recovery.store.records import (
     SimulatorCheckout,
     StoredPSPCredentials,
 )
+from recovery.webhook_routing import WebhookOutcome
 
 
 class Store:
@@ -271,7 +272,7 @@ class Store:
 
     async def record_webhook(
         self, event: WebhookEvent, payload: dict[str, Any]
-    ) -> tuple[bool, str]:
+    ) -> tuple[bool, WebhookOutcome]:
         return await webhooks.record_webhook(self.pool, event, payload)
 
     # ---- simulator PSP ledger (simulator.py) ------------------------------------------------

@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 
 from recovery.constants import workflow_id_for
-from recovery.errors import NotFound, RecoveryError, RecoveryNotExhausted
+from recovery.errors import NotFound, RecoveryError
 from recovery.models import Attempt, FailureEvent, FinishResult, RecoveryState
+from recovery.redrive import check_redrivable, redrive_event
 from recovery.store.db import (
     RECOVERY_COLUMNS,
     RECOVERY_FROM,
@@ -56,30 +57,23 @@ async def insert_recovery(conn: asyncpg.Connection, merchant_id: str, payment_re
 
 
 async def redrive(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -> str:
-    """Start a fresh run (a new attempt budget) of an exhausted recovery.
+    """Start a fresh run of an exhausted recovery (the rule is `recovery.redrive`).
 
     Re-sends the payment's latest failure as a new event of a new recovery, through the
     outbox like any ingest. Returns the new recovery id.
     """
     async with transaction(pool) as conn:
-        if not await lock_payment(conn, merchant_id, payment_ref):
-            raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
-        latest = await latest_recovery(conn, merchant_id, payment_ref)
-        if latest is None:
-            raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
-        if latest.status != "exhausted":
-            raise RecoveryNotExhausted(
-                f"only an exhausted recovery can be retried; this one is {latest.status}"
-            )
+        latest = None
+        if await lock_payment(conn, merchant_id, payment_ref):
+            latest = await latest_recovery(conn, merchant_id, payment_ref)
+        check_redrivable(payment_ref, latest.status if latest else None)
+        assert latest is not None
         last = await conn.fetchval(
             "SELECT payload FROM payment_events WHERE recovery_id = $1 ORDER BY id DESC LIMIT 1",
             latest.id,
         )
         recovery_id = await insert_recovery(conn, merchant_id, payment_ref)
-        event = FailureEvent.model_validate(
-            {**last, "event_id": f"redrive_{recovery_id}", "recovery_id": recovery_id}
-        )
-        await queue_failure(conn, event)
+        await queue_failure(conn, redrive_event(FailureEvent.model_validate(last), recovery_id))
         return recovery_id
 
 
