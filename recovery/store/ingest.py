@@ -10,8 +10,14 @@ from recovery.errors import IdempotencyKeyReused
 from recovery.models import FailureEvent, PaymentFailedIn
 from recovery.store.db import lock_payment, new_id, transaction
 from recovery.store.outbox import queue_failure
-from recovery.store.records import IngestResult
+from recovery.store.records import IngestOutcome, IngestResult
 from recovery.store.recoveries import insert_recovery
+
+# idempotency_keys.response_status predates IngestOutcome and still gets the first answer's
+# HTTP status, so that a release which replays from that column can read rows this one
+# writes. Nothing here reads it (a replay's outcome comes from the stored answer); a later
+# migration can drop it once no such release runs.
+_LEGACY_RESPONSE_STATUS = {IngestOutcome.ACCEPTED: 202, IngestOutcome.DUPLICATE: 200}
 
 
 async def ingest_failure(
@@ -39,7 +45,7 @@ async def ingest_failure(
             )
             if not claimed:
                 prior = await conn.fetchrow(
-                    "SELECT request_hash, response_status, response_body"
+                    "SELECT request_hash, response_body"
                     " FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
                     merchant_id,
                     idempotency_key,
@@ -49,7 +55,9 @@ async def ingest_failure(
                         "this Idempotency-Key was already used with a different body",
                         field="Idempotency-Key",
                     )
-                return IngestResult(prior["response_status"], prior["response_body"], replayed=True)
+                answer = prior["response_body"]
+                first = IngestOutcome.DUPLICATE if answer["duplicate"] else IngestOutcome.ACCEPTED
+                return IngestResult(IngestOutcome.REPLAYED, answer, first)
 
         result = await _record_event(conn, merchant_id, body)
         if idempotency_key is not None:
@@ -58,7 +66,7 @@ async def ingest_failure(
                 " WHERE merchant_id = $1 AND key = $2",
                 merchant_id,
                 idempotency_key,
-                result.status_code,
+                _LEGACY_RESPONSE_STATUS[result.outcome],
                 result.body,
             )
         return result
@@ -89,8 +97,8 @@ async def _record_event(
             body.event_id,
         )
         if dup is not None:
-            return IngestResult(
-                200,
+            return IngestResult.of(
+                IngestOutcome.DUPLICATE,
                 {
                     "recovery_id": dup["id"],
                     "workflow_id": workflow_id,
@@ -139,8 +147,8 @@ async def _record_event(
         occurred_at=body.occurred_at,
     )
     await queue_failure(conn, event)
-    return IngestResult(
-        202,
+    return IngestResult.of(
+        IngestOutcome.ACCEPTED,
         {
             "recovery_id": recovery_id,
             "workflow_id": workflow_id,

@@ -4,16 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from recovery.models import Attempt, FailureEvent
 
 
+class IngestOutcome(StrEnum):
+    ACCEPTED = "accepted"  # recorded and queued for its recovery
+    DUPLICATE = "duplicate"  # an event id already recorded: nothing new
+    REPLAYED = "replayed"  # an Idempotency-Key already answered: its first answer again
+
+
 @dataclass(frozen=True)
 class IngestResult:
-    status_code: int
+    """What ingest did, and its answer (for a replay, the first request's answer as stored).
+
+    `first` is the outcome of the request that made the answer: `outcome` itself unless
+    replayed.
+    """
+
+    outcome: IngestOutcome
     body: dict[str, Any]
-    replayed: bool = False
+    first: IngestOutcome
+
+    @classmethod
+    def of(cls, outcome: IngestOutcome, body: dict[str, Any]) -> IngestResult:
+        return cls(outcome, body, outcome)
+
+    @property
+    def replayed(self) -> bool:
+        return self.outcome is IngestOutcome.REPLAYED
 
 
 @dataclass(frozen=True)
