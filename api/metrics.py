@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from api.deps import StoreDep
-from recovery.store import Store
+from recovery.store import MetricsSnapshot, Store
 
 log = logging.getLogger("recovery.api.http")
 router = APIRouter(tags=["health"])
@@ -45,7 +45,7 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self._snapshot: dict = {}
+        self._snapshot: MetricsSnapshot | None = None
         self.registry.register(self)  # type: ignore[arg-type]
 
     async def refresh(self, store: Store) -> None:
@@ -53,12 +53,12 @@ class Metrics:
 
     def collect(self):  # prometheus_client collector protocol
         snap = self._snapshot
-        if not snap:
+        if snap is None:
             return
         by_status = GaugeMetricFamily(
             "recovery_recoveries", "Recoveries by status (all time)", labels=["status"]
         )
-        for status, n in sorted(snap["by_status"].items()):
+        for status, n in sorted(snap.by_status.items()):
             by_status.add_metric([status], n)
         yield by_status
         amounts = GaugeMetricFamily(
@@ -66,18 +66,18 @@ class Metrics:
             "Amount recovered, in minor units",
             labels=["currency"],
         )
-        for currency, total in sorted(snap["recovered_amounts"].items()):
+        for currency, total in sorted(snap.recovered_amounts.items()):
             amounts.add_metric([currency], total)
         yield amounts
         yield GaugeMetricFamily(
             "recovery_outbox_pending",
             "Events not yet handed to their workflow",
-            value=snap["outbox_pending"],
+            value=snap.outbox_pending,
         )
         yield GaugeMetricFamily(
             "recovery_outbox_lag_seconds",
             "Age of the oldest event not yet handed over",
-            value=snap["outbox_lag_seconds"],
+            value=snap.outbox_lag_seconds,
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import sys
@@ -29,6 +30,8 @@ class CliSettings(BaseSettings):
 
 
 def _print(data: Any, as_json: bool) -> None:
+    if isinstance(data, list):
+        data = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in data]
     if as_json:
         print(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else v))
         return
@@ -48,7 +51,7 @@ async def _run(args: argparse.Namespace, store: Store) -> int:
     elif args.area == "merchants" and args.command == "list":
         _print(await store.list_merchants(), args.json)
     elif args.area == "keys" and args.command == "create":
-        if args.merchant not in {m["id"] for m in await store.list_merchants()}:
+        if args.merchant not in {m.id for m in await store.list_merchants()}:
             print(f"error: no merchant {args.merchant!r}", file=sys.stderr)
             return 1
         key = generate_key(args.mode)

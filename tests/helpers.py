@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.relay import OutboxRelay
 from recovery import constants as names
 from recovery.models import PaymentFailedIn, RecoveryState
-from recovery.store import IngestResult, Store
+from recovery.store import IngestOutcome, IngestResult, Store
 
 
 def failure_body(
@@ -87,7 +87,7 @@ async def start_recovery(
     """Ingest a failure (`failure_body(**body)`) and relay it: the recovery's workflow."""
     client, task_queue = env
     res = await ingest(store, merchant, failure_body(**body))
-    assert res.status_code == 202
+    assert res.outcome is IngestOutcome.ACCEPTED
     assert await relay(store, client, task_queue) == 1
     return client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
 

@@ -38,4 +38,4 @@ async def list_audit(
 ) -> AuditList:
     scope.principal.require("support")
     rows = await store.audit_entries(scope.merchant_id, ref, limit)
-    return AuditList(data=[AuditEntry(**r) for r in rows])
+    return AuditList(data=[AuditEntry.model_validate(r, from_attributes=True) for r in rows])

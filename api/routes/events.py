@@ -15,11 +15,15 @@ from api.deps import PrincipalDep, PSPsDep, StoreDep
 from api.errors import error_response, validation_response
 from recovery.logs import bind
 from recovery.models import PaymentFailedIn
+from recovery.store import IngestOutcome
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 log = logging.getLogger("recovery.api.events")
 
 MAX_BODY_BYTES = 64 * 1024
+
+# A replay answers with the status of the answer it repeats.
+_STATUS = {IngestOutcome.ACCEPTED: 202, IngestOutcome.DUPLICATE: 200}
 
 _INGEST_RESPONSES = {
     202: {"description": "Recorded; its recovery workflow will receive it."},
@@ -74,11 +78,7 @@ async def payment_failed(
         idempotency_key=idempotency_key,
         request_hash=hashlib.sha256(canonical.encode()).hexdigest(),
     )
-    outcome = (
-        "replayed"
-        if result.replayed
-        else ("duplicate" if result.body.get("duplicate") else "accepted")
-    )
+    outcome = result.outcome.value
     request.app.state.metrics.ingested.labels(outcome).inc()
     bind(
         merchant_id=principal.merchant_id,
@@ -88,4 +88,4 @@ async def payment_failed(
     )
     log.info("payment_failed %s", outcome, extra={"event_id": body.event_id})
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+    return JSONResponse(result.body, status_code=_STATUS[result.first], headers=headers)

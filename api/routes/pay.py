@@ -26,7 +26,7 @@ from recovery.links import ExpiredLink, InvalidLink, decode_token
 from recovery.logs import bind
 from recovery.psp.base import CheckoutRequest
 from recovery.settings import Settings
-from recovery.store import new_id
+from recovery.store import LinkView, new_id
 
 router = APIRouter(prefix="/pay", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -87,7 +87,7 @@ def message(
 
 async def _payable_link(
     request: Request, token: str, store: StoreDep, settings: Settings
-) -> dict[str, Any] | Response:
+) -> LinkView | Response:
     """The link's view when it can still be paid, else the page that says why not."""
     try:
         claims = decode_token(settings.link_signing_secret, token)
@@ -107,8 +107,8 @@ async def _payable_link(
             "This link is not valid",
             "Check that you opened the whole link from your message.",
         )
-    view = await store.link_view(claims.link_id)
-    if view is None or (view["merchant_id"], view["payment_ref"]) != (
+    view = await store.link_page(claims.link_id)
+    if view is None or (view.merchant_id, view.payment_ref) != (
         claims.merchant_id,
         claims.payment_ref,
     ):
@@ -119,9 +119,9 @@ async def _payable_link(
             "This link is not valid",
             "Check that you opened the whole link from your message.",
         )
-    bind(merchant_id=view["merchant_id"], payment_ref=view["payment_ref"])
-    merchant = view["merchant_name"]
-    if view["used_at"] or view["recovery_status"] == "recovered":
+    bind(merchant_id=view.merchant_id, payment_ref=view.payment_ref)
+    merchant = view.merchant_name
+    if view.used_at or view.recovery_status == "recovered":
         return message(
             request,
             settings,
@@ -131,7 +131,7 @@ async def _payable_link(
             "ok",
             merchant,
         )
-    if view["revoked_at"] or view["recovery_status"] in ("exhausted", "cancelled"):
+    if view.revoked_at or view.recovery_status in ("exhausted", "cancelled"):
         return message(
             request,
             settings,
@@ -150,15 +150,15 @@ async def retry_page(
     view = await _payable_link(request, token, store, settings)
     if isinstance(view, Response):
         return view
-    await store.mark_link_opened(view["id"])
+    await store.mark_link_opened(view.id)
     return page(
         request,
         settings,
         "pay.html",
         200,
-        merchant=view["merchant_name"],
-        amount=format_amount(view["amount"], view["currency"]),
-        payment_ref=view["payment_ref"],
+        merchant=view.merchant_name,
+        amount=format_amount(view.amount, view.currency),
+        payment_ref=view.payment_ref,
         action=f"/pay/retry/{token}",
     )
 
@@ -174,32 +174,32 @@ async def pay(
     base = settings.public_base_url.rstrip("/")
 
     async def create() -> tuple[str, str, str]:
-        if view["psp"] == "simulator":
+        if view.psp == "simulator":
             checkout_id = new_id("simco")
             return "simulator", checkout_id, f"{base}/pay/simulator/{checkout_id}"
-        adapter = await psps.for_merchant(view["merchant_id"], view["psp"])
+        adapter = await psps.for_merchant(view.merchant_id, view.psp)
         checkout = await adapter.create_checkout_session(
             CheckoutRequest(
-                merchant_id=view["merchant_id"],
-                recovery_id=view["recovery_id"],
-                payment_ref=view["payment_ref"],
-                link_id=view["id"],
-                amount=view["amount"],
-                currency=view["currency"],
-                description=f"{view['merchant_name']} · {view['payment_ref']}",
-                success_url=f"{base}/pay/done/{view['id']}",
+                merchant_id=view.merchant_id,
+                recovery_id=view.recovery_id,
+                payment_ref=view.payment_ref,
+                link_id=view.id,
+                amount=view.amount,
+                currency=view.currency,
+                description=f"{view.merchant_name} · {view.payment_ref}",
+                success_url=f"{base}/pay/done/{view.id}",
                 cancel_url=f"{base}/pay/retry/{token}",
-                idempotency_key=f"checkout:{view['id']}",
+                idempotency_key=f"checkout:{view.id}",
             )
         )
-        return view["psp"], checkout.psp_checkout_id, checkout.url
+        return view.psp, checkout.psp_checkout_id, checkout.url
 
     # Redemptions of one link queue here without holding database connections; across API
     # replicas the link's row lock (in the store) makes the same guarantee.
-    lock = _checkout_locks.setdefault(view["id"], asyncio.Lock())
+    lock = _checkout_locks.setdefault(view.id, asyncio.Lock())
     async with lock:
         url = await store.link_checkout(
-            view["id"], create, simulator_return_url=f"{base}/pay/done/{view['id']}"
+            view.id, create, simulator_return_url=f"{base}/pay/done/{view.id}"
         )
     return RedirectResponse(url, status_code=303, headers=security_headers(settings))
 
@@ -228,10 +228,10 @@ async def simulator_checkout(
         settings,
         "simulator.html",
         200,
-        merchant=co["merchant_name"],
-        amount=format_amount(co["amount"], co["currency"]),
+        merchant=co.merchant_name,
+        amount=format_amount(co.amount, co.currency),
         checkout_id=checkout_id,
-        paid=co["paid_at"] is not None,
+        paid=co.paid_at is not None,
     )
 
 
@@ -243,6 +243,6 @@ async def simulator_pay(
     if co is None:
         return message(request, settings, 404, "Unknown checkout", "This checkout does not exist.")
     if await store.pay_simulator_checkout(checkout_id):
-        await store.complete_link_payment(co["link_id"], "simulator_checkout")
-        log.info("simulator checkout paid", extra={"payment_ref": co["payment_ref"]})
-    return RedirectResponse(co["return_url"], status_code=303, headers=security_headers(settings))
+        await store.complete_link_payment(co.link_id, "simulator_checkout")
+        log.info("simulator checkout paid", extra={"payment_ref": co.payment_ref})
+    return RedirectResponse(co.return_url, status_code=303, headers=security_headers(settings))

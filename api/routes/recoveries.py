@@ -53,6 +53,17 @@ class AttemptOut(BaseModel):
     code: str | None
 
 
+class RecoveryLinkOut(BaseModel):
+    link_id: str
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    issued_by: str
+
+
 class RecoveryOut(BaseModel):
     recovery_id: str
     payment_ref: str
@@ -71,7 +82,7 @@ class RecoveryOut(BaseModel):
     ended_reason: str | None
     policy_version: int | None
     paused: bool
-    links: list[dict[str, Any]] = Field(default_factory=list)
+    links: list[RecoveryLinkOut] = Field(default_factory=list)
 
 
 class RecoveryList(BaseModel):
@@ -131,7 +142,10 @@ class LinkOut(BaseModel):
 async def get_recovery(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
     rec = await store.get_recovery(scope.merchant_id, ref)
     out = _out(rec)
-    out.links = await store.links_of(rec.id)
+    out.links = [
+        RecoveryLinkOut.model_validate(link, from_attributes=True)
+        for link in await store.links_of(rec.id)
+    ]
     return out
 
 

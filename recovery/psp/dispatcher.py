@@ -59,7 +59,10 @@ class PSPDispatcher:
 
     async def credentials(self, merchant_id: str, psp: str) -> Credentials:
         own = await self._store.psp_credentials(merchant_id, psp)
-        creds = parse_credentials(psp, own) if own else default_credentials(self._settings, psp)
+        stored = own.values if own else None
+        creds = (
+            parse_credentials(psp, stored) if stored else default_credentials(self._settings, psp)
+        )
         if creds is None:
             raise PSPNotConfigured(
                 f"no credentials are configured for PSP {psp!r}: set them for the merchant or "

@@ -102,7 +102,7 @@ async def test_admin_reads_any_merchant_by_naming_it(api: Stack) -> None:
 
 async def test_support_actions_are_audited_with_their_actor(api: Stack) -> None:
     ref = await started(api, pm="pm_sim_succeed_on_1")
-    key_id = (await api.store.list_api_keys(api.merchant_id))[0]["id"]
+    key_id = (await api.store.list_api_keys(api.merchant_id))[0].id
     r = await api.http.post(
         f"/v1/recoveries/by_ref/{ref}/pause",
         json={"reason": "chargeback review"},

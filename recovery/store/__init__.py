@@ -1,0 +1,47 @@
+"""PostgreSQL store (asyncpg, plain SQL): every query of the service lives in this package.
+
+`db` owns the pool, the connection context and the queries several aggregates share; one
+module per aggregate holds its SQL; `Store` (in `facade`) is the one object callers hold.
+"""
+
+from recovery.store.db import UNAVAILABLE_ERRORS, new_id
+from recovery.store.facade import Store
+from recovery.store.outbox import OUTBOX_CHANNEL
+from recovery.store.records import (
+    ApiKeyInfo,
+    ApiKeyRecord,
+    AuditEntryRecord,
+    IngestOutcome,
+    IngestResult,
+    LinkSummary,
+    LinkView,
+    MerchantRecord,
+    MetricsSnapshot,
+    OutboxRow,
+    RecoveryRecord,
+    SimulatorCheckout,
+    StoredPSPCredentials,
+)
+from recovery.store.recoveries import decode_cursor, encode_cursor
+
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "UNAVAILABLE_ERRORS",
+    "ApiKeyInfo",
+    "ApiKeyRecord",
+    "AuditEntryRecord",
+    "IngestOutcome",
+    "IngestResult",
+    "LinkSummary",
+    "LinkView",
+    "MerchantRecord",
+    "MetricsSnapshot",
+    "OutboxRow",
+    "RecoveryRecord",
+    "SimulatorCheckout",
+    "Store",
+    "StoredPSPCredentials",
+    "decode_cursor",
+    "encode_cursor",
+    "new_id",
+]

@@ -1,0 +1,300 @@
+"""`Store`: the one object callers hold (`StoreDep`), delegating to the aggregate modules.
+
+Every read and write that concerns a merchant's data takes the merchant id and filters by it.
+Connection failures surface as `Unavailable` (503 with Retry-After at the API).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from recovery.models import (
+    ChargeRequest,
+    ChargeResult,
+    FinishResult,
+    PaymentFailedIn,
+    RecoveryState,
+)
+from recovery.policy import RetryPolicy
+from recovery.psp.base import WebhookEvent
+from recovery.store import (
+    attempts,
+    audit,
+    db,
+    ingest,
+    links,
+    maintenance,
+    merchants,
+    outbox,
+    policies,
+    recoveries,
+    simulator,
+    webhooks,
+)
+from recovery.store.records import (
+    ApiKeyInfo,
+    ApiKeyRecord,
+    AuditEntryRecord,
+    IngestResult,
+    LinkSummary,
+    LinkView,
+    MerchantRecord,
+    MetricsSnapshot,
+    OutboxRow,
+    RecoveryRecord,
+    SimulatorCheckout,
+    StoredPSPCredentials,
+)
+from recovery.webhook_routing import WebhookOutcome
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 0, max_size: int = 10) -> Store:
+        return cls(await db.create_pool(dsn, min_size=min_size, max_size=max_size))
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> None:
+        async with db.connection(self.pool) as conn:
+            await conn.fetchval("SELECT 1")
+
+    # ---- merchants and keys (merchants.py) --------------------------------------------------
+
+    async def ensure_merchant(self, merchant_id: str, name: str) -> None:
+        await merchants.ensure_merchant(self.pool, merchant_id, name)
+
+    async def list_merchants(self) -> list[MerchantRecord]:
+        return await merchants.list_merchants(self.pool)
+
+    async def add_api_key(
+        self, key_id: str, merchant_id: str, role: str, key_hash: bytes, prefix: str
+    ) -> None:
+        await merchants.add_api_key(self.pool, key_id, merchant_id, role, key_hash, prefix)
+
+    async def list_api_keys(self, merchant_id: str) -> list[ApiKeyInfo]:
+        return await merchants.list_api_keys(self.pool, merchant_id)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await merchants.revoke_api_key(self.pool, key_id)
+
+    async def api_key_by_hash(self, key_hash: bytes) -> ApiKeyRecord | None:
+        return await merchants.api_key_by_hash(self.pool, key_hash)
+
+    # ---- ingest (ingest.py) -----------------------------------------------------------------
+
+    async def ingest_failure(
+        self,
+        merchant_id: str,
+        body: PaymentFailedIn,
+        *,
+        idempotency_key: str | None,
+        request_hash: str,
+    ) -> IngestResult:
+        return await ingest.ingest_failure(
+            self.pool, merchant_id, body, idempotency_key=idempotency_key, request_hash=request_hash
+        )
+
+    # ---- outbox (outbox.py) -----------------------------------------------------------------
+
+    async def relay_outbox(
+        self,
+        limit: int,
+        deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+    ) -> tuple[int, int]:
+        return await outbox.relay(self.pool, limit, deliver)
+
+    async def outbox_pending(self) -> int:
+        return await outbox.pending(self.pool)
+
+    # ---- recoveries (recoveries.py) ---------------------------------------------------------
+
+    async def redrive(self, merchant_id: str, payment_ref: str) -> str:
+        return await recoveries.redrive(self.pool, merchant_id, payment_ref)
+
+    async def save_state(self, state: RecoveryState) -> None:
+        await recoveries.save_state(self.pool, state)
+
+    async def finish(self, state: RecoveryState, seen_event_ids: Sequence[str]) -> FinishResult:
+        return await recoveries.finish(self.pool, state, seen_event_ids)
+
+    async def recovery_is_open(self, recovery_id: str) -> bool:
+        return await recoveries.recovery_is_open(self.pool, recovery_id)
+
+    async def has_open_recovery(self, workflow_id: str) -> bool:
+        return await recoveries.has_open_recovery(self.pool, workflow_id)
+
+    async def get_recovery(self, merchant_id: str, payment_ref: str) -> RecoveryRecord:
+        return await recoveries.get_recovery(self.pool, merchant_id, payment_ref)
+
+    async def list_recoveries(
+        self,
+        merchant_id: str,
+        *,
+        status: str | None,
+        category: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[RecoveryRecord], str | None]:
+        return await recoveries.list_recoveries(
+            self.pool, merchant_id, status=status, category=category, limit=limit, cursor=cursor
+        )
+
+    # ---- attempts (attempts.py) -------------------------------------------------------------
+
+    async def begin_attempt(self, req: ChargeRequest) -> None:
+        await attempts.begin_attempt(self.pool, req)
+
+    async def complete_attempt(self, idempotency_key: str, result: ChargeResult) -> None:
+        await attempts.complete_attempt(self.pool, idempotency_key, result)
+
+    async def card_attempts(self, merchant_id: str, payment_method_id: str) -> tuple[int, int]:
+        return await attempts.card_attempts(self.pool, merchant_id, payment_method_id)
+
+    # ---- retry policies (policies.py) -------------------------------------------------------
+
+    async def current_policy(self, merchant_id: str) -> RetryPolicy:
+        return await policies.current_policy(self.pool, merchant_id)
+
+    async def save_policy(self, merchant_id: str, policy: RetryPolicy, actor: str) -> RetryPolicy:
+        return await policies.save_policy(self.pool, merchant_id, policy, actor)
+
+    # ---- audit (audit.py) -------------------------------------------------------------------
+
+    async def audit(
+        self,
+        *,
+        merchant_id: str,
+        actor_key_id: str,
+        actor_role: str,
+        action: str,
+        payment_ref: str | None,
+        recovery_id: str | None,
+        reason: str | None,
+        result: str,
+    ) -> None:
+        await audit.audit(
+            self.pool,
+            merchant_id=merchant_id,
+            actor_key_id=actor_key_id,
+            actor_role=actor_role,
+            action=action,
+            payment_ref=payment_ref,
+            recovery_id=recovery_id,
+            reason=reason,
+            result=result,
+        )
+
+    async def audit_entries(
+        self, merchant_id: str, payment_ref: str | None, limit: int
+    ) -> list[AuditEntryRecord]:
+        return await audit.audit_entries(self.pool, merchant_id, payment_ref, limit)
+
+    # ---- retry links, notifications, simulator checkout (links.py) ---------------------------
+
+    async def add_link(
+        self, merchant_id: str, payment_ref: str, *, issued_by: str, expires_at: datetime
+    ) -> tuple[str, str]:
+        return await links.add_link(
+            self.pool, merchant_id, payment_ref, issued_by=issued_by, expires_at=expires_at
+        )
+
+    async def add_notification(
+        self,
+        merchant_id: str,
+        payment_ref: str,
+        link_id: str,
+        channel: str,
+        recipient: str | None,
+        url: str,
+    ) -> None:
+        await links.add_notification(
+            self.pool, merchant_id, payment_ref, link_id, channel, recipient, url
+        )
+
+    async def link_page(self, link_id: str) -> LinkView | None:
+        """Everything the customer's page shows about a link, or None for an unknown link."""
+        return await links.link_view(self.pool, link_id)
+
+    async def link_view(self, link_id: str) -> dict[str, Any] | None:
+        """`link_page` as a dict: the shape activities/recovery.py reads today. Kept until
+        that module (changed elsewhere right now) moves to `link_page`."""
+        view = await links.link_view(self.pool, link_id)
+        return dataclasses.asdict(view) if view else None
+
+    async def mark_link_opened(self, link_id: str) -> None:
+        await links.mark_link_opened(self.pool, link_id)
+
+    async def link_checkout(
+        self,
+        link_id: str,
+        create: Callable[[], Awaitable[tuple[str, str, str]]],
+        *,
+        simulator_return_url: str,
+    ) -> str:
+        return await links.link_checkout(
+            self.pool, link_id, create, simulator_return_url=simulator_return_url
+        )
+
+    async def revoke_links(self, recovery_id: str, reason: str) -> int:
+        return await links.revoke_links(self.pool, recovery_id, reason)
+
+    async def links_of(self, recovery_id: str) -> list[LinkSummary]:
+        return await links.links_of(self.pool, recovery_id)
+
+    async def complete_link_payment(self, link_id: str, source: str) -> str:
+        return await links.complete_link_payment(self.pool, link_id, source)
+
+    async def simulator_checkout_view(self, checkout_id: str) -> SimulatorCheckout | None:
+        return await links.simulator_checkout_view(self.pool, checkout_id)
+
+    async def pay_simulator_checkout(self, checkout_id: str) -> bool:
+        return await links.pay_simulator_checkout(self.pool, checkout_id)
+
+    # ---- PSP credentials and webhooks (webhooks.py) -----------------------------------------
+
+    async def psp_credentials(self, merchant_id: str, psp: str) -> StoredPSPCredentials | None:
+        return await webhooks.psp_credentials(self.pool, merchant_id, psp)
+
+    async def set_psp_credentials(
+        self, merchant_id: str, psp: str, credentials: dict[str, Any]
+    ) -> None:
+        await webhooks.set_psp_credentials(self.pool, merchant_id, psp, credentials)
+
+    async def record_webhook(
+        self, event: WebhookEvent, payload: dict[str, Any]
+    ) -> tuple[bool, WebhookOutcome]:
+        return await webhooks.record_webhook(self.pool, event, payload)
+
+    # ---- simulator PSP ledger (simulator.py) ------------------------------------------------
+
+    async def simulator_charge(
+        self, req: ChargeRequest, status: str, decline_code: str | None
+    ) -> tuple[str, str, str | None]:
+        return await simulator.simulator_charge(self.pool, req, status, decline_code)
+
+    async def simulator_payment(self, psp_payment_id: str) -> tuple[str, str | None]:
+        return await simulator.simulator_payment(self.pool, psp_payment_id)
+
+    # ---- maintenance and metrics (maintenance.py) -------------------------------------------
+
+    async def prune(
+        self, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+    ) -> dict[str, int]:
+        return await maintenance.prune(
+            self.pool,
+            idempotency_older_than=idempotency_older_than,
+            outbox_older_than=outbox_older_than,
+        )
+
+    async def metrics_snapshot(self) -> MetricsSnapshot:
+        return await maintenance.metrics_snapshot(self.pool)

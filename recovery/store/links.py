@@ -1,0 +1,201 @@
+"""Retry links, the customer notifications that carry them, and a link's one checkout."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import asyncpg
+
+from recovery.constants import workflow_id_for
+from recovery.errors import NotFound, RecoveryFinished
+from recovery.models import PaymentSucceeded
+from recovery.store.db import (
+    affected,
+    connection,
+    latest_recovery,
+    lock_payment,
+    new_id,
+    transaction,
+)
+from recovery.store.outbox import queue_payment_succeeded
+from recovery.store.records import LinkSummary, LinkView, SimulatorCheckout
+
+
+async def add_link(
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    payment_ref: str,
+    *,
+    issued_by: str,
+    expires_at: datetime,
+) -> tuple[str, str]:
+    """Record a new link on the payment's open recovery; returns (link_id, recovery_id)."""
+    async with transaction(pool) as conn:
+        await lock_payment(conn, merchant_id, payment_ref)
+        latest = await latest_recovery(conn, merchant_id, payment_ref)
+        if latest is None:
+            raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+        if latest.ended_at is not None:
+            raise RecoveryFinished(f"the recovery of {payment_ref!r} already ended {latest.status}")
+        link_id = new_id("lnk")
+        await conn.execute(
+            "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
+            " issued_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            link_id,
+            merchant_id,
+            payment_ref,
+            latest.id,
+            issued_by,
+            expires_at,
+        )
+        return link_id, latest.id
+
+
+async def add_notification(
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    payment_ref: str,
+    link_id: str,
+    channel: str,
+    recipient: str | None,
+    url: str,
+) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(
+            "INSERT INTO customer_notifications"
+            " (merchant_id, payment_ref, link_id, channel, recipient, url)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            merchant_id,
+            payment_ref,
+            link_id,
+            channel,
+            recipient,
+            url,
+        )
+
+
+async def link_view(pool: asyncpg.Pool, link_id: str) -> LinkView | None:
+    """Everything the customer's page shows about a link, or None for an unknown link."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "SELECT l.id, l.merchant_id, l.payment_ref, l.recovery_id, l.expires_at,"
+            " l.opened_at, l.used_at, l.revoked_at, l.revoked_reason, l.checkout_url,"
+            " r.status AS recovery_status, r.workflow_id, t.amount, t.currency, t.psp,"
+            " t.customer_id, t.customer_email, m.name AS merchant_name"
+            " FROM recovery_links l JOIN recoveries r ON r.id = l.recovery_id"
+            " JOIN transactions t ON t.merchant_id = l.merchant_id"
+            "  AND t.payment_ref = l.payment_ref"
+            " JOIN merchants m ON m.id = l.merchant_id WHERE l.id = $1",
+            link_id,
+        )
+    return LinkView(**dict(row)) if row else None
+
+
+async def mark_link_opened(pool: asyncpg.Pool, link_id: str) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(
+            "UPDATE recovery_links SET opened_at = coalesce(opened_at, clock_timestamp())"
+            " WHERE id = $1",
+            link_id,
+        )
+
+
+async def link_checkout(
+    pool: asyncpg.Pool,
+    link_id: str,
+    create: Callable[[], Awaitable[tuple[str, str, str]]],
+    *,
+    simulator_return_url: str,
+) -> str:
+    """The link's checkout URL, created at most once: concurrent redemptions wait on the
+    link's row lock and then reuse the first one's checkout. `create` makes the PSP's
+    checkout and must not use the store (the row lock is held meanwhile); a simulator
+    checkout is recorded here, in the same transaction."""
+    async with transaction(pool) as conn:
+        url = await conn.fetchval(
+            "SELECT checkout_url FROM recovery_links WHERE id = $1 FOR UPDATE", link_id
+        )
+        if url:
+            return url
+        psp, checkout_id, url = await create()
+        if psp == "simulator":
+            await conn.execute(
+                "INSERT INTO simulator_checkouts (id, link_id, merchant_id, payment_ref,"
+                " amount, currency, return_url) SELECT $2, l.id, l.merchant_id,"
+                " l.payment_ref, t.amount, t.currency, $3 FROM recovery_links l"
+                " JOIN transactions t USING (merchant_id, payment_ref) WHERE l.id = $1",
+                link_id,
+                checkout_id,
+                simulator_return_url,
+            )
+        await conn.execute(
+            "UPDATE recovery_links SET checkout_psp = $2, checkout_id = $3,"
+            " checkout_url = $4 WHERE id = $1",
+            link_id,
+            psp,
+            checkout_id,
+            url,
+        )
+        return url
+
+
+async def revoke_links(pool: asyncpg.Pool, recovery_id: str, reason: str) -> int:
+    async with connection(pool) as conn:
+        done = await conn.execute(
+            "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
+            " WHERE recovery_id = $1 AND revoked_at IS NULL",
+            recovery_id,
+            reason,
+        )
+    return affected(done)
+
+
+async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
+            " revoked_reason, issued_by FROM recovery_links WHERE recovery_id = $1"
+            " ORDER BY created_at",
+            recovery_id,
+        )
+    return [LinkSummary(**dict(r)) for r in rows]
+
+
+async def complete_link_payment(pool: asyncpg.Pool, link_id: str, source: str) -> str:
+    """The customer paid through the link: mark it used, queue `payment_succeeded`."""
+    async with transaction(pool) as conn:
+        link = await conn.fetchrow(
+            "UPDATE recovery_links SET used_at = coalesce(used_at, clock_timestamp())"
+            " WHERE id = $1 RETURNING merchant_id, payment_ref",
+            link_id,
+        )
+        if link is None:
+            raise NotFound("no such link")
+        await queue_payment_succeeded(
+            conn,
+            workflow_id_for(link["merchant_id"], link["payment_ref"]),
+            PaymentSucceeded(source=source, event_id=f"link:{link_id}"),
+        )
+        return link["payment_ref"]
+
+
+async def simulator_checkout_view(pool: asyncpg.Pool, checkout_id: str) -> SimulatorCheckout | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "SELECT c.*, m.name AS merchant_name FROM simulator_checkouts c"
+            " JOIN merchants m ON m.id = c.merchant_id WHERE c.id = $1",
+            checkout_id,
+        )
+    return SimulatorCheckout(**dict(row)) if row else None
+
+
+async def pay_simulator_checkout(pool: asyncpg.Pool, checkout_id: str) -> bool:
+    """Mark the simulated checkout paid; False when it already was."""
+    async with connection(pool) as conn:
+        done = await conn.execute(
+            "UPDATE simulator_checkouts SET paid_at = clock_timestamp()"
+            " WHERE id = $1 AND paid_at IS NULL",
+            checkout_id,
+        )
+    return affected(done) == 1

@@ -1,0 +1,47 @@
+"""Housekeeping and the business totals behind /metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+from recovery.store.db import affected, connection
+from recovery.store.records import MetricsSnapshot
+
+
+async def prune(
+    pool: asyncpg.Pool, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+) -> dict[str, int]:
+    async with connection(pool) as conn:
+        keys = await conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval",
+            idempotency_older_than,
+        )
+        outbox = await conn.execute(
+            "DELETE FROM outbox WHERE delivered_at < now() - $1::interval",
+            outbox_older_than,
+        )
+    return {"idempotency_keys": affected(keys), "outbox": affected(outbox)}
+
+
+async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:
+    """Business totals for /metrics, across all merchants."""
+    async with connection(pool) as conn:
+        statuses = await conn.fetch("SELECT status, count(*) AS n FROM recoveries GROUP BY 1")
+        amounts = await conn.fetch(
+            "SELECT t.currency, sum(t.amount) AS total FROM recoveries r"
+            " JOIN transactions t USING (merchant_id, payment_ref)"
+            " WHERE r.status = 'recovered' GROUP BY 1"
+        )
+        outbox = await conn.fetchrow(
+            "SELECT count(*) AS pending, coalesce(extract(epoch FROM"
+            " clock_timestamp() - min(created_at)), 0) AS lag"
+            " FROM outbox WHERE delivered_at IS NULL"
+        )
+    return MetricsSnapshot(
+        by_status={r["status"]: r["n"] for r in statuses},
+        recovered_amounts={r["currency"]: int(r["total"]) for r in amounts},
+        outbox_pending=outbox["pending"],
+        outbox_lag_seconds=float(outbox["lag"]),
+    )

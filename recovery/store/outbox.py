@@ -1,0 +1,98 @@
+"""The outbox: signals for workflows, written in the transaction that caused them and handed
+to Temporal by the relay (woken by NOTIFY on `OUTBOX_CHANNEL`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from recovery.constants import SIGNAL_PAYMENT_SUCCEEDED, workflow_id_for
+from recovery.models import FailureEvent, PaymentSucceeded
+from recovery.store.db import connection, transaction
+from recovery.store.records import OutboxRow
+
+OUTBOX_CHANNEL = "recovery_outbox"
+
+
+async def queue_failure(conn: asyncpg.Connection, event: FailureEvent) -> None:
+    """Record a failure event of a recovery and its outbox row, in the caller's transaction;
+    the relay wakes on the notification when it commits."""
+    payload = event.model_dump(mode="json")
+    await conn.execute(
+        "INSERT INTO payment_events"
+        " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        event.merchant_id,
+        event.event_id,
+        event.payment_ref,
+        event.recovery_id,
+        payload,
+        event.occurred_at,
+    )
+    await conn.execute(
+        "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)",
+        workflow_id_for(event.merchant_id, event.payment_ref),
+        payload,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+async def queue_payment_succeeded(
+    conn: asyncpg.Connection, workflow_id: str, signal: PaymentSucceeded
+) -> None:
+    """Queue `payment_succeeded` for a running recovery, in the caller's transaction."""
+    await conn.execute(
+        "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+        workflow_id,
+        SIGNAL_PAYMENT_SUCCEEDED,
+        signal.model_dump(mode="json"),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+async def relay(
+    pool: asyncpg.Pool,
+    limit: int,
+    deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+) -> tuple[int, int]:
+    """Hand one batch of pending outbox rows to `deliver` (None = delivered, else error).
+
+    Rows stay locked (FOR UPDATE SKIP LOCKED) while they are delivered, so several relays
+    never deliver the same row at once. Returns (delivered, failed).
+    """
+    async with transaction(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT id, workflow_id, signal, payload, created_at FROM outbox"
+            " WHERE delivered_at IS NULL AND available_at <= clock_timestamp()"
+            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+        if not rows:
+            return 0, 0
+        batch = [
+            OutboxRow(r["id"], r["workflow_id"], r["signal"], r["payload"], r["created_at"])
+            for r in rows
+        ]
+        results = await deliver(batch)
+        ok = [i for i, err in results.items() if err is None]
+        failed = {i: err for i, err in results.items() if err is not None}
+        if ok:
+            await conn.execute(
+                "UPDATE outbox SET delivered_at = clock_timestamp() WHERE id = ANY($1)", ok
+            )
+        for row_id, err in failed.items():
+            await conn.execute(
+                "UPDATE outbox SET tries = tries + 1, last_error = $2,"
+                " available_at = clock_timestamp()"
+                "   + least(power(2, tries), 30) * interval '1 second'"
+                " WHERE id = $1",
+                row_id,
+                err[:500],
+            )
+        return len(ok), len(failed)
+
+
+async def pending(pool: asyncpg.Pool) -> int:
+    async with connection(pool) as conn:
+        return await conn.fetchval("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")

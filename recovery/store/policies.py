@@ -1,0 +1,43 @@
+"""Merchants' retry policies, one row per version."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from recovery.policy import DEFAULT_POLICY, RetryPolicy
+from recovery.store.db import connection, transaction
+
+
+async def current_policy(pool: asyncpg.Pool, merchant_id: str) -> RetryPolicy:
+    """The merchant's latest policy version, or the built-in default (version 0)."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "SELECT version, policy FROM merchant_policies WHERE merchant_id = $1"
+            " ORDER BY version DESC LIMIT 1",
+            merchant_id,
+        )
+    if row is None:
+        return DEFAULT_POLICY
+    return RetryPolicy.model_validate({**row["policy"], "version": row["version"]})
+
+
+async def save_policy(
+    pool: asyncpg.Pool, merchant_id: str, policy: RetryPolicy, actor: str
+) -> RetryPolicy:
+    """Store `policy` as the merchant's next version; running recoveries keep theirs."""
+    async with transaction(pool) as conn:
+        await conn.execute("SELECT 1 FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
+        version = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) + 1 FROM merchant_policies WHERE merchant_id = $1",
+            merchant_id,
+        )
+        saved = policy.model_copy(update={"version": version})
+        await conn.execute(
+            "INSERT INTO merchant_policies (merchant_id, version, policy, created_by)"
+            " VALUES ($1, $2, $3, $4)",
+            merchant_id,
+            version,
+            saved.model_dump(mode="json", exclude={"version"}),
+            actor,
+        )
+    return saved

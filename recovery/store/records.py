@@ -1,0 +1,188 @@
+"""What the store reads and returns: frozen records, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from recovery.models import Attempt, FailureEvent
+
+
+class IngestOutcome(StrEnum):
+    ACCEPTED = "accepted"  # recorded and queued for its recovery
+    DUPLICATE = "duplicate"  # an event id already recorded: nothing new
+    REPLAYED = "replayed"  # an Idempotency-Key already answered: its first answer again
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingest did, and its answer (for a replay, the first request's answer as stored).
+
+    `first` is the outcome of the request that made the answer: `outcome` itself unless
+    replayed.
+    """
+
+    outcome: IngestOutcome
+    body: dict[str, Any]
+    first: IngestOutcome
+
+    @classmethod
+    def of(cls, outcome: IngestOutcome, body: dict[str, Any]) -> IngestResult:
+        return cls(outcome, body, outcome)
+
+    @property
+    def replayed(self) -> bool:
+        return self.outcome is IngestOutcome.REPLAYED
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    merchant_id: str
+    role: str
+    key_hash: bytes
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A signal waiting to reach a workflow: `payment_failed` rows start the workflow if
+    needed (signal-with-start); others only signal a running one."""
+
+    id: int
+    workflow_id: str
+    signal: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def event(self) -> FailureEvent:
+        return FailureEvent.model_validate(self.payload)
+
+
+@dataclass(frozen=True)
+class RecoveryRecord:
+    id: str
+    merchant_id: str
+    payment_ref: str
+    workflow_id: str
+    status: str
+    category: str | None
+    rule: str | None
+    attempt_count: int
+    next_attempt_at: datetime | None
+    next_attempt_reason: str | None
+    ended_reason: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    policy_version: int | None
+    paused: bool
+    amount: int
+    currency: str
+    psp: str
+    customer_id: str | None
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class MerchantRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """A key as operators see it: never the key, nor its hash."""
+
+    id: str
+    merchant_id: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntryRecord:
+    id: int
+    actor_key_id: str
+    actor_role: str
+    action: str
+    payment_ref: str | None
+    recovery_id: str | None
+    reason: str | None
+    result: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """Everything the customer's page shows about a link."""
+
+    id: str
+    merchant_id: str
+    payment_ref: str
+    recovery_id: str
+    expires_at: datetime
+    opened_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    checkout_url: str | None
+    recovery_status: str
+    workflow_id: str
+    amount: int
+    currency: str
+    psp: str
+    customer_id: str | None
+    customer_email: str | None
+    merchant_name: str
+
+
+@dataclass(frozen=True)
+class LinkSummary:
+    """A link as its recovery shows it."""
+
+    link_id: str
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    issued_by: str
+
+
+@dataclass(frozen=True)
+class SimulatorCheckout:
+    id: str
+    link_id: str
+    merchant_id: str
+    payment_ref: str
+    amount: int
+    currency: str
+    return_url: str
+    paid_at: datetime | None
+    created_at: datetime
+    merchant_name: str
+
+
+@dataclass(frozen=True)
+class StoredPSPCredentials:
+    """A merchant's own credentials for one PSP, as stored (parsed by `recovery.psp`)."""
+
+    merchant_id: str
+    psp: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Business totals for /metrics, across all merchants."""
+
+    by_status: dict[str, int]
+    recovered_amounts: dict[str, int]
+    outbox_pending: int
+    outbox_lag_seconds: float

@@ -1,0 +1,194 @@
+"""Recovery runs: opened by ingest and redrive, written by their workflow, read by the API."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from recovery.constants import workflow_id_for
+from recovery.errors import NotFound, RecoveryError
+from recovery.models import Attempt, FailureEvent, FinishResult, RecoveryState
+from recovery.redrive import check_redrivable, redrive_event
+from recovery.store.db import (
+    RECOVERY_COLUMNS,
+    RECOVERY_FROM,
+    connection,
+    latest_recovery,
+    lock_payment,
+    new_id,
+    transaction,
+)
+from recovery.store.outbox import queue_failure
+from recovery.store.records import RecoveryRecord
+
+
+def encode_cursor(started_at: datetime, recovery_id: str) -> str:
+    raw = json.dumps([started_at.isoformat(), recovery_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, rid = json.loads(raw)
+        return datetime.fromisoformat(started), str(rid)
+    except (ValueError, TypeError) as e:
+        raise RecoveryError("cursor is not one this API returned", field="cursor") from e
+
+
+async def insert_recovery(conn: asyncpg.Connection, merchant_id: str, payment_ref: str) -> str:
+    """Open a new recovery run of the payment, in the caller's transaction; returns its id."""
+    recovery_id = new_id("rec")
+    await conn.execute(
+        "INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id)"
+        " VALUES ($1, $2, $3, $4)",
+        recovery_id,
+        merchant_id,
+        payment_ref,
+        workflow_id_for(merchant_id, payment_ref),
+    )
+    return recovery_id
+
+
+async def redrive(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -> str:
+    """Start a fresh run of an exhausted recovery (the rule is `recovery.redrive`).
+
+    Re-sends the payment's latest failure as a new event of a new recovery, through the
+    outbox like any ingest. Returns the new recovery id.
+    """
+    async with transaction(pool) as conn:
+        latest = None
+        if await lock_payment(conn, merchant_id, payment_ref):
+            latest = await latest_recovery(conn, merchant_id, payment_ref)
+        check_redrivable(payment_ref, latest.status if latest else None)
+        assert latest is not None
+        last = await conn.fetchval(
+            "SELECT payload FROM payment_events WHERE recovery_id = $1 ORDER BY id DESC LIMIT 1",
+            latest.id,
+        )
+        recovery_id = await insert_recovery(conn, merchant_id, payment_ref)
+        await queue_failure(conn, redrive_event(FailureEvent.model_validate(last), recovery_id))
+        return recovery_id
+
+
+async def save_state(pool: asyncpg.Pool, state: RecoveryState) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(
+            "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
+            " attempt_count = $5, next_attempt_at = $6, next_attempt_reason = $7,"
+            " policy_version = $8, paused = $9, updated_at = now()"
+            " WHERE id = $1 AND ended_at IS NULL",
+            state.recovery_id,
+            state.status.value,
+            state.category.value if state.category else None,
+            state.rule,
+            len(state.attempts),
+            state.next_attempt_at,
+            state.next_attempt_reason,
+            state.policy_version,
+            state.paused,
+        )
+
+
+async def finish(
+    pool: asyncpg.Pool, state: RecoveryState, seen_event_ids: Sequence[str]
+) -> FinishResult:
+    """End a recovery, unless events joined it that its workflow has not yet seen.
+
+    Runs under the payment's row lock, like ingest, so a failure event either joins the
+    recovery before it ends (and is returned here as unseen) or starts the next one.
+    """
+    async with transaction(pool) as conn:
+        await lock_payment(conn, state.merchant_id, state.payment_ref)
+        unseen = await conn.fetch(
+            "SELECT payload FROM payment_events"
+            " WHERE recovery_id = $1 AND NOT (event_id = ANY($2::text[])) ORDER BY id",
+            state.recovery_id,
+            list(seen_event_ids),
+        )
+        if unseen:
+            return FinishResult(
+                finished=False,
+                unseen_events=[FailureEvent.model_validate(r["payload"]) for r in unseen],
+            )
+        await conn.execute(
+            "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
+            " attempt_count = $5, next_attempt_at = NULL, next_attempt_reason = NULL,"
+            " ended_reason = $6, ended_at = coalesce(ended_at, now()), updated_at = now(),"
+            " policy_version = coalesce($7, policy_version), paused = false WHERE id = $1",
+            state.recovery_id,
+            state.status.value,
+            state.category.value if state.category else None,
+            state.rule,
+            len(state.attempts),
+            state.ended_reason,
+            state.policy_version,
+        )
+        return FinishResult(finished=True)
+
+
+async def recovery_is_open(pool: asyncpg.Pool, recovery_id: str) -> bool:
+    async with connection(pool) as conn:
+        return bool(
+            await conn.fetchval(
+                "SELECT ended_at IS NULL FROM recoveries WHERE id = $1", recovery_id
+            )
+        )
+
+
+async def has_open_recovery(pool: asyncpg.Pool, workflow_id: str) -> bool:
+    async with connection(pool) as conn:
+        return bool(
+            await conn.fetchval(
+                "SELECT true FROM recoveries WHERE workflow_id = $1 AND ended_at IS NULL",
+                workflow_id,
+            )
+        )
+
+
+async def get_recovery(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -> RecoveryRecord:
+    """The payment's latest recovery run, with its attempts."""
+    async with connection(pool) as conn:
+        rec = await latest_recovery(conn, merchant_id, payment_ref)
+        if rec is None:
+            raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+        attempts = await conn.fetch(
+            "SELECT number, created_at AS at, status AS outcome, failure_code AS code,"
+            " idempotency_key FROM attempts WHERE recovery_id = $1 ORDER BY number",
+            rec.id,
+        )
+    return dataclasses.replace(rec, attempts=tuple(Attempt(**dict(a)) for a in attempts))
+
+
+async def list_recoveries(
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    *,
+    status: str | None,
+    category: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[RecoveryRecord], str | None]:
+    args: list[Any] = [merchant_id, status, category, limit + 1]
+    after = ""
+    if cursor:
+        started, rid = decode_cursor(cursor)
+        args += [started, rid]
+        after = " AND (r.started_at, r.id) < ($5, $6)"
+    async with connection(pool) as conn:
+        rows = await conn.fetch(
+            f"SELECT {RECOVERY_COLUMNS} {RECOVERY_FROM}"
+            " WHERE r.merchant_id = $1 AND ($2::text IS NULL OR r.status = $2)"
+            f" AND ($3::text IS NULL OR r.category = $3){after}"
+            " ORDER BY r.started_at DESC, r.id DESC LIMIT $4",
+            *args,
+        )
+    items = [RecoveryRecord(**dict(r)) for r in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].started_at, items[-1].id) if len(rows) > limit else None
+    return items, next_cursor

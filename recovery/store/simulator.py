@@ -1,0 +1,47 @@
+"""The simulator PSP's ledger: one charge per idempotency key, as a real PSP keeps."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from recovery.errors import NotFound
+from recovery.models import ChargeRequest
+from recovery.store.db import connection, new_id
+
+
+async def simulator_charge(
+    pool: asyncpg.Pool, req: ChargeRequest, status: str, decline_code: str | None
+) -> tuple[str, str, str | None]:
+    """Record a simulated charge once per idempotency key; replays return the first one."""
+    async with connection(pool) as conn:
+        await conn.execute(
+            "INSERT INTO simulator_charges (idempotency_key, psp_payment_id, merchant_id,"
+            " payment_ref, amount, currency, payment_method_id, status, decline_code)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            req.idempotency_key,
+            new_id("sim"),
+            req.merchant_id,
+            req.payment_ref,
+            req.amount,
+            req.currency,
+            req.payment_method.id,
+            status,
+            decline_code,
+        )
+        row = await conn.fetchrow(
+            "SELECT psp_payment_id, status, decline_code FROM simulator_charges"
+            " WHERE idempotency_key = $1",
+            req.idempotency_key,
+        )
+    return row["psp_payment_id"], row["status"], row["decline_code"]
+
+
+async def simulator_payment(pool: asyncpg.Pool, psp_payment_id: str) -> tuple[str, str | None]:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "SELECT status, decline_code FROM simulator_charges WHERE psp_payment_id = $1",
+            psp_payment_id,
+        )
+    if row is None:
+        raise NotFound(f"no simulated payment {psp_payment_id!r}")
+    return row["status"], row["decline_code"]

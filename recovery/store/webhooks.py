@@ -1,0 +1,112 @@
+"""Verified PSP webhook events, and the merchants' own PSP credentials."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from recovery.constants import workflow_id_for
+from recovery.psp.base import WebhookEvent
+from recovery.store.db import connection, lock_payment, transaction
+from recovery.store.outbox import queue_failure, queue_payment_succeeded
+from recovery.store.records import StoredPSPCredentials
+from recovery.webhook_routing import (
+    OpenRecovery,
+    PaymentFacts,
+    WebhookOutcome,
+    names_a_payment,
+    route_webhook,
+)
+
+
+async def psp_credentials(
+    pool: asyncpg.Pool, merchant_id: str, psp: str
+) -> StoredPSPCredentials | None:
+    async with connection(pool) as conn:
+        values = await conn.fetchval(
+            "SELECT credentials FROM merchant_psp_credentials WHERE merchant_id = $1 AND psp = $2",
+            merchant_id,
+            psp,
+        )
+    return StoredPSPCredentials(merchant_id, psp, values) if values is not None else None
+
+
+async def set_psp_credentials(
+    pool: asyncpg.Pool, merchant_id: str, psp: str, credentials: dict[str, Any]
+) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(
+            "INSERT INTO merchant_psp_credentials (merchant_id, psp, credentials)"
+            " VALUES ($1, $2, $3) ON CONFLICT (merchant_id, psp)"
+            " DO UPDATE SET credentials = excluded.credentials, updated_at = now()",
+            merchant_id,
+            psp,
+            credentials,
+        )
+
+
+async def record_webhook(
+    pool: asyncpg.Pool, event: WebhookEvent, payload: dict[str, Any]
+) -> tuple[bool, WebhookOutcome]:
+    """Record a verified PSP event once; queue the signal it means for its recovery (which
+    `recovery.webhook_routing` decides). Returns (new, outcome). Events for payments we do
+    not know are recorded, not errors."""
+    async with transaction(pool) as conn:
+        row_id = await conn.fetchval(
+            "INSERT INTO webhook_events (psp, event_id, kind, psp_type, merchant_id,"
+            " payment_ref, recovery_id, psp_payment_id, outcome, payload)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'recorded',$9)"
+            " ON CONFLICT (psp, event_id) DO NOTHING RETURNING id",
+            event.psp,
+            event.event_id,
+            event.kind,
+            event.psp_type,
+            event.merchant_id,
+            event.payment_ref,
+            event.recovery_id,
+            event.psp_payment_id,
+            payload,
+        )
+        if row_id is None:
+            return False, WebhookOutcome.DUPLICATE
+        route = route_webhook(event, await _payment_facts(conn, event), now=datetime.now(UTC))
+        if route.succeeded is not None and event.merchant_id and event.payment_ref:
+            await queue_payment_succeeded(
+                conn, workflow_id_for(event.merchant_id, event.payment_ref), route.succeeded
+            )
+        if route.failed is not None:
+            await queue_failure(conn, route.failed)
+        await conn.execute(
+            "UPDATE webhook_events SET outcome = $2 WHERE id = $1", row_id, route.outcome.value
+        )
+        return True, route.outcome
+
+
+async def _payment_facts(conn: asyncpg.Connection, event: WebhookEvent) -> PaymentFacts | None:
+    """Lock the payment the event names and read what routing it needs; None when the
+    event names no payment of ours."""
+    if not (event.merchant_id and event.payment_ref and names_a_payment(event)):
+        return None
+    if not await lock_payment(conn, event.merchant_id, event.payment_ref):
+        return None
+    already_failed = bool(
+        event.psp_payment_id
+        and await conn.fetchval(
+            "SELECT true FROM attempts WHERE psp_payment_id = $1 AND status = 'failed'",
+            event.psp_payment_id,
+        )
+    )
+    row = await conn.fetchrow(
+        "SELECT r.id AS recovery_id, t.psp, t.amount, t.currency, t.customer_id,"
+        " t.customer_email, t.payment_method_type, t.payment_method_id FROM recoveries r"
+        " JOIN transactions t USING (merchant_id, payment_ref)"
+        " WHERE r.merchant_id = $1 AND r.payment_ref = $2 AND r.ended_at IS NULL",
+        event.merchant_id,
+        event.payment_ref,
+    )
+    return PaymentFacts(
+        open_recovery=OpenRecovery(**dict(row)) if row else None,
+        failure_already_known=already_failed,
+    )

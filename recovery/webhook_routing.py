@@ -1,0 +1,105 @@
+"""What a verified PSP webhook means for a recovery.
+
+Pure decisions over what the store read under the payment's row lock; the store records the
+event, reads the facts, and queues whatever signal the decision names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from recovery.models import Customer, Failure, FailureEvent, PaymentMethod, PaymentSucceeded
+from recovery.psp.base import WebhookEvent
+
+_NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded")
+_PAID = ("payment_succeeded", "checkout_completed")
+
+
+class WebhookOutcome(StrEnum):
+    """What became of a webhook event (stored with it, and in the webhook's answer)."""
+
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    PAYMENT_REFUNDED = "payment_refunded"
+    UNKNOWN_PAYMENT = "unknown_payment"
+    SIGNALLED_PAYMENT_SUCCEEDED = "signalled_payment_succeeded"
+    ALREADY_KNOWN = "already_known"
+    RECOVERY_ENDED = "recovery_ended"
+    SIGNALLED_PAYMENT_FAILED = "signalled_payment_failed"
+
+
+@dataclass(frozen=True)
+class OpenRecovery:
+    """The payment's running recovery, with what its transaction says about the payment."""
+
+    recovery_id: str
+    psp: str
+    amount: int
+    currency: str
+    customer_id: str | None
+    customer_email: str | None
+    payment_method_type: str | None
+    payment_method_id: str | None
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What the store knows about the payment a webhook names (which it has locked)."""
+
+    open_recovery: OpenRecovery | None
+    failure_already_known: bool  # an attempt of ours already failed with this PSP payment id
+
+
+@dataclass(frozen=True)
+class WebhookRoute:
+    outcome: WebhookOutcome
+    succeeded: PaymentSucceeded | None = None  # queue for the payment's workflow
+    failed: FailureEvent | None = None  # record and queue for the open recovery
+
+
+def names_a_payment(event: WebhookEvent) -> bool:
+    """Whether the event may concern one of our payments: then the store locks and reads it."""
+    return event.kind not in _NOT_FOR_A_RECOVERY and bool(event.merchant_id and event.payment_ref)
+
+
+def route_webhook(
+    event: WebhookEvent, facts: PaymentFacts | None, *, now: datetime
+) -> WebhookRoute:
+    """`facts` is None when the event names no payment of ours."""
+    if event.kind in _NOT_FOR_A_RECOVERY:
+        return WebhookRoute(WebhookOutcome(event.kind))
+    if facts is None or not (event.merchant_id and event.payment_ref):
+        return WebhookRoute(WebhookOutcome.UNKNOWN_PAYMENT)
+    if event.kind in _PAID:
+        return WebhookRoute(
+            WebhookOutcome.SIGNALLED_PAYMENT_SUCCEEDED,
+            succeeded=PaymentSucceeded(
+                source=f"{event.psp}_webhook",
+                event_id=event.event_id,
+                psp_payment_id=event.psp_payment_id,
+            ),
+        )
+    # payment_failed: a failure we already know from the attempt that made it is not sent again
+    if facts.failure_already_known:
+        return WebhookRoute(WebhookOutcome.ALREADY_KNOWN)
+    rec = facts.open_recovery
+    if rec is None:
+        return WebhookRoute(WebhookOutcome.RECOVERY_ENDED)
+    failed = FailureEvent(
+        event_id=f"{event.psp}:{event.event_id}",
+        recovery_id=rec.recovery_id,
+        merchant_id=event.merchant_id,
+        payment_ref=event.payment_ref,
+        psp=rec.psp,
+        amount=rec.amount,
+        currency=rec.currency,
+        customer=Customer(id=rec.customer_id, email=rec.customer_email),
+        payment_method=PaymentMethod(
+            type=rec.payment_method_type or "card", id=rec.payment_method_id
+        ),
+        failure=event.failure or Failure(code="payment_failed"),
+        occurred_at=now,
+    )
+    return WebhookRoute(WebhookOutcome.SIGNALLED_PAYMENT_FAILED, failed=failed)
