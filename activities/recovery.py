@@ -81,8 +81,8 @@ class RecoveryActivities(RecoveryActivityDefs):
         link = await issue_link(
             self._store, self._settings, req.merchant_id, req.payment_ref, "workflow"
         )
-        view = await self._store.link_view(link.link_id)
-        email = view["customer_email"] if view else None
+        view = await self._store.link_page(link.link_id)
+        email = view.customer_email if view else None
         await self._store.add_notification(
             req.merchant_id,
             req.payment_ref,

@@ -46,7 +46,7 @@ class Metrics:
             registry=self.registry,
         )
         self._snapshot: MetricsSnapshot | None = None
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     async def refresh(self, store: Store) -> None:
         self._snapshot = await store.metrics_snapshot()

@@ -31,7 +31,10 @@ class CliSettings(BaseSettings):
 
 def _print(data: Any, as_json: bool) -> None:
     if isinstance(data, list):
-        data = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in data]
+        data = [
+            dataclasses.asdict(r) if dataclasses.is_dataclass(r) and not isinstance(r, type) else r
+            for r in data
+        ]
     if as_json:
         print(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else v))
         return

@@ -310,3 +310,25 @@ class FinishResult(BaseModel):
 
     finished: bool
     unseen_events: list[FailureEvent] = Field(default_factory=list)
+
+
+WebhookKind = Literal[
+    "payment_succeeded", "payment_failed", "payment_refunded", "checkout_completed", "ignored"
+]
+
+
+class WebhookEvent(BaseModel):
+    """A verified PSP event, normalised. Ids come from the metadata we set on PSP objects."""
+
+    psp: str
+    event_id: str
+    kind: WebhookKind
+    psp_type: str
+    merchant_id: str | None = None
+    payment_ref: str | None = None
+    recovery_id: str | None = None
+    psp_payment_id: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    failure: Failure | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from recovery.models import Customer, Failure, FailureEvent, PaymentMethod, PaymentSucceeded
-from recovery.psp.base import WebhookEvent
+from recovery.models import (
+    Customer,
+    Failure,
+    FailureEvent,
+    PaymentMethod,
+    PaymentSucceeded,
+    WebhookEvent,
+)
 
 _NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded")
 _PAID = ("payment_succeeded", "checkout_completed")

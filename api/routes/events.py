@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 64 * 1024
 # A replay answers with the status of the answer it repeats.
 _STATUS = {IngestOutcome.ACCEPTED: 202, IngestOutcome.DUPLICATE: 200}
 
-_INGEST_RESPONSES = {
+_INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Recorded; its recovery workflow will receive it."},
     200: {"description": "A duplicate event id: nothing new was started."},
     409: {"description": "Idempotency-Key reused with a different body."},

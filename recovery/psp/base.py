@@ -14,10 +14,16 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from recovery.errors import RecoveryError
-from recovery.models import ChargeRequest, ChargeResult, Customer, Failure
+from recovery.models import (
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    Customer,
+    WebhookEvent,
+)
 
 
 class PaymentStatus(StrEnum):
@@ -68,26 +74,30 @@ class RefundResult(BaseModel):
     amount: int
 
 
-WebhookKind = Literal[
-    "payment_succeeded", "payment_failed", "payment_refunded", "checkout_completed", "ignored"
-]
+class StoredCredentials(Protocol):
+    """A merchant's own credentials as the store keeps them."""
+
+    @property
+    def values(self) -> dict[str, Any]: ...
 
 
-class WebhookEvent(BaseModel):
-    """A verified PSP event, normalised. Ids come from the metadata we set on PSP objects."""
+class PSPStore(Protocol):
+    """What the PSP layer reads and writes in Postgres. `recovery.store.Store` implements it;
+    the PSP layer never imports the store (nor the store the PSP layer)."""
 
-    psp: str
-    event_id: str
-    kind: WebhookKind
-    psp_type: str
-    merchant_id: str | None = None
-    payment_ref: str | None = None
-    recovery_id: str | None = None
-    psp_payment_id: str | None = None
-    amount: int | None = None
-    currency: str | None = None
-    failure: Failure | None = None
-    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    async def psp_credentials(self, merchant_id: str, psp: str) -> StoredCredentials | None:
+        """The merchant's own credentials for `psp`, if it has any."""
+        ...
+
+    async def simulator_charge(
+        self, req: ChargeRequest, status: ChargeStatus, decline_code: str | None
+    ) -> tuple[str, ChargeStatus, str | None]:
+        """The simulator's ledger: one charge per idempotency key."""
+        ...
+
+    async def simulator_payment(self, psp_payment_id: str) -> tuple[ChargeStatus, str | None]:
+        """A simulated charge's status and decline code."""
+        ...
 
 
 class PSPAdapter(Protocol):

@@ -3,7 +3,7 @@ its own, else the environment's. Adapters are built once per set of credentials.
 
 from __future__ import annotations
 
-from recovery.psp.base import PSPAdapter
+from recovery.psp.base import PSPAdapter, PSPStore
 from recovery.psp.credentials import (
     Credentials,
     PSPNotConfigured,
@@ -14,7 +14,6 @@ from recovery.psp.credentials import (
 )
 from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings
-from recovery.store import Store
 
 __all__ = ["PSPDispatcher", "PSPNotConfigured"]
 
@@ -44,7 +43,7 @@ def build_adapter(creds: Credentials) -> PSPAdapter:
 
 class PSPDispatcher:
     def __init__(
-        self, store: Store, settings: Settings, *, psps: frozenset[str] | None = None
+        self, store: PSPStore, settings: Settings, *, psps: frozenset[str] | None = None
     ) -> None:
         """`psps` limits the PSPs this dispatcher serves (tests use it); default: all."""
         self._store = store

@@ -79,7 +79,7 @@ import requests
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from recovery.errors import RecoveryError
-from recovery.models import ChargeRequest, ChargeResult, Failure
+from recovery.models import ChargeRequest, ChargeResult, Failure, WebhookKind
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
@@ -88,7 +88,6 @@ from recovery.psp.base import (
     RefundResult,
     TransientPSPError,
     WebhookEvent,
-    WebhookKind,
 )
 
 log = logging.getLogger(__name__)

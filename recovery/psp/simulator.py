@@ -18,16 +18,22 @@ import asyncio
 import re
 from collections.abc import Mapping
 
-from recovery.models import ChargeRequest, ChargeResult, Failure
-from recovery.psp.base import Checkout, CheckoutRequest, InvalidWebhook, RefundResult, WebhookEvent
-from recovery.store import Store
+from recovery.models import ChargeRequest, ChargeResult, ChargeStatus, Failure
+from recovery.psp.base import (
+    Checkout,
+    CheckoutRequest,
+    InvalidWebhook,
+    PSPStore,
+    RefundResult,
+    WebhookEvent,
+)
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
 _SUCCEED_ON = re.compile(r"^pm_sim_succeed_on_(\d+)$")
 _SLOW = re.compile(r"^pm_sim_slow_(\d+)$")
 
 
-def scripted_outcome(req: ChargeRequest) -> tuple[str, Failure | None]:
+def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:
     pm = req.payment_method.id or ""
     if m := _DECLINE.match(pm):
         return "failed", Failure(code="card_declined", decline_code=m.group(1))
@@ -43,7 +49,7 @@ def scripted_outcome(req: ChargeRequest) -> tuple[str, Failure | None]:
 class SimulatorPSP:
     name = "simulator"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: PSPStore) -> None:
         self._store = store
 
     async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:

@@ -33,7 +33,7 @@ import stripe
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from stripe.params.checkout import SessionCreateParams
 
-from recovery.models import ChargeRequest, ChargeResult, Failure
+from recovery.models import ChargeRequest, ChargeResult, Failure, WebhookKind
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
@@ -42,7 +42,6 @@ from recovery.psp.base import (
     RefundResult,
     TransientPSPError,
     WebhookEvent,
-    WebhookKind,
 )
 
 StripePaymentIntentStatus = Literal[

@@ -6,7 +6,6 @@ Connection failures surface as `Unavailable` (503 with Retry-After at the API).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +15,13 @@ import asyncpg
 from recovery.models import (
     ChargeRequest,
     ChargeResult,
+    ChargeStatus,
     FinishResult,
     PaymentFailedIn,
     RecoveryState,
+    WebhookEvent,
 )
 from recovery.policy import RetryPolicy
-from recovery.psp.base import WebhookEvent
 from recovery.store import (
     attempts,
     audit,
@@ -225,12 +225,6 @@ class Store:
         """Everything the customer's page shows about a link, or None for an unknown link."""
         return await links.link_view(self.pool, link_id)
 
-    async def link_view(self, link_id: str) -> dict[str, Any] | None:
-        """`link_page` as a dict: the shape activities/recovery.py reads today. Kept until
-        that module (changed elsewhere right now) moves to `link_page`."""
-        view = await links.link_view(self.pool, link_id)
-        return dataclasses.asdict(view) if view else None
-
     async def mark_link_opened(self, link_id: str) -> None:
         await links.mark_link_opened(self.pool, link_id)
 
@@ -278,11 +272,11 @@ class Store:
     # ---- simulator PSP ledger (simulator.py) ------------------------------------------------
 
     async def simulator_charge(
-        self, req: ChargeRequest, status: str, decline_code: str | None
-    ) -> tuple[str, str, str | None]:
+        self, req: ChargeRequest, status: ChargeStatus, decline_code: str | None
+    ) -> tuple[str, ChargeStatus, str | None]:
         return await simulator.simulator_charge(self.pool, req, status, decline_code)
 
-    async def simulator_payment(self, psp_payment_id: str) -> tuple[str, str | None]:
+    async def simulator_payment(self, psp_payment_id: str) -> tuple[ChargeStatus, str | None]:
         return await simulator.simulator_payment(self.pool, psp_payment_id)
 
     # ---- maintenance and metrics (maintenance.py) -------------------------------------------

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import cast, get_args
+
 import asyncpg
 
 from recovery.errors import NotFound
-from recovery.models import ChargeRequest
+from recovery.models import ChargeRequest, ChargeStatus
 from recovery.store.db import connection, new_id
 
 
+def _status(value: str) -> ChargeStatus:
+    """A status read back from the ledger (only ever written from a ChargeStatus)."""
+    if value not in get_args(ChargeStatus):
+        raise ValueError(f"unknown simulator charge status {value!r}")
+    return cast(ChargeStatus, value)
+
+
 async def simulator_charge(
-    pool: asyncpg.Pool, req: ChargeRequest, status: str, decline_code: str | None
-) -> tuple[str, str, str | None]:
+    pool: asyncpg.Pool, req: ChargeRequest, status: ChargeStatus, decline_code: str | None
+) -> tuple[str, ChargeStatus, str | None]:
     """Record a simulated charge once per idempotency key; replays return the first one."""
     async with connection(pool) as conn:
         await conn.execute(
@@ -33,10 +42,12 @@ async def simulator_charge(
             " WHERE idempotency_key = $1",
             req.idempotency_key,
         )
-    return row["psp_payment_id"], row["status"], row["decline_code"]
+    return row["psp_payment_id"], _status(row["status"]), row["decline_code"]
 
 
-async def simulator_payment(pool: asyncpg.Pool, psp_payment_id: str) -> tuple[str, str | None]:
+async def simulator_payment(
+    pool: asyncpg.Pool, psp_payment_id: str
+) -> tuple[ChargeStatus, str | None]:
     async with connection(pool) as conn:
         row = await conn.fetchrow(
             "SELECT status, decline_code FROM simulator_charges WHERE psp_payment_id = $1",
@@ -44,4 +55,4 @@ async def simulator_payment(pool: asyncpg.Pool, psp_payment_id: str) -> tuple[st
         )
     if row is None:
         raise NotFound(f"no simulated payment {psp_payment_id!r}")
-    return row["status"], row["decline_code"]
+    return _status(row["status"]), row["decline_code"]

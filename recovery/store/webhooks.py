@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from recovery.constants import workflow_id_for
-from recovery.psp.base import WebhookEvent
+from recovery.models import WebhookEvent
 from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.outbox import queue_failure, queue_payment_succeeded
 from recovery.store.records import StoredPSPCredentials
