@@ -29,6 +29,7 @@ def failure_body(
     event_id: str | None = None,
     amount: int = 4999,
     psp: str = "simulator",
+    network_advice_code: str | None = None,
 ) -> dict[str, Any]:
     """A valid ingest body (JSON-ready dict)."""
     return {
@@ -39,7 +40,12 @@ def failure_body(
         "currency": "usd",
         "customer": {"id": "cus_1", "email": "a@example.com"},
         "payment_method": {"type": "card", "id": pm},
-        "failure": {"code": code, "decline_code": decline_code, "message": message},
+        "failure": {
+            "code": code,
+            "decline_code": decline_code,
+            "message": message,
+            "network_advice_code": network_advice_code,
+        },
         "occurred_at": datetime.now(UTC).isoformat(),
         "metadata": {"plan": "pro"},
     }

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from api.relay import OutboxRelay
 from recovery import constants as names
 from recovery.store import OutboxRow, Store
-from tests.helpers import failure_body, ingest
-from tests.integration.test_api import eventually
+from tests.helpers import eventually, failure_body, ingest
 from worker.main import build_worker, ensure_maintenance_schedule
 
 
@@ -86,3 +86,29 @@ async def test_maintenance_schedule_prunes_old_idempotency_keys(
 
         await eventually(pruned, within=30)
     await schedule.delete()
+
+
+async def test_a_commit_wakes_the_relay_at_once_without_a_sweep(
+    dev_env: WorkflowEnvironment, store: Store, merchant: str, pg_dsn: str
+) -> None:
+    """LISTEN/NOTIFY alone delivers a committed event: the sweep here comes once an hour."""
+    relay = OutboxRelay(
+        store, dev_env.client, dsn=pg_dsn, task_queue=f"tq-{uuid.uuid4()}", sweep_seconds=3600
+    )
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")  # earlier tests' rows
+    relay.start()
+    try:
+        await asyncio.sleep(1)  # the listener connects and catches up (nothing to do)
+        res = await ingest(store, merchant, failure_body())
+
+        async def delivered() -> bool:
+            return bool(
+                await store.pool.fetchval(
+                    "SELECT delivered_at IS NOT NULL FROM outbox WHERE workflow_id = $1",
+                    res.body["workflow_id"],
+                )
+            )
+
+        await eventually(delivered, within=10)
+    finally:
+        await relay.stop()

@@ -125,17 +125,53 @@ async def test_payment_succeeded_during_cooldown_ends_recovered_without_charging
 async def test_duplicate_failure_signal_is_ignored(
     env, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
+    """A redelivered event is in the history twice and acted on once: taken as new, it would
+    wake the cooldown and be classified again, rescheduling the attempt."""
     client, tq = env
     body = failure_body(pm="pm_sim_succeed_on_2")
     res = await ingest(store, merchant, body)
     await relay(store, client, tq)
     handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
-    # deliver the same event again, as a relay retry would
-    await store.pool.execute("UPDATE outbox SET delivered_at = NULL")
-    await relay(store, client, tq)
+    with ts_env.auto_time_skipping_disabled():
+        first = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
+        # deliver the same event again, as a relay retry would, during the cooldown
+        await store.pool.execute(
+            "UPDATE outbox SET delivered_at = NULL WHERE workflow_id = $1", handle.id
+        )
+        await relay(store, client, tq)
+        again = await workflow_state(handle)
+    assert again.next_attempt_at == first.next_attempt_at
     result = await run_out(ts_env, handle)
-    assert result.status == "recovered"
+    assert result.status == "recovered" and len(result.attempts) == 2
+    history = await handle.fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    classified = [
+        e
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "classify_failure"
+    ]
+    assert len(signals) == 2  # delivered twice
+    assert len(classified) == 2  # the failure, then the first attempt's decline: not the copy
     assert result.events_seen == 1
+
+
+async def test_network_do_not_try_again_advice_ends_the_recovery_without_a_charge(
+    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    """Mastercard's merchant advice 03 ("do not try again") on an otherwise retryable decline."""
+    handle = await start_recovery(
+        store, env, merchant, pm="pm_sim_succeed_on_1", network_advice_code="03"
+    )
+    result = await run_out(ts_env, handle)
+    assert result.status == "exhausted" and result.attempts == []
+    assert "do not retry" in (result.ended_reason or "")
+    charges = await store.pool.fetchval(
+        "SELECT count(*) FROM simulator_charges WHERE payment_ref = $1", result.payment_ref
+    )
+    assert charges == 0
 
 
 async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
