@@ -41,6 +41,9 @@ from recovery.store import RecoveryRecord
 router = APIRouter(prefix="/v1/recoveries", tags=["recoveries"])
 
 _RPC_TIMEOUT = timedelta(seconds=5)
+# An update waits for a worker to run the workflow: after a worker restart that includes
+# Temporal's sticky-queue timeout (5 s) and the replay.
+_UPDATE_TIMEOUT = timedelta(seconds=15)
 _SETTLE_WITHIN = 5.0  # seconds a pause or resume waits to be shown in Postgres
 T = TypeVar("T")
 RefPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
@@ -300,7 +303,7 @@ async def expedite(
         update = handle.execute_update(
             names.UPDATE_EXPEDITE,
             ExpediteRequest(actor=scope.principal.actor),
-            rpc_timeout=_RPC_TIMEOUT,
+            rpc_timeout=_UPDATE_TIMEOUT,
         )
         try:
             await reach(store, scope, ref, update)
