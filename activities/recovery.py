@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
+from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
     CardRef,
@@ -24,8 +25,11 @@ from recovery.models import (
     LinkRequest,
     PaymentLookup,
     RecoveryState,
+    RefundOutcome,
+    RefundRequest,
     RevokeLinks,
 )
+from recovery.payments import refund_idempotency_key
 from recovery.policy import RetryPolicy
 from recovery.psp.base import TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
@@ -33,7 +37,7 @@ from recovery.psp.razorpay import RazorpayError
 from recovery.psp.stripe import StripeRequestRejected
 from recovery.retry_links import issue_link
 from recovery.settings import Settings
-from recovery.store import Store
+from recovery.store import ReceivedPayment, Store
 
 log = logging.getLogger("recovery.activities")
 
@@ -69,9 +73,12 @@ class RecoveryActivities(RecoveryActivityDefs):
         """The current status of a charge of ours that was left pending."""
         psp = await self._psps.for_merchant(req.merchant_id, req.psp)
         try:
-            return await psp.retrieve_payment_intent(req.psp_payment_id)
+            result = await psp.retrieve_payment_intent(req.psp_payment_id)
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        if result.status == "succeeded":  # the money arrived: it is a received payment
+            await self._store.settle_pending_attempt(result)
+        return result
 
     @activity.defn(name="issue_retry_link")
     async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
@@ -96,7 +103,20 @@ class RecoveryActivities(RecoveryActivityDefs):
 
     @activity.defn(name="revoke_retry_links")
     async def revoke_retry_links(self, req: RevokeLinks) -> int:
-        return await self._store.revoke_links(req.recovery_id, req.reason)
+        """Revoke the recovery's links and close their hosted checkouts at the PSP, so none
+        takes money after the recovery ended (retried until every PSP confirmed)."""
+        revoked = await self._store.revoke_links(req.recovery_id, req.reason)
+        for link_id, merchant_id, psp_name, checkout_id in await self._store.close_checkouts(
+            req.recovery_id
+        ):
+            psp = await self._psps.for_merchant(merchant_id, psp_name)
+            try:
+                await psp.close_checkout(checkout_id)
+            except TransientPSPError as e:
+                raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+            await self._store.checkout_closed(link_id)
+            log.info("checkout %s of link %s closed at %s", checkout_id, link_id, psp_name)
+        return revoked
 
     @activity.defn(name="save_recovery_state")
     async def save_recovery_state(self, state: RecoveryState) -> None:
@@ -143,6 +163,39 @@ class RecoveryActivities(RecoveryActivityDefs):
             },
         )
         return result
+
+    @activity.defn(name="refund_duplicate_payment")
+    async def refund_duplicate_payment(self, req: RefundRequest) -> RefundOutcome:
+        """Refund a payment made twice, once (its idempotency key comes from the payment).
+        A refusal by the PSP is recorded for operators, not retried."""
+        paid = await self._store.received_payment(req.received_payment_id)
+        if paid is None:
+            raise ApplicationError("no such received payment", type="NotFound", non_retryable=True)
+        bind(merchant_id=paid.merchant_id, payment_ref=paid.payment_ref)
+        if paid.refund_status == "succeeded":
+            return RefundOutcome(status="succeeded", psp_refund_id=paid.refund_id)
+        outcome = await self._refund(paid)
+        await self._store.record_refund(
+            paid.id, status=outcome.status, refund_id=outcome.psp_refund_id, error=outcome.error
+        )
+        log.info("duplicate payment %s refund: %s", paid.id, outcome.status)
+        return outcome
+
+    async def _refund(self, paid: ReceivedPayment) -> RefundOutcome:
+        if not paid.psp_payment_id:
+            return RefundOutcome(status="failed", error="the PSP's id of the payment is unknown")
+        try:
+            psp = await self._psps.for_merchant(paid.merchant_id, paid.psp)
+            result = await psp.refund_payment(
+                paid.psp_payment_id,
+                amount=paid.amount,
+                idempotency_key=refund_idempotency_key(paid.id),
+            )
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        except (PSPNotConfigured, StripeRequestRejected, RazorpayError, NotFound) as e:
+            return RefundOutcome(status="failed", error=f"the PSP refused the refund: {e}")
+        return RefundOutcome(status=result.status, psp_refund_id=result.psp_refund_id)
 
 
 class MaintenanceActivities:

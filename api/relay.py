@@ -19,11 +19,11 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from recovery.constants import SIGNAL_PAYMENT_FAILED
+from recovery.constants import OUTBOX_START_REFUND, SIGNAL_PAYMENT_FAILED
 from recovery.errors import Unavailable
-from recovery.models import PaymentSucceeded
+from recovery.models import PaymentSucceeded, RefundRequest
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
-from recovery.temporal import deliver_failure
+from recovery.temporal import deliver_failure, start_refund
 
 log = logging.getLogger("recovery.relay")
 
@@ -57,6 +57,14 @@ class OutboxRelay:
                     await deliver_failure(
                         self._client,
                         row.event,
+                        task_queue=self._task_queue,
+                        rpc_timeout=self._rpc_timeout,
+                    )
+                elif row.signal == OUTBOX_START_REFUND:
+                    await start_refund(
+                        self._client,
+                        row.workflow_id,
+                        RefundRequest.model_validate(row.payload),
                         task_queue=self._task_queue,
                         rpc_timeout=self._rpc_timeout,
                     )

@@ -26,6 +26,8 @@ from recovery.models import (
     LinkRequest,
     PaymentLookup,
     RecoveryState,
+    RefundOutcome,
+    RefundRequest,
     RevokeLinks,
 )
 from recovery.policy import RetryPolicy
@@ -74,4 +76,8 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
+        raise NotImplementedError
+
+    @activity.defn(name="refund_duplicate_payment")
+    async def refund_duplicate_payment(self, req: RefundRequest) -> RefundOutcome:
         raise NotImplementedError

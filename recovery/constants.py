@@ -26,6 +26,10 @@ UPDATE_EXPEDITE = "expedite_attempt"
 NOTHING_TO_EXPEDITE = "nothing_to_expedite"
 QUERY_STATE = "state"
 
+REFUND_WORKFLOW = "RefundDuplicatePaymentWorkflow"
+# An outbox row of this kind starts a refund workflow (others signal a recovery).
+OUTBOX_START_REFUND = "start_refund"
+
 DEFAULT_TASK_QUEUE = "payment-recovery"
 
 SA_RECOVERY_STATUS = SearchAttributeKey.for_keyword("RecoveryStatus")
@@ -56,6 +60,11 @@ def workflow_id_for(merchant_id: str, payment_ref: str) -> str:
     starts a new run of it).
     """
     return f"recovery/{merchant_id}/{payment_ref}"
+
+
+def refund_workflow_id(merchant_id: str, received_payment_id: str) -> str:
+    """The one workflow that refunds a payment made twice."""
+    return f"refund/{merchant_id}/{received_payment_id}"
 
 
 def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:

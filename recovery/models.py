@@ -180,6 +180,18 @@ class ResumeRequest(BaseModel):
     actor: str = "unknown"
 
 
+class RefundRequest(BaseModel):
+    """Refund a payment the customer made twice (a received payment's id)."""
+
+    received_payment_id: str
+
+
+class RefundOutcome(BaseModel):
+    status: Literal["succeeded", "pending", "failed"]
+    psp_refund_id: str | None = None
+    error: str | None = None
+
+
 class PaymentMethodUpdate(BaseModel):
     """The customer has a new card or method: the recovery switches to it."""
 

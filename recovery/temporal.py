@@ -7,10 +7,11 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 
 from recovery import constants as names
-from recovery.models import FailureEvent, RecoveryInput
+from recovery.models import FailureEvent, RecoveryInput, RefundRequest
 from recovery.settings import Settings
 
 
@@ -65,3 +66,26 @@ async def deliver_failure(
         },
         rpc_timeout=rpc_timeout,
     )
+
+
+async def start_refund(
+    client: Client,
+    workflow_id: str,
+    req: RefundRequest,
+    *,
+    task_queue: str,
+    rpc_timeout: timedelta | None = None,
+) -> None:
+    """Start the refund of a duplicate payment; one already started is as good (the relay
+    may deliver the same row twice)."""
+    try:
+        await client.start_workflow(
+            names.REFUND_WORKFLOW,
+            req,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            rpc_timeout=rpc_timeout,
+        )
+    except WorkflowAlreadyStartedError:
+        pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import assert_never
 
 from recovery.models import (
     Customer,
@@ -18,6 +19,7 @@ from recovery.models import (
     PaymentSucceeded,
     WebhookEvent,
 )
+from recovery.payments import Disposition
 
 _NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded")
 _PAID = ("payment_succeeded", "checkout_completed")
@@ -34,6 +36,9 @@ class WebhookOutcome(StrEnum):
     ALREADY_KNOWN = "already_known"
     RECOVERY_ENDED = "recovery_ended"
     SIGNALLED_PAYMENT_FAILED = "signalled_payment_failed"
+    PAYMENT_ALREADY_RECORDED = "payment_already_recorded"  # e.g. our own charge's event
+    PAID_AFTER_END = "paid_after_end"
+    REFUNDING_DUPLICATE = "refunding_duplicate_payment"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,22 @@ class WebhookRoute:
     outcome: WebhookOutcome
     succeeded: PaymentSucceeded | None = None  # queue for the payment's workflow
     failed: FailureEvent | None = None  # record and queue for the open recovery
+
+
+def paid_route(route: WebhookRoute, disposition: Disposition | None) -> WebhookRoute:
+    """A payment event, once the ledger has it: signal the recovery only when it settles a
+    running one (None: the ledger had this payment already)."""
+    match disposition:
+        case None:
+            return WebhookRoute(WebhookOutcome.PAYMENT_ALREADY_RECORDED)
+        case Disposition.RECOVERED:
+            return route
+        case Disposition.PAID_AFTER_END:
+            return WebhookRoute(WebhookOutcome.PAID_AFTER_END)
+        case Disposition.DUPLICATE:
+            return WebhookRoute(WebhookOutcome.REFUNDING_DUPLICATE)
+        case other:
+            assert_never(other)
 
 
 def names_a_payment(event: WebhookEvent) -> bool:

@@ -31,6 +31,7 @@ from recovery.store import Store
 from recovery.temporal import connect_client
 from workflows.maintenance import MaintenanceWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
+from workflows.refunds import RefundDuplicatePaymentWorkflow
 
 log = logging.getLogger("recovery.worker")
 
@@ -55,7 +56,7 @@ def build_worker(
         max_cached_workflows=tuning.worker_max_cached_workflows,
         # On SIGTERM, activities in flight get this long to finish before they are cancelled.
         graceful_shutdown_timeout=timedelta(seconds=tuning.worker_graceful_shutdown_seconds),
-        workflows=[PaymentRecoveryWorkflow, MaintenanceWorkflow],
+        workflows=[PaymentRecoveryWorkflow, RefundDuplicatePaymentWorkflow, MaintenanceWorkflow],
         activities=[
             recovery.classify_failure,
             recovery.recovery_is_open,
@@ -67,6 +68,7 @@ def build_worker(
             recovery.save_recovery_state,
             recovery.finish_recovery,
             recovery.charge_payment,
+            recovery.refund_duplicate_payment,
             maintenance.prune_expired_records,
         ],
     )

@@ -242,7 +242,16 @@ async def simulator_pay(
     co = await store.simulator_checkout_view(checkout_id)
     if co is None:
         return message(request, settings, 404, "Unknown checkout", "This checkout does not exist.")
-    if await store.pay_simulator_checkout(checkout_id):
-        await store.complete_link_payment(co.link_id, "simulator_checkout")
+    outcome = await store.pay_simulator_checkout(checkout_id)
+    if outcome == "closed":
+        return message(
+            request,
+            settings,
+            409,
+            "This checkout is closed",
+            "Its link was revoked or expired, or the payment no longer needs you: nothing "
+            "was charged.",
+        )
+    if outcome == "paid":
         log.info("simulator checkout paid", extra={"payment_ref": co.payment_ref})
     return RedirectResponse(co.return_url, status_code=303, headers=security_headers(settings))

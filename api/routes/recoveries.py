@@ -85,7 +85,27 @@ class RecoveryOut(BaseModel):
     ended_reason: str | None
     policy_version: int | None
     paused: bool
+    paid: bool = False
+    payments: list[PaymentOut] = Field(default_factory=list)
     links: list[RecoveryLinkOut] = Field(default_factory=list)
+
+
+class PaymentOut(BaseModel):
+    """A payment the customer made, and what became of it: it `recovered` the recovery, it
+    was `paid_after_end` of a cancelled or exhausted one, or it was a `duplicate`, refunded
+    (`refund_status`)."""
+
+    id: str
+    source: str
+    psp: str
+    psp_payment_id: str | None
+    amount: int | None
+    currency: str | None
+    disposition: str
+    refund_status: str | None
+    refund_error: str | None
+    received_at: datetime
+    refunded_at: datetime | None
 
 
 class RecoveryList(BaseModel):
@@ -132,6 +152,7 @@ def _out(r: RecoveryRecord) -> RecoveryOut:
         ended_reason=r.ended_reason,
         policy_version=r.policy_version,
         paused=r.paused,
+        paid=r.paid_by is not None,
     )
 
 
@@ -148,6 +169,9 @@ async def get_recovery(ref: RefPath, scope: ScopeDep, store: StoreDep) -> Recove
     out.links = [
         RecoveryLinkOut.model_validate(link, from_attributes=True)
         for link in await store.links_of(rec.id)
+    ]
+    out.payments = [
+        PaymentOut.model_validate(p, from_attributes=True) for p in await store.payments_of(rec.id)
     ]
     return out
 

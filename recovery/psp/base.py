@@ -99,6 +99,10 @@ class PSPStore(Protocol):
         """A simulated charge's status and decline code."""
         ...
 
+    async def simulator_refund(self, psp_payment_id: str, amount: int | None, key: str) -> str:
+        """Refund a simulated payment once per idempotency key; the refund's id."""
+        ...
+
 
 class PSPAdapter(Protocol):
     name: str
@@ -113,6 +117,11 @@ class PSPAdapter(Protocol):
 
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
         """A hosted page where the customer pays; once per `req.idempotency_key`."""
+        ...
+
+    async def close_checkout(self, psp_checkout_id: str) -> None:
+        """Close a hosted checkout so it takes no (more) money; closing a closed, expired or
+        paid one is done."""
         ...
 
     async def refund_payment(

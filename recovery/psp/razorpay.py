@@ -477,6 +477,26 @@ class RazorpayAdapter:
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
         return await self._in_pool(self.create_checkout_session_sync, req)
 
+    async def close_checkout(self, psp_checkout_id: str) -> None:
+        await self._in_pool(self.close_checkout_sync, psp_checkout_id)
+
+    def close_checkout_sync(self, payment_link_id: str) -> None:
+        """Cancel the Payment Link (they never expire by themselves unless `expire_by` is
+        set). A link that is no longer `created` (paid, cancelled, expired) takes no more
+        money: closing it again is done."""
+        try:
+            self._call(
+                "payment link cancel",
+                lambda c: c.payment_link.cancel(payment_link_id, timeout=self._timeout),
+            )
+        except RazorpayRequestError:
+            link = self._call(
+                "payment link fetch",
+                lambda c: c.payment_link.fetch(payment_link_id, timeout=self._timeout),
+            )
+            if link.get("status") == "created":
+                raise
+
     async def refund_payment(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult:

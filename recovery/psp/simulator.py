@@ -68,10 +68,15 @@ class SimulatorPSP:
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
         raise NotImplementedError("the simulator's hosted page comes with retry links")
 
+    async def close_checkout(self, psp_checkout_id: str) -> None:
+        """The store closes the simulator's checkouts with their links."""
+
     async def refund_payment(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult:
-        raise NotImplementedError("the simulator does not refund")
+        """Refunded at once, once per idempotency key."""
+        refund_id = await self._store.simulator_refund(psp_payment_id, amount, idempotency_key)
+        return RefundResult(psp_refund_id=refund_id, status="succeeded", amount=amount or 0)
 
     def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         raise InvalidWebhook("the simulator sends no webhooks")

@@ -296,6 +296,18 @@ class StripeAdapter:
             raise StripeUnexpectedResponse("Stripe returned a Checkout Session without id or url")
         return Checkout(psp_checkout_id=session_id, url=url)
 
+    async def close_checkout(self, psp_checkout_id: str) -> None:
+        """Expire the Checkout Session (Stripe keeps one open for 24 h by default). A session
+        that is no longer `open` (complete or expired) takes no more money: done."""
+        try:
+            await self._client.v1.checkout.sessions.expire_async(psp_checkout_id)
+        except stripe.InvalidRequestError as err:
+            session = await self._client.v1.checkout.sessions.retrieve_async(psp_checkout_id)
+            if session.status == "open":
+                raise translate_error(err) from err
+        except stripe.StripeError as err:
+            raise translate_error(err) from err
+
     # ---- webhooks -----------------------------------------------------------------------
 
     def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from recovery.models import ChargeRequest, ChargeResult
-from recovery.store.db import connection
+from recovery.payments import payment_identity
+from recovery.store.db import connection, lock_payment, transaction
+from recovery.store.payments import receive_payment
 
 
 async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> None:
@@ -26,17 +28,53 @@ async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> None:
 
 
 async def complete_attempt(pool: asyncpg.Pool, idempotency_key: str, result: ChargeResult) -> None:
+    """Record an attempt's result; a charge that succeeded is a received payment (which, if
+    the customer paid meanwhile by another way, is refunded as a duplicate)."""
     failure = result.failure
-    async with connection(pool) as conn:
+    async with transaction(pool) as conn:
+        attempt = await conn.fetchrow(
+            "SELECT a.merchant_id, r.payment_ref, a.psp, a.amount, a.currency FROM attempts a"
+            " JOIN recoveries r ON r.id = a.recovery_id WHERE a.idempotency_key = $1",
+            idempotency_key,
+        )
+        if attempt is not None and result.status == "succeeded":
+            await lock_payment(conn, attempt["merchant_id"], attempt["payment_ref"])
         await conn.execute(
-            "UPDATE attempts SET status = $2, psp_payment_id = $3, failure_code = $4,"
-            " failure = $5, completed_at = clock_timestamp() WHERE idempotency_key = $1",
+            "UPDATE attempts SET status = $2, psp_payment_id = coalesce($3, psp_payment_id),"
+            " failure_code = $4, failure = $5, completed_at = clock_timestamp()"
+            " WHERE idempotency_key = $1",
             idempotency_key,
             result.status,
             result.psp_payment_id,
             (failure.decline_code or failure.code) if failure else None,
             failure.model_dump(mode="json") if failure else None,
         )
+        if attempt is not None and result.status == "succeeded":
+            await receive_payment(
+                conn,
+                merchant_id=attempt["merchant_id"],
+                payment_ref=attempt["payment_ref"],
+                identity=payment_identity(
+                    attempt["psp"], result.psp_payment_id, f"attempt:{idempotency_key}"
+                ),
+                source="attempt",
+                psp=attempt["psp"],
+                psp_payment_id=result.psp_payment_id,
+                amount=attempt["amount"],
+                currency=attempt["currency"],
+            )
+
+
+async def settle_pending_attempt(pool: asyncpg.Pool, result: ChargeResult) -> None:
+    """A pending charge of ours settled (seen by polling the PSP): record it as its attempt's
+    result."""
+    async with connection(pool) as conn:
+        key = await conn.fetchval(
+            "SELECT idempotency_key FROM attempts WHERE psp_payment_id = $1",
+            result.psp_payment_id,
+        )
+    if key is not None:
+        await complete_attempt(pool, key, result)
 
 
 async def card_attempts(

@@ -87,7 +87,8 @@ async def lock_payment(conn: asyncpg.Connection, merchant_id: str, payment_ref: 
 RECOVERY_COLUMNS = """
     r.id, r.merchant_id, r.payment_ref, r.workflow_id, r.status, r.category, r.rule,
     r.attempt_count, r.next_attempt_at, r.next_attempt_reason, r.ended_reason, r.started_at,
-    r.ended_at, r.policy_version, r.paused, t.amount, t.currency, t.psp, t.customer_id
+    r.ended_at, r.policy_version, r.paused, t.amount, t.currency, t.psp, t.customer_id,
+    r.paid_by
 """
 RECOVERY_FROM = "FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)"
 

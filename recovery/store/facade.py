@@ -31,6 +31,7 @@ from recovery.store import (
     maintenance,
     merchants,
     outbox,
+    payments,
     policies,
     recoveries,
     simulator,
@@ -46,6 +47,7 @@ from recovery.store.records import (
     MerchantRecord,
     MetricsSnapshot,
     OutboxRow,
+    ReceivedPayment,
     RecoveryRecord,
     SimulatorCheckout,
     StoredPSPCredentials,
@@ -245,13 +247,16 @@ class Store:
     async def links_of(self, recovery_id: str) -> list[LinkSummary]:
         return await links.links_of(self.pool, recovery_id)
 
-    async def complete_link_payment(self, link_id: str, source: str) -> str:
-        return await links.complete_link_payment(self.pool, link_id, source)
+    async def close_checkouts(self, recovery_id: str) -> list[tuple[str, str, str, str]]:
+        return await links.close_checkouts(self.pool, recovery_id)
+
+    async def checkout_closed(self, link_id: str) -> None:
+        await links.checkout_closed(self.pool, link_id)
 
     async def simulator_checkout_view(self, checkout_id: str) -> SimulatorCheckout | None:
         return await links.simulator_checkout_view(self.pool, checkout_id)
 
-    async def pay_simulator_checkout(self, checkout_id: str) -> bool:
+    async def pay_simulator_checkout(self, checkout_id: str) -> str:
         return await links.pay_simulator_checkout(self.pool, checkout_id)
 
     # ---- PSP credentials and webhooks (webhooks.py) -----------------------------------------
@@ -275,6 +280,27 @@ class Store:
         self, req: ChargeRequest, status: ChargeStatus, decline_code: str | None
     ) -> tuple[str, ChargeStatus, str | None]:
         return await simulator.simulator_charge(self.pool, req, status, decline_code)
+
+    async def settle_pending_attempt(self, result: ChargeResult) -> None:
+        await attempts.settle_pending_attempt(self.pool, result)
+
+    # ---- received payments (payments.py) ---------------------------------------------------
+
+    async def received_payment(self, payment_id: str) -> ReceivedPayment | None:
+        return await payments.received_payment(self.pool, payment_id)
+
+    async def payments_of(self, recovery_id: str) -> list[ReceivedPayment]:
+        return await payments.payments_of(self.pool, recovery_id)
+
+    async def record_refund(
+        self, payment_id: str, *, status: str, refund_id: str | None, error: str | None
+    ) -> None:
+        await payments.record_refund(
+            self.pool, payment_id, status=status, refund_id=refund_id, error=error
+        )
+
+    async def simulator_refund(self, psp_payment_id: str, amount: int | None, key: str) -> str:
+        return await simulator.simulator_refund(self.pool, psp_payment_id, amount, key)
 
     async def simulator_payment(self, psp_payment_id: str) -> tuple[ChargeStatus, str | None]:
         return await simulator.simulator_payment(self.pool, psp_payment_id)

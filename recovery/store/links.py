@@ -10,6 +10,7 @@ import asyncpg
 from recovery.constants import workflow_id_for
 from recovery.errors import NotFound, RecoveryFinished
 from recovery.models import PaymentSucceeded
+from recovery.payments import Disposition, payment_identity
 from recovery.store.db import (
     affected,
     connection,
@@ -19,6 +20,7 @@ from recovery.store.db import (
     transaction,
 )
 from recovery.store.outbox import queue_payment_succeeded
+from recovery.store.payments import receive_payment
 from recovery.store.records import LinkSummary, LinkView, SimulatorCheckout
 
 
@@ -162,22 +164,41 @@ async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
     return [LinkSummary(**dict(r)) for r in rows]
 
 
-async def complete_link_payment(pool: asyncpg.Pool, link_id: str, source: str) -> str:
-    """The customer paid through the link: mark it used, queue `payment_succeeded`."""
-    async with transaction(pool) as conn:
-        link = await conn.fetchrow(
-            "UPDATE recovery_links SET used_at = coalesce(used_at, clock_timestamp())"
-            " WHERE id = $1 RETURNING merchant_id, payment_ref",
-            link_id,
-        )
-        if link is None:
-            raise NotFound("no such link")
+async def _complete_link_payment(
+    conn: asyncpg.Connection, link_id: str, source: str, *, psp: str, psp_payment_id: str
+) -> str:
+    """The customer paid through the link: mark it used and record the payment, which
+    settles its recovery (then queue `payment_succeeded`) or is refunded as a duplicate."""
+    link = await conn.fetchrow(
+        "SELECT merchant_id, payment_ref FROM recovery_links WHERE id = $1", link_id
+    )
+    if link is None:
+        raise NotFound("no such link")
+    await lock_payment(conn, link["merchant_id"], link["payment_ref"])
+    await conn.execute(
+        "UPDATE recovery_links SET used_at = coalesce(used_at, clock_timestamp()) WHERE id = $1",
+        link_id,
+    )
+    received = await receive_payment(
+        conn,
+        merchant_id=link["merchant_id"],
+        payment_ref=link["payment_ref"],
+        identity=payment_identity(psp, psp_payment_id, f"link:{link_id}"),
+        source=source,
+        psp=psp,
+        psp_payment_id=psp_payment_id,
+        amount=None,
+        currency=None,
+    )
+    if received is not None and received.disposition is Disposition.RECOVERED:
         await queue_payment_succeeded(
             conn,
             workflow_id_for(link["merchant_id"], link["payment_ref"]),
-            PaymentSucceeded(source=source, event_id=f"link:{link_id}"),
+            PaymentSucceeded(
+                source=source, event_id=f"link:{link_id}", psp_payment_id=psp_payment_id
+            ),
         )
-        return link["payment_ref"]
+    return link["payment_ref"]
 
 
 async def simulator_checkout_view(pool: asyncpg.Pool, checkout_id: str) -> SimulatorCheckout | None:
@@ -190,12 +211,63 @@ async def simulator_checkout_view(pool: asyncpg.Pool, checkout_id: str) -> Simul
     return SimulatorCheckout(**dict(row)) if row else None
 
 
-async def pay_simulator_checkout(pool: asyncpg.Pool, checkout_id: str) -> bool:
-    """Mark the simulated checkout paid; False when it already was."""
-    async with connection(pool) as conn:
-        done = await conn.execute(
-            "UPDATE simulator_checkouts SET paid_at = clock_timestamp()"
-            " WHERE id = $1 AND paid_at IS NULL",
+async def pay_simulator_checkout(pool: asyncpg.Pool, checkout_id: str) -> str:
+    """The customer pays the simulated checkout: `paid`, `already_paid`, or `closed` (its
+    link was revoked or expired, or its recovery ended: as a PSP's closed checkout, it takes
+    no money). A payment is recorded in the same transaction as the checkout's."""
+    async with transaction(pool) as conn:
+        co = await conn.fetchrow(
+            "SELECT c.link_id, c.paid_at, c.closed_at, l.revoked_at,"
+            " l.expires_at < clock_timestamp() AS expired FROM simulator_checkouts c"
+            " JOIN recovery_links l ON l.id = c.link_id WHERE c.id = $1 FOR UPDATE OF c",
             checkout_id,
         )
-    return affected(done) == 1
+        if co is None:
+            raise NotFound("no such checkout")
+        if co["paid_at"] is not None:
+            return "already_paid"
+        if co["closed_at"] is not None or co["revoked_at"] is not None or co["expired"]:
+            return "closed"
+        await conn.execute(
+            "UPDATE simulator_checkouts SET paid_at = clock_timestamp() WHERE id = $1",
+            checkout_id,
+        )
+        await _complete_link_payment(
+            conn, co["link_id"], "simulator_checkout", psp="simulator", psp_payment_id=checkout_id
+        )
+        return "paid"
+
+
+async def close_checkouts(pool: asyncpg.Pool, recovery_id: str) -> list[tuple[str, str, str, str]]:
+    """Close the hosted checkouts of a recovery's revoked links: the simulator's here; the
+    PSPs' are returned as (link id, merchant id, psp, checkout id) to close at the PSP, then
+    `checkout_closed`."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "UPDATE simulator_checkouts c SET closed_at = clock_timestamp()"
+            " FROM recovery_links l WHERE l.id = c.link_id AND l.recovery_id = $1"
+            " AND l.revoked_at IS NOT NULL AND c.closed_at IS NULL",
+            recovery_id,
+        )
+        await conn.execute(
+            "UPDATE recovery_links SET checkout_closed_at = clock_timestamp()"
+            " WHERE recovery_id = $1 AND revoked_at IS NOT NULL AND checkout_psp = 'simulator'"
+            " AND checkout_closed_at IS NULL",
+            recovery_id,
+        )
+        rows = await conn.fetch(
+            "SELECT id, merchant_id, checkout_psp, checkout_id FROM recovery_links"
+            " WHERE recovery_id = $1"
+            " AND revoked_at IS NOT NULL AND checkout_id IS NOT NULL"
+            " AND checkout_closed_at IS NULL ORDER BY created_at",
+            recovery_id,
+        )
+    return [(r["id"], r["merchant_id"], r["checkout_psp"], r["checkout_id"]) for r in rows]
+
+
+async def checkout_closed(pool: asyncpg.Pool, link_id: str) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(
+            "UPDATE recovery_links SET checkout_closed_at = clock_timestamp() WHERE id = $1",
+            link_id,
+        )

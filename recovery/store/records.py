@@ -82,6 +82,7 @@ class RecoveryRecord:
     currency: str
     psp: str
     customer_id: str | None
+    paid_by: str | None = None  # the received payment that settled it
     attempts: tuple[Attempt, ...] = ()
 
 
@@ -167,6 +168,7 @@ class SimulatorCheckout:
     paid_at: datetime | None
     created_at: datetime
     merchant_name: str
+    closed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,24 @@ class MetricsSnapshot:
     recovered_amounts: dict[str, int]
     outbox_pending: int
     outbox_lag_seconds: float
+
+
+@dataclass(frozen=True)
+class ReceivedPayment:
+    """A payment a customer made for one of ours, and what became of it."""
+
+    id: str
+    merchant_id: str
+    payment_ref: str
+    recovery_id: str | None
+    source: str
+    psp: str
+    psp_payment_id: str | None
+    amount: int | None
+    currency: str | None
+    disposition: str
+    refund_status: str | None
+    refund_id: str | None
+    refund_error: str | None
+    received_at: datetime
+    refunded_at: datetime | None

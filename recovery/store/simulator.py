@@ -56,3 +56,30 @@ async def simulator_payment(
     if row is None:
         raise NotFound(f"no simulated payment {psp_payment_id!r}")
     return _status(row["status"]), row["decline_code"]
+
+
+async def simulator_refund(
+    pool: asyncpg.Pool, psp_payment_id: str, amount: int | None, idempotency_key: str
+) -> str:
+    """Refund a simulated payment (a charge, or a paid checkout) once per idempotency key;
+    returns the refund's id."""
+    async with connection(pool) as conn:
+        paid = await conn.fetchval(
+            "SELECT amount FROM simulator_charges WHERE psp_payment_id = $1"
+            " AND status = 'succeeded' UNION ALL SELECT amount FROM simulator_checkouts"
+            " WHERE id = $1 AND paid_at IS NOT NULL",
+            psp_payment_id,
+        )
+        if paid is None:
+            raise NotFound(f"no paid simulated payment {psp_payment_id!r}")
+        await conn.execute(
+            "INSERT INTO simulator_refunds (idempotency_key, id, psp_payment_id, amount)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            idempotency_key,
+            new_id("simre"),
+            psp_payment_id,
+            amount if amount is not None else paid,
+        )
+        return await conn.fetchval(
+            "SELECT id FROM simulator_refunds WHERE idempotency_key = $1", idempotency_key
+        )

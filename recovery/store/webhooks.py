@@ -9,14 +9,17 @@ import asyncpg
 
 from recovery.constants import workflow_id_for
 from recovery.models import WebhookEvent
+from recovery.payments import Disposition, payment_identity
 from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.outbox import queue_failure, queue_payment_succeeded
+from recovery.store.payments import receive_payment
 from recovery.store.records import StoredPSPCredentials
 from recovery.webhook_routing import (
     OpenRecovery,
     PaymentFacts,
     WebhookOutcome,
     names_a_payment,
+    paid_route,
     route_webhook,
 )
 
@@ -72,10 +75,25 @@ async def record_webhook(
         if row_id is None:
             return False, WebhookOutcome.DUPLICATE
         route = route_webhook(event, await _payment_facts(conn, event), now=datetime.now(UTC))
-        if route.succeeded is not None and event.merchant_id and event.payment_ref:
-            await queue_payment_succeeded(
-                conn, workflow_id_for(event.merchant_id, event.payment_ref), route.succeeded
+        if (succeeded := route.succeeded) and event.merchant_id and event.payment_ref:
+            received = await receive_payment(
+                conn,
+                merchant_id=event.merchant_id,
+                payment_ref=event.payment_ref,
+                identity=payment_identity(
+                    event.psp, event.psp_payment_id, f"event:{event.psp}:{event.event_id}"
+                ),
+                source=f"{event.psp}_webhook",
+                psp=event.psp,
+                psp_payment_id=event.psp_payment_id,
+                amount=event.amount,
+                currency=event.currency,
             )
+            route = paid_route(route, received.disposition if received else None)
+            if received is not None and received.disposition is Disposition.RECOVERED:
+                await queue_payment_succeeded(
+                    conn, workflow_id_for(event.merchant_id, event.payment_ref), succeeded
+                )
         if route.failed is not None:
             await queue_failure(conn, route.failed)
         await conn.execute(

@@ -343,6 +343,8 @@ class FakeRazorpay:
         ``callback_url``, signed with the key secret."""
         with self.lock:
             link = self.payment_links[link_id]
+            if link["status"] != "created":  # a cancelled or expired link takes no payment
+                raise ValueError(f"payment link {link_id} is {link['status']}")
             order = self._new_order(
                 amount=link["amount"],
                 currency=link["currency"],
@@ -585,6 +587,7 @@ class FakeRazorpay:
             ("POST", r"/v1/payment_links/?", self._create_link),
             ("GET", r"/v1/payment_links/?", self._list_links),
             ("GET", r"/v1/payment_links/(?P<id>[^/]+)", self._fetch_link),
+            ("POST", r"/v1/payment_links/(?P<id>[^/]+)/cancel", self._cancel_link),
         ]
         for route_method, pattern, handler in routes:
             m = re.fullmatch(pattern, path)
@@ -879,6 +882,24 @@ class FakeRazorpay:
         with self.lock:
             link = self.payment_links.get(id)
             return (200, dict(link)) if link else _not_found()
+
+    def _cancel_link(self, *, id: str, **_: Any) -> tuple[int, Any]:
+        """`POST /v1/payment_links/{id}/cancel`: only an unpaid (`created`) link can be
+        cancelled; it answers the link, now `cancelled`."""
+        with self.lock:
+            link = self.payment_links.get(id)
+            if link is None:
+                return _not_found()
+            if link["status"] != "created":
+                return 400, error_body(
+                    f"Payment Link cannot be cancelled as it is in {link['status']} state",
+                    source="business",
+                    step="payment_initiation",
+                    reason="input_validation_failed",
+                )
+            link["status"] = "cancelled"
+            link["cancelled_at"] = link["updated_at"] = int(time.time())
+            return 200, dict(link)
 
 
 def _valid_notes(notes: Any) -> bool:
