@@ -781,3 +781,24 @@ async def test_payment_link_callback_signature_helper(
     )
     missing = {k: v for k, v in callback.items() if k != "razorpay_signature"}
     assert not adapter.verify_payment_link_callback(missing)
+
+
+async def test_a_closed_payment_link_takes_no_money(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """Razorpay Payment Links never expire by themselves: the recovery's end cancels them."""
+    link = await adapter.create_checkout_session(checkout())
+    await adapter.close_checkout(link.psp_checkout_id)
+    assert rzp.payment_links[link.psp_checkout_id]["status"] == "cancelled"
+    with pytest.raises(ValueError, match="cancelled"):
+        rzp.pay_payment_link(link.psp_checkout_id)
+    await adapter.close_checkout(link.psp_checkout_id)  # closing again is done
+
+
+async def test_closing_a_paid_payment_link_is_done(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    link = await adapter.create_checkout_session(checkout())
+    rzp.pay_payment_link(link.psp_checkout_id)
+    await adapter.close_checkout(link.psp_checkout_id)
+    assert rzp.payment_links[link.psp_checkout_id]["status"] == "paid"
