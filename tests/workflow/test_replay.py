@@ -13,13 +13,17 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from workflows.recovery import PaymentRecoveryWorkflow
+from workflows.refunds import RefundDuplicatePaymentWorkflow
 
 HISTORIES_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[PaymentRecoveryWorkflow], data_converter=pydantic_data_converter)
+    return Replayer(
+        workflows=[PaymentRecoveryWorkflow, RefundDuplicatePaymentWorkflow],
+        data_converter=pydantic_data_converter,
+    )
 
 
 def load(path: Path) -> WorkflowHistory:
