@@ -90,10 +90,16 @@ async def test_sigkill_worker_during_charges(
                 if not worker.running:
                     worker.start()
                 for ref in batch:
-                    r = await api.http.post(
-                        f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth()
-                    )
-                    assert r.status_code == 200, r.text
+                    # An expedite is an update: until the restarted worker polls, the API
+                    # answers 503 "retry shortly", and a client retries.
+                    async def expedited(ref: str = ref) -> bool:
+                        r = await api.http.post(
+                            f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth()
+                        )
+                        assert r.status_code in (200, 503), r.text
+                        return r.status_code == 200
+
+                    await wait_until(expedited, within=60, what=f"expedite of {ref}")
                 await wait_until(
                     lambda b=batch: _pending(api, b), within=30, what="a charge in flight"
                 )
