@@ -16,17 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from recovery.auth import ROLES, generate_key, register_key
 from recovery.dbsetup import open_store
 from recovery.psp.credentials import PSPNotConfigured, credentials_to_store, parse_credentials
+from recovery.settings import DatabaseNotConfigured, DatabaseSettings
 from recovery.store import Store, new_id
-
-
-class CliSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -93,7 +87,11 @@ async def _run(args: argparse.Namespace, store: Store) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recovery", description=__doc__)
-    p.add_argument("--database-url", help="default: $DATABASE_URL")
+    p.add_argument(
+        "--database-url",
+        help="default: $DATABASE_URL, else the database of the `make dev` stack running in "
+        "this checkout (found through .data/dev-stack.json); there is no other default",
+    )
     areas = p.add_subparsers(dest="area", required=True)
 
     merchants = areas.add_parser("merchants").add_subparsers(dest="command", required=True)
@@ -127,9 +125,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        dsn = args.database_url or DatabaseSettings().resolve_database_url()
+    except DatabaseNotConfigured as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     async def go() -> int:
-        store = await open_store(args.database_url or CliSettings().database_url)
+        try:
+            store = await open_store(dsn)
+        except (OSError, ConnectionError) as e:
+            print(f"error: cannot reach the database: {e}", file=sys.stderr)
+            return 1
         try:
             return await _run(args, store)
         finally:

@@ -4,31 +4,63 @@ from __future__ import annotations
 
 import secrets
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recovery import devstack
 from recovery.constants import DEFAULT_TASK_QUEUE
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
 
 
-class Settings(BaseSettings):
+class DatabaseNotConfigured(RuntimeError):
+    """No `DATABASE_URL`, and no running dev stack to use instead."""
+
+
+class DatabaseSettings(BaseSettings):
+    """What every process that opens the store reads (the operator CLI reads only this)."""
+
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "production"
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    database_url: str = ""
+    """empty: not configured (there is no default server: see `resolve_database_url`)"""
     database_pool_min: int = 1
     database_pool_max: int = 10
+    recovery_data_dir: Path | None = None
+    """the `make dev` data dir (default: `.data/` in the checkout)"""
+
+    def resolve_database_url(self, cwd: Path | None = None) -> str:
+        """`DATABASE_URL`, else the database of the `make dev` stack running in this checkout
+        (found from `cwd`, see `recovery.devstack`), else `DatabaseNotConfigured`."""
+        if self.database_url:
+            return self.database_url
+        here = (cwd or Path.cwd()).resolve()
+        data_dir = self.recovery_data_dir or devstack.find_data_dir(here)
+        state = devstack.read_state(data_dir) if data_dir is not None else None
+        if state is not None:
+            return state.database_url
+        where = f"in {data_dir}" if data_dir is not None else f"in {here} or above it"
+        raise DatabaseNotConfigured(
+            f"DATABASE_URL is not set and no running `make dev` stack was found {where}: "
+            "set DATABASE_URL (or pass --database-url), or start `make dev` in this checkout"
+        )
+
+
+class Settings(DatabaseSettings):
+    environment: Literal["development", "test", "production"] = "production"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = DEFAULT_TASK_QUEUE
 
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    # The Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is not set).
+    temporal_port: int = Field(default=7233, ge=0, le=65535)
+    temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.store import Store
+from scripts.stack import start_temporal
 from worker.main import build_worker
 
 
@@ -115,12 +116,8 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server with our search attributes registered."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=venv_binary("temporal"),
-        search_attributes=names.SEARCH_ATTRIBUTES,
-    )
+    """A real Temporal dev server with our search attributes registered (in memory)."""
+    env = await start_temporal()
     yield env
     await env.shutdown()
 

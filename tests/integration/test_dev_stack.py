@@ -221,8 +221,28 @@ async def assert_all_stopped(stack: DevStack, processes: list[psutil.Process]) -
     assert not busy, f"ports still in use after Ctrl-C: {busy}\n{stack.output}"
 
 
+async def cli_beside(checkout: Path, *args: str) -> str:
+    """`recovery ...` run in a subdirectory of `checkout`, with no DATABASE_URL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RECOVERY_DATA_DIR")}
+    cwd = checkout / "somewhere"
+    cwd.mkdir(exist_ok=True)
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "recovery.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / ".data"  # as in a checkout: the CLI below finds it by itself
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(), "TEMPORAL_UI_PORT": free_port()}
     ref = f"order_smoke_{uuid.uuid4().hex[:8]}"
 
@@ -248,10 +268,12 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
             recovery = await wait_until_classified(http, ref)
         assert recovery["category"] == "funds"
         assert recovery["recovery_id"] == ingested["recovery_id"]
+        assert "mer_demo" in await cli_beside(tmp_path, "merchants", "list", "--json")
 
         code, processes = await first.interrupt()
         assert code == 0, first.output
         await assert_all_stopped(first, processes)
+        assert not (data_dir / "dev-stack.json").exists(), "a stopped stack is not found"
     finally:
         await first.kill()
 

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from temporalio.testing import WorkflowEnvironment
@@ -48,7 +49,9 @@ def test_compose_file_wires_every_service_and_setting() -> None:
     assert {
         "postgres",
         "temporal-postgres",
+        "temporal-schema",
         "temporal",
+        "temporal-namespace",
         "temporal-ui",
         "setup",
         "worker",
@@ -59,9 +62,10 @@ def test_compose_file_wires_every_service_and_setting() -> None:
         image = svc.get("image", "")
         tag = image.rsplit(":", 1)[-1] if ":" in image else ""
         assert tag and tag != "latest", f"{name}: image {image!r} is not pinned"
-        if name not in ("setup", "temporal-ui"):
+        if name not in ("setup", "temporal-schema", "temporal-namespace", "temporal-ui"):
             assert "healthcheck" in svc, f"{name} has no health check"
     assert services["temporal"]["environment"]["DB"].startswith("postgres")
+    _assert_temporal_is_run_for_production(services)
     for name in ("setup", "worker", "api"):
         env = set(services[name]["environment"])
         assert DESIGN_ENV <= env, f"{name} lacks {sorted(DESIGN_ENV - env)}"
@@ -76,6 +80,41 @@ def test_compose_file_wires_every_service_and_setting() -> None:
     assert "-slim" in dockerfile.split("\n", 3)[1]
     user = [ln for ln in dockerfile.splitlines() if ln.startswith("USER ")]
     assert user and user[-1].split()[1] not in ("root", "0")
+
+
+def _published(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host ip, container port) of each published port ("" when on every interface)."""
+    out = []
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip", "")), str(port["target"])))
+            continue
+        parts = str(port).rsplit(":", 2)
+        host_ip = parts[0] if len(parts) == 3 else ""
+        out.append((host_ip, parts[-1].split("/")[0]))
+    return out
+
+
+def _assert_temporal_is_run_for_production(services: dict[str, Any]) -> None:
+    """The Temporal server image (not the development auto-setup one), its schema set up by
+    the admin tools in a one-shot job it waits for, and Temporal and its UI on loopback only."""
+    for name, svc in services.items():
+        assert "auto-setup" not in svc.get("image", ""), f"{name} runs temporalio/auto-setup"
+        for host_ip, target in _published(svc):
+            if target in ("7233", "8233", "8080"):
+                assert host_ip == "127.0.0.1", f"{name} publishes {target} on {host_ip or '*'}"
+    assert services["temporal"]["image"].startswith("temporalio/server:")
+    schema = services["temporal-schema"]
+    assert schema["image"].startswith("temporalio/admin-tools:")
+    script = " ".join(schema["command"])
+    for step in ("create-database", "setup-schema", "update-schema"):
+        assert f'temporal-sql-tool --db "$$db" {step}' in script, step
+    assert "for db in temporal temporal_visibility" in script
+    assert services["temporal"]["depends_on"]["temporal-schema"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert _published(services["temporal"]) == [("127.0.0.1", "7233")]
+    assert _published(services["temporal-ui"]) == [("127.0.0.1", "8080")]
 
 
 async def test_metrics_after_a_recovery(api: Stack) -> None:

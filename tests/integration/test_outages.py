@@ -24,7 +24,7 @@ async def test_events_accepted_while_temporal_is_down_reach_their_workflows(
     store: Store, pg_dsn: str, tmp_path: Path
 ) -> None:
     temporal = TemporalDevServer(tmp_path / "temporal.db")
-    temporal.start()
+    await temporal.start()
     try:
         async with running_stack(store, pg_dsn, temporal.address) as api:
             first = failure_body()
@@ -43,7 +43,7 @@ async def test_events_accepted_while_temporal_is_down_reach_their_workflows(
 
             await eventually(lambda: classified(first["payment_ref"], 1))
 
-            temporal.stop()
+            await temporal.stop()
             accepted = [failure_body() for _ in range(5)]
             accepted.append(failure_body(first["payment_ref"]))  # joins the running recovery
             for body in accepted:
@@ -56,12 +56,12 @@ async def test_events_accepted_while_temporal_is_down_reach_their_workflows(
             )
             assert pending == 6
 
-            temporal.start()
+            await temporal.start()
             for body in accepted[:-1]:
                 await eventually(lambda b=body: classified(b["payment_ref"], 1), within=60)
             await eventually(lambda: classified(first["payment_ref"], 2), within=60)
     finally:
-        temporal.stop()
+        await temporal.stop()
 
 
 @pytest.fixture

@@ -47,18 +47,18 @@ async def serving_temporal(db_dir: Path, source: str) -> AsyncIterator[TemporalD
     """A Temporal dev server on a database file in `db_dir`, which the test may stop and
     start; its recovery histories are banked for the replay test before it stops for good."""
     server = TemporalDevServer(db_dir / "temporal.db")
-    server.start()
+    await server.start()
     try:
         yield server
     finally:
         try:
-            if server._proc is None:  # left stopped by a failed test: bring it back to read it
-                server.start()
+            if server.env is None:  # left stopped by a failed test: bring it back to read it
+                await server.start()
             await asyncio.wait_for(support.bank_histories(server.address, source), BANK_TIMEOUT)
         except Exception as e:
             support.BANK_ERRORS.append(f"{source}: {type(e).__name__}: {e}")
         finally:
-            server.stop()
+            await server.stop()
 
 
 @pytest.fixture

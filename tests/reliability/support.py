@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,9 +20,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from recovery import constants as names
 from recovery.models import FailureEvent
+from scripts.stack import Process
 from tests.integration.conftest import Stack
 
-ROOT = Path(__file__).resolve().parents[2]
 INGEST = "/v1/events/payment_failed"
 T = TypeVar("T")
 
@@ -147,7 +145,8 @@ def is_envelope(body: Any) -> bool:
 
 
 class WorkerProcess:
-    """`python -m worker` as a child process, logging to a file; killed with SIGKILL."""
+    """`python -m worker` as a child process (`scripts.stack.Process`), logging to a file;
+    killed with SIGKILL."""
 
     def __init__(self, dsn: str, address: str, task_queue: str, log_dir: Path) -> None:
         self.env = {
@@ -159,29 +158,19 @@ class WorkerProcess:
             "LOG_FORMAT": "text",
         }
         self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
         self.starts = 0
         self.kills = 0
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.returncode is None
 
     def start(self) -> None:
         assert not self.running
         self.starts += 1
-        log = open(self.log_dir / f"worker-{self.starts}.log", "wb")
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()  # the child has its own copy
+        log = self.log_dir / f"worker-{self.starts}.log"
+        self.proc = Process("worker", [sys.executable, "-m", "worker"], self.env, log=log)
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, activities in flight are abandoned."""
@@ -192,9 +181,7 @@ class WorkerProcess:
     def stop(self) -> None:
         """Make sure the process is gone (cleanup: also SIGKILL, not counted as a trial)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+            self.proc.kill()
             self.proc = None
 
     def log_tail(self, chars: int = 3000) -> str:

@@ -68,7 +68,7 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
 
         recs = await wait_until(all_sleeping, within=30, what="recoveries in their cooldowns")
         due = {r["payment_ref"]: r["next_attempt_at"] for r in recs}
-        temporal_server.stop()
+        await temporal_server.stop()
         down_at = datetime.now(UTC)
         try:
             # Stay down until two thirds of the timers are overdue; the rest fall due after.
@@ -76,7 +76,7 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
             back_at_target = order[2 * len(order) // 3]
             await asyncio.sleep((back_at_target - datetime.now(UTC)).total_seconds() + 0.5)
         finally:
-            temporal_server.start()
+            await temporal_server.start()
         back_at = datetime.now(UTC)
 
         async def all_recovered() -> list[dict]:
@@ -143,7 +143,7 @@ async def test_every_event_accepted_while_temporal_is_down_reaches_its_workflow(
         for ref in list(expected):
             await wait_until(lambda r=ref: running(r), within=30, what="recovery running")
 
-        temporal_server.stop()
+        await temporal_server.stop()
         down_at = time.monotonic()
         joins = duplicates = 0
         sent: list[dict] = []
@@ -174,7 +174,7 @@ async def test_every_event_accepted_while_temporal_is_down_reaches_its_workflow(
             )
             assert pending == len(sent)  # all held back while Temporal is down
         finally:
-            temporal_server.start()
+            await temporal_server.start()
         back_at = time.monotonic()
         outage = back_at - down_at
 
