@@ -8,19 +8,22 @@ decoding old payloads.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from recovery.currencies import is_known_currency
+from recovery.jsonvalues import check_json
 
 PspName = Literal["stripe", "razorpay", "simulator"]
 PaymentRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 MAX_METADATA_BYTES = 8 * 1024
 MAX_METADATA_KEYS = 50
+MAX_METADATA_DEPTH = 16
+Id = Annotated[str, StringConstraints(max_length=255)]
 
 
 class RecoveryStatus(StrEnum):
@@ -108,6 +111,15 @@ class PaymentFailedIn(_Strict):
             raise ValueError("must be a lower-case ISO-4217 currency code, e.g. 'usd'")
         return v
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _representable_in_utc(cls, v: datetime) -> datetime:
+        try:
+            v.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must fall between the years 1 and 9999 in UTC") from None
+        return v
+
     @field_validator("failure")
     @classmethod
     def _failure_says_something(cls, v: Failure) -> Failure:
@@ -120,6 +132,7 @@ class PaymentFailedIn(_Strict):
     def _small_metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
         if len(v) > MAX_METADATA_KEYS:
             raise ValueError(f"may hold at most {MAX_METADATA_KEYS} keys")
+        check_json(v, MAX_METADATA_DEPTH)
         if len(json.dumps(v, separators=(",", ":"))) > MAX_METADATA_BYTES:
             raise ValueError(f"may be at most {MAX_METADATA_BYTES} bytes of JSON")
         return v
@@ -333,14 +346,14 @@ class WebhookEvent(BaseModel):
     """A verified PSP event, normalised. Ids come from the metadata we set on PSP objects."""
 
     psp: str
-    event_id: str
+    event_id: Id
     kind: WebhookKind
-    psp_type: str
-    merchant_id: str | None = None
-    payment_ref: str | None = None
-    recovery_id: str | None = None
-    psp_payment_id: str | None = None
-    amount: int | None = None
-    currency: str | None = None
+    psp_type: Id
+    merchant_id: Id | None = None
+    payment_ref: Id | None = None
+    recovery_id: Id | None = None
+    psp_payment_id: Id | None = None
+    amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
+    currency: Annotated[str, StringConstraints(max_length=10)] | None = None
     failure: Failure | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)

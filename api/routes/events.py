@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from api.deps import PrincipalDep, PSPsDep, StoreDep
 from api.errors import error_response, validation_response
+from recovery import jsonvalues
 from recovery.logs import bind
 from recovery.models import PaymentFailedIn
 from recovery.store import IngestOutcome
@@ -58,9 +59,9 @@ async def payment_failed(
             413, "payload_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
         )
     try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "invalid_json", "the body must be a JSON object")
+        parsed = jsonvalues.loads(raw)
+    except ValueError as e:  # UnicodeDecodeError included
+        return error_response(400, "invalid_json", f"the body must be a JSON object: {e}")
     if not isinstance(parsed, dict):
         return error_response(400, "invalid_json", "the body must be a JSON object")
     try:

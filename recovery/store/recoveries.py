@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -36,9 +36,12 @@ def encode_cursor(started_at: datetime, recovery_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started, rid = json.loads(raw)
-        return datetime.fromisoformat(started), str(rid)
-    except (ValueError, TypeError) as e:
+        started_text, rid = json.loads(raw)
+        started = datetime.fromisoformat(started_text)
+        if started.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return started.astimezone(UTC), str(rid)
+    except (ValueError, TypeError, OverflowError) as e:
         raise RecoveryError("cursor is not one this API returned", field="cursor") from e
 
 

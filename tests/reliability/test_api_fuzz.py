@@ -10,7 +10,12 @@ reach real workflows.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
+import json
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -178,9 +183,10 @@ def test_every_operation_was_fuzzed(target: Target) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _api(target: Target) -> AsyncIterator[httpx.AsyncClient]:
-    """The same API in this event loop, answering as a server would (500s included)."""
-    app = create_app(target.settings)
+async def _api(target: Target, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The same API in this event loop, answering as a server would (500s included);
+    `settings` are changed settings (e.g. webhook secrets)."""
+    app = create_app(target.settings.model_copy(update=settings))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
@@ -273,3 +279,176 @@ async def test_nul_in_a_support_reason_is_refused_and_leaves_the_recovery_workin
             return (await http.get(path)).json()["status"] == "cancelled"
 
         await wait_until(cancelled, within=15, what="recovery cancelled")
+
+
+# ---- hostile input: a clear 4xx in the envelope, nothing written ------------------------------
+#
+# Each of these was a 500 before commit "No 500 on hostile input": deep nesting (RecursionError
+# in the route's json.loads), NaN / Infinity / 1e400 (Postgres refuses them in jsonb), dates
+# whose UTC time is outside year 1..9999 (asyncpg OverflowError), and signed webhooks with ids
+# too long for a btree index or numbers that are NaN.
+
+WEBHOOK_SECRETS = {
+    "stripe_api_key": "sk_test_fuzz_0123456789",
+    "stripe_webhook_secret": "whsec_fuzz_0123456789",
+    "razorpay_key_id": "rzp_test_fuzz",
+    "razorpay_key_secret": "rzp_secret_fuzz_0123456789",
+    "razorpay_webhook_secret": "rzp_whsec_fuzz_0123456789",
+}
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def _raw(obj: Any) -> str:
+    """`obj` as JSON text, where each `Raw(text)` inside is written as that text itself."""
+    texts: dict[str, str] = {}
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, Raw):
+            texts[marker := f"__raw_{len(texts)}__"] = value.text
+            return marker
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        return value
+
+    out = json.dumps(mark(obj))
+    for marker, text in texts.items():
+        out = out.replace(f'"{marker}"', text)
+    return out
+
+
+@dataclass
+class Raw:
+    text: str
+
+
+def _raw_body(metadata: Any = None, **fields: Any) -> str:
+    """A valid ingest body as JSON text, with `fields` (and metadata["x"]) replaced."""
+    body = failure_body() | fields
+    if metadata is not None:
+        body["metadata"] = {"x": metadata}
+    return _raw(body)
+
+
+HOSTILE_INGEST_BODIES = {
+    "metadata nested 1,000 deep": _raw_body(Raw(_nested(1000))),
+    "metadata nested 100 deep": _raw_body(Raw(_nested(100))),
+    "metadata NaN": _raw_body(Raw("NaN")),
+    "metadata -Infinity": _raw_body(Raw("-Infinity")),
+    "metadata 1e400": _raw_body(Raw("1e400")),
+    "amount NaN": _raw_body(amount=Raw("NaN")),
+    "amount 1e400": _raw_body(amount=Raw("1e400")),
+    "occurred_at year 1 east of UTC": _raw_body(occurred_at="0001-01-01T00:00:00+05:00"),
+    "occurred_at year 9999 west of UTC": _raw_body(occurred_at="9999-12-31T23:59:59-05:00"),
+    "body nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
+}
+
+
+async def _events_of(store: Store, merchant_id: str) -> int:
+    async with store.pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM payment_events WHERE merchant_id = $1", merchant_id
+        )
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_INGEST_BODIES))
+async def test_hostile_ingest_body_is_refused(target: Target, store: Store, name: str) -> None:
+    async with _api(target) as http:
+        before = await _events_of(store, target.merchant_id)
+        r = await http.post(
+            INGEST,
+            content=HOSTILE_INGEST_BODIES[name],
+            headers={"Content-Type": "application/json"},
+        )
+        assert 400 <= r.status_code < 500, f"{name}: {r.status_code} {r.text[:300]}"
+        assert is_envelope(r.json()), r.text
+        assert await _events_of(store, target.merchant_id) == before
+        assert (await http.get("/healthz")).status_code == 200
+
+
+def _cursor(started_at: str) -> str:
+    raw = json.dumps([started_at, "rec_x"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor("0001-01-01T00:00:00+05:00"),
+        _cursor("9999-12-31T23:59:59-05:00"),
+        _cursor("2026-01-01T00:00:00"),  # no offset
+        _cursor("NaN"),
+        base64.urlsafe_b64encode(b"[" * 300).decode(),  # not a pair
+    ],
+)
+async def test_hostile_list_cursor_is_refused(target: Target, cursor: str) -> None:
+    async with _api(target) as http:
+        r = await http.get("/v1/recoveries", params={"cursor": cursor})
+        assert r.status_code == 400, r.text
+        assert is_envelope(r.json()) and r.json()["error"]["field"] == "cursor", r.text
+
+
+def _stripe_signed(payload: bytes) -> dict[str, str]:
+    ts = int(time.time())
+    secret = WEBHOOK_SECRETS["stripe_webhook_secret"]
+    sig = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"}
+
+
+def _razorpay_signed(payload: bytes, event_id: str = "evt_rzp_1") -> dict[str, str]:
+    secret = WEBHOOK_SECRETS["razorpay_webhook_secret"]
+    sig = hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    return {
+        "X-Razorpay-Signature": sig,
+        "X-Razorpay-Event-Id": event_id,
+        "Content-Type": "application/json",
+    }
+
+
+def _stripe_event(event_id: str = "evt_1", pi_id: str = "pi_1", amount: str = "100") -> bytes:
+    obj = {"id": pi_id, "amount": Raw(amount), "amount_received": Raw(amount), "metadata": {}}
+    event = {"id": event_id, "type": "payment_intent.succeeded", "data": {"object": obj}}
+    return _raw(event).encode()
+
+
+def _razorpay_event(payment_id: str = "pay_1", amount: str = "100") -> bytes:
+    payment = {"id": payment_id, "amount": Raw(amount), "currency": "INR", "notes": {}}
+    return _raw({"event": "payment.captured", "payload": {"payment": {"entity": payment}}}).encode()
+
+
+LONG = "x" * 5000
+HOSTILE_WEBHOOKS = {
+    "stripe event id 5 kB": ("stripe", _stripe_event(event_id="evt_" + LONG), None),
+    "stripe payment id 5 kB": ("stripe", _stripe_event(pi_id="pi_" + LONG), None),
+    "stripe amount NaN": ("stripe", _stripe_event(amount="NaN"), None),
+    "stripe amount 1e400": ("stripe", _stripe_event(amount="1e400"), None),
+    "stripe nested 100,000 deep": ("stripe", b"[" * 100_000 + b"]" * 100_000, None),
+    "razorpay event id 5 kB": ("razorpay", _razorpay_event(), "evt_" + LONG),
+    "razorpay payment id 5 kB": ("razorpay", _razorpay_event(payment_id="pay_" + LONG), None),
+    "razorpay amount NaN": ("razorpay", _razorpay_event(amount="NaN"), None),
+    "razorpay amount -Infinity": ("razorpay", _razorpay_event(amount="-Infinity"), None),
+}
+
+
+async def _webhooks_stored(store: Store) -> int:
+    async with store.pool.acquire() as conn:
+        return await conn.fetchval("SELECT count(*) FROM webhook_events")
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_WEBHOOKS))
+async def test_hostile_signed_webhook_is_refused(target: Target, store: Store, name: str) -> None:
+    psp, payload, event_id = HOSTILE_WEBHOOKS[name]
+    headers = (
+        _stripe_signed(payload)
+        if psp == "stripe"
+        else _razorpay_signed(payload, event_id or f"evt_{uuid.uuid4().hex}")
+    )
+    async with _api(target, **WEBHOOK_SECRETS) as http:
+        before = await _webhooks_stored(store)
+        r = await http.post(f"/v1/webhooks/{psp}", content=payload, headers=headers)
+        assert r.status_code == 400, f"{name}: {r.status_code} {r.text[:300]}"
+        assert is_envelope(r.json()), r.text
+        assert await _webhooks_stored(store) == before
+        assert (await http.get("/healthz")).status_code == 200
