@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    request_body_timeout_seconds: float = 10.0
+    """A request body must arrive within this (else 408): no slow-body connections held."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
