@@ -17,6 +17,7 @@ from api.metrics import router as metrics_router
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import audit, classify, events, health, pay, policy, recoveries, webhooks
+from api.server import uvicorn_config
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RejectNul)
+    app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
     install_request_metrics(app, app.state.metrics)
     app.include_router(metrics_router)
@@ -80,6 +81,4 @@ def main() -> None:
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings.api_host, settings.api_port)).run()

@@ -1,4 +1,5 @@
-"""A guard in front of every route: no NUL character (U+0000) gets in.
+"""A guard in front of every route: no NUL character (U+0000) gets in, no body larger than
+`MAX_BODY_BYTES`, and no body that takes longer than its timeout to arrive (408).
 
 PostgreSQL cannot store NUL in `text` or `jsonb`, so a NUL anywhere in a path, query string
 or JSON body is refused here with a clear 4xx, before it can reach a query, a workflow
@@ -7,6 +8,7 @@ signal (where it would poison the workflow's later writes) or the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -36,8 +38,13 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
 
 
 class RejectNul:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        body_timeout_seconds: float = 10.0,
+    ) -> None:
         self.app = app
+        self.body_timeout = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,8 +54,19 @@ class RejectNul:
             return await _refuse(send, 400, "bad_request", "the URL contains a NUL character")
         messages: list[Message] = []
         body = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return await _refuse(
+                    send,
+                    408,
+                    "request_timeout",
+                    f"the body must arrive within {self.body_timeout:g} seconds",
+                )
             messages.append(message)
             body += message.get("body", b"")
             if len(body) > MAX_BODY_BYTES:

@@ -1,0 +1,99 @@
+"""Limits of the API's HTTP server and body guard: an 8 MB header and a body that never
+finishes each get a 4xx in the error envelope, and the server keeps serving. Both were
+accepted before (httptools has no header limit; nothing timed a body out)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from api.guards import RejectNul
+from api.server import uvicorn_config
+
+
+async def _hello(scope: dict, receive: Any, send: Any) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[int]:
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn_config(_hello, "127.0.0.1", port)
+    config.lifespan = "off"
+    srv = uvicorn.Server(config)
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+        await asyncio.sleep(0.02)
+    yield port
+    srv.should_exit = True
+    await task
+
+
+async def _request(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send `head` in chunks while reading the answer (the server may answer and close
+    before it has all of it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def write() -> None:
+        with contextlib.suppress(ConnectionError):
+            for i in range(0, len(head), 64 * 1024):
+                writer.write(head[i : i + 64 * 1024])
+                await writer.drain()
+
+    writing = asyncio.create_task(write())
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            data += chunk
+    writing.cancel()
+    writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_an_8_mb_header_is_refused_in_the_envelope(server: int) -> None:
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 * 1024 * 1024) + b"\r\n\r\n"
+    status, body = await _request(server, huge)
+    assert status == 400
+    assert set(json.loads(body)["error"]) >= {"code", "message"}
+    # ... and it keeps serving
+    assert (await _request(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[
+        0
+    ] == 200
+
+
+async def test_a_body_that_never_finishes_times_out_in_the_envelope() -> None:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if not sent_first:
+            sent_first.append(True)
+            return {"type": "http.request", "body": b'{"a":', "more_body": True}
+        await asyncio.sleep(3600)  # the rest never comes
+        raise AssertionError
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    sent_first: list[bool] = []
+    guard = RejectNul(_hello, body_timeout_seconds=0.2)
+    scope = {"type": "http", "method": "POST", "path": "/", "raw_path": b"/", "query_string": b""}
+    await asyncio.wait_for(guard(scope, receive, send), 5)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
