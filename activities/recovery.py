@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
+from recovery.constants import CHARGE_HEARTBEAT_EVERY, CHARGE_TRY_BUDGET
 from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
     CardRef,
     CardUsage,
+    ChargeLookup,
     ChargeRequest,
     ChargeResult,
     Classification,
@@ -31,15 +36,41 @@ from recovery.models import (
 )
 from recovery.payments import refund_idempotency_key
 from recovery.policy import RetryPolicy
-from recovery.psp.base import TransientPSPError
+from recovery.psp.base import PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
-from recovery.psp.razorpay import RazorpayError
-from recovery.psp.stripe import StripeRequestRejected
 from recovery.retry_links import issue_link
 from recovery.settings import Settings
 from recovery.store import ReceivedPayment, Store
 
 log = logging.getLogger("recovery.activities")
+T = TypeVar("T")
+
+
+async def _within(budget: timedelta, call: Awaitable[T]) -> T:
+    """`call`, stopped when it takes longer than `budget` (a transient failure)."""
+    try:
+        async with asyncio.timeout(budget.total_seconds()):
+            return await call
+    except TimeoutError:
+        raise TransientPSPError(f"no answer from the PSP within {budget}") from None
+
+
+async def _heartbeating(call: Coroutine[Any, Any, T]) -> T:
+    """Run `call`, heartbeating while it runs. A cancel from the workflow does not cut the
+    call short (its outcome would be unknown): it runs to its end, and its result stands."""
+    task = asyncio.ensure_future(call)
+    while True:
+        try:
+            done, _ = await asyncio.wait({task}, timeout=CHARGE_HEARTBEAT_EVERY.total_seconds())
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            log.info("cancel requested: the PSP call in flight runs to its end")
+            continue
+        if done:
+            return task.result()
+        activity.heartbeat()
 
 
 class RecoveryActivities(RecoveryActivityDefs):
@@ -77,7 +108,9 @@ class RecoveryActivities(RecoveryActivityDefs):
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         if result.status == "succeeded":  # the money arrived: it is a received payment
-            await self._store.settle_pending_attempt(result)
+            await self._store.settle_pending_attempt(
+                result, merchant_id=req.merchant_id, payment_ref=req.payment_ref
+            )
         return result
 
     @activity.defn(name="issue_retry_link")
@@ -128,7 +161,10 @@ class RecoveryActivities(RecoveryActivityDefs):
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
-        """One attempt: recorded before the PSP call, charged once by its idempotency key."""
+        """One try of an attempt: recorded before the PSP call, charged once by its
+        idempotency key. It heartbeats while the PSP works and stops within
+        `CHARGE_TRY_BUDGET`. A cancel (the recovery was cancelled) lets the call in flight
+        finish and returns its result: the truth about the attempt, and no further try."""
         bind(
             merchant_id=req.merchant_id,
             payment_ref=req.payment_ref,
@@ -141,10 +177,10 @@ class RecoveryActivities(RecoveryActivityDefs):
             raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
         await self._store.begin_attempt(req)
         try:
-            result = await psp.create_payment_intent(req)
+            result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.create_payment_intent(req)))
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
-        except (StripeRequestRejected, RazorpayError) as e:
+        except PSPRequestRejected as e:
             # the PSP refused the request itself (not a decline): retrying cannot help
             raise ApplicationError(
                 f"the PSP rejected the request: {e}", type="PSPRequestRejected", non_retryable=True
@@ -163,6 +199,26 @@ class RecoveryActivities(RecoveryActivityDefs):
             },
         )
         return result
+
+    @activity.defn(name="find_attempt_charge")
+    async def find_attempt_charge(self, req: ChargeRequest) -> ChargeLookup:
+        """Settle an attempt whose tries all ended without an answer: look its charge up at
+        the PSP and record what was found (or that nothing was charged)."""
+        bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref, attempt=req.attempt)
+        psp = await self._psps.for_merchant(req.merchant_id, req.psp)
+        try:
+            result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        await self._store.settle_unanswered_attempt(
+            req.idempotency_key, result, "the PSP has no charge of this attempt"
+        )
+        log.info(
+            "charge %s looked up: %s",
+            req.idempotency_key,
+            result.status if result else "nothing charged",
+        )
+        return ChargeLookup(result=result)
 
     @activity.defn(name="refund_duplicate_payment")
     async def refund_duplicate_payment(self, req: RefundRequest) -> RefundOutcome:
@@ -193,7 +249,7 @@ class RecoveryActivities(RecoveryActivityDefs):
             )
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
-        except (PSPNotConfigured, StripeRequestRejected, RazorpayError, NotFound) as e:
+        except (PSPNotConfigured, PSPRequestRejected, NotFound) as e:
             return RefundOutcome(status="failed", error=f"the PSP refused the refund: {e}")
         return RefundOutcome(status=result.status, psp_refund_id=result.psp_refund_id)
 

@@ -16,6 +16,7 @@ from temporalio import activity
 from recovery.models import (
     CardRef,
     CardUsage,
+    ChargeLookup,
     ChargeRequest,
     ChargeResult,
     Classification,
@@ -76,6 +77,10 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:
+        raise NotImplementedError
+
+    @activity.defn(name="find_attempt_charge")
+    async def find_attempt_charge(self, req: ChargeRequest) -> ChargeLookup:
         raise NotImplementedError
 
     @activity.defn(name="refund_duplicate_payment")

@@ -5,6 +5,8 @@ they are part of what operators type into the Temporal UI and `temporal workflow
 This module imports only the Temporal SDK's value types, so workflow code may use it.
 """
 
+from datetime import timedelta
+
 from temporalio.common import SearchAttributeKey
 
 RECOVERY_WORKFLOW = "PaymentRecoveryWorkflow"
@@ -79,3 +81,15 @@ def search_attribute_specs() -> list[str]:
         f"{k.name}={cli_type[k.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]}"
         for k in SEARCH_ATTRIBUTES
     ]
+
+
+# One charge try: what an adapter may spend on its whole chain of HTTP calls (each adapter
+# stops by then), and the activity's start-to-close above it, so that a try Temporal gave up
+# on has always stopped before the next one starts. Tries never overlap.
+CHARGE_TRY_BUDGET = timedelta(seconds=120)
+CHARGE_START_TO_CLOSE = timedelta(seconds=150)
+# A charge heartbeats this often; a worker that stops is noticed after the timeout.
+CHARGE_HEARTBEAT_EVERY = timedelta(seconds=2)
+CHARGE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# After this many tries an attempt's outcome is unknown: it is looked up at the PSP.
+CHARGE_MAX_TRIES = 5

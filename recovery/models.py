@@ -103,6 +103,8 @@ class PaymentFailedIn(_Strict):
     failure: Failure
     occurred_at: AwareDatetime
     metadata: dict[str, Any] = Field(default_factory=dict)
+    psp_payment_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    """The PSP's id of the payment that failed or is still pending: a pending one is polled."""
 
     @field_validator("currency")
     @classmethod
@@ -164,6 +166,7 @@ class FailureEvent(BaseModel):
     payment_method: PaymentMethod = PaymentMethod()
     failure: Failure
     occurred_at: datetime
+    psp_payment_id: str | None = None  # the PSP's id of the failed (or pending) payment
 
 
 RecoveryInput.model_rebuild()
@@ -280,6 +283,15 @@ class PaymentLookup(BaseModel):
     merchant_id: str
     psp: str
     psp_payment_id: str
+    # set for a payment that is not one of our charges (a pending failure the merchant sent):
+    # when it succeeds it is recorded as a payment received for this payment
+    payment_ref: str | None = None
+
+
+class ChargeLookup(BaseModel):
+    """What the PSP has for one attempt whose answer we never got: its charge, or none."""
+
+    result: ChargeResult | None = None
 
 
 class CardRef(BaseModel):

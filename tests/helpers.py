@@ -30,9 +30,11 @@ def failure_body(
     amount: int = 4999,
     psp: str = "simulator",
     network_advice_code: str | None = None,
+    psp_payment_id: str | None = None,
 ) -> dict[str, Any]:
     """A valid ingest body (JSON-ready dict)."""
-    return {
+    extra = {"psp_payment_id": psp_payment_id} if psp_payment_id else {}
+    return extra | {
         "event_id": event_id or f"evt_{uuid.uuid4().hex[:12]}",
         "payment_ref": ref or f"order_{uuid.uuid4().hex[:10]}",
         "psp": psp,

@@ -68,6 +68,7 @@ def build_worker(
             recovery.save_recovery_state,
             recovery.finish_recovery,
             recovery.charge_payment,
+            recovery.find_attempt_charge,
             recovery.refund_duplicate_payment,
             maintenance.prune_expired_records,
         ],

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TypedDict, assert_never
+from typing import TypedDict, TypeVar, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as ActivityRetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         Attempt,
         CancelRequest,
         CardRef,
+        ChargeLookup,
         ChargeRequest,
         ChargeResult,
         Classification,
@@ -53,6 +55,9 @@ with workflow.unsafe.imports_passed_through():
         card_limit_reached,
         decide,
     )
+
+
+ChargeResultT = TypeVar("ChargeResultT", ChargeResult, ChargeLookup)
 
 
 class _ActivityOptions(TypedDict):
@@ -87,6 +92,41 @@ POLLING_PATCH = "poll-pending-payments"
 # that arrive with the first are kept for it; search attributes and memo follow the latest
 # event; a pending payment that cannot be checked ends the recovery instead of failing it.
 EXACT_ACTIONS_PATCH = "exact-support-actions"
+# Recoveries after this patch bound each charge (heartbeats, a start-to-close above the
+# adapters' own budget, a few tries) and settle an attempt left without an answer by looking
+# it up at the PSP, never by a blind new charge; cancel stops a charge's retries; before any
+# new charge, every earlier charge that may still complete is checked again at the PSP (also
+# a pending failure's own payment, when the event names it); a charge canceled or refunded at
+# the PSP ends the recovery for that reason instead of being retried.
+BOUNDED_CHARGES_PATCH = "bounded-charges"
+_CHARGE_BOUNDED = ActivityRetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=names.CHARGE_MAX_TRIES,
+    non_retryable_error_types=["PSPNotConfigured", "PSPRequestRejected"],
+)
+# Looking an attempt up is a read: retried until the PSP answers (or the recovery is
+# cancelled); after a cancel, a few tries only.
+_LOOKUP_RETRY = ActivityRetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=10),
+    non_retryable_error_types=["PSPNotConfigured"],
+)
+_LOOKUP_AFTER_CANCEL = ActivityRetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_attempts=3,
+    non_retryable_error_types=["PSPNotConfigured"],
+)
+# An attempt left without an answer is looked up this long after its last try, so that the
+# PSP's lists and search (which may lag its writes) show the charge if there is one.
+LOOKUP_AFTER = timedelta(minutes=2)
+# What an attempt counts as when the PSP has no charge of it, or when it could not be looked
+# up before the recovery was cancelled.
+CHARGE_NOT_MADE = "charge_not_made"
+OUTCOME_UNKNOWN = Failure(
+    code="charge_outcome_unknown",
+    message="the attempt's outcome could not be looked up at the PSP before the cancel",
+)
 PENDING_POLL_EVERY = timedelta(minutes=5)
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
@@ -148,6 +188,33 @@ def _memo_of(event: FailureEvent) -> dict[str, object]:
     }
 
 
+def _outcome_of(result: ChargeResult) -> str:
+    """An attempt's outcome as the recovery shows it."""
+    if result.failure == OUTCOME_UNKNOWN:
+        return "unknown"
+    if result.failure is not None and result.failure.code == CHARGE_NOT_MADE:
+        return "not_made"
+    return result.status
+
+
+def _ending_of(result: ChargeResult, what: str) -> Ending | None:
+    """How a charge's result ends the recovery when it is neither a success nor a decline
+    (canceled or refunded at the PSP: a person did that, so nobody charges again)."""
+    match result.status:
+        case "canceled":
+            return Ending(
+                RecoveryStatus.CANCELLED,
+                f"{what} was canceled at the PSP (by the merchant or the PSP): not charged again",
+            )
+        case "refunded":
+            return Ending(
+                RecoveryStatus.CANCELLED,
+                f"{what} was paid and then refunded at the PSP: not charged again",
+            )
+        case _:
+            return None
+
+
 def _failure_of(result: ChargeResult) -> Failure:
     """What an attempt that did not succeed tells the classifier."""
     if result.status == "processing":
@@ -181,6 +248,8 @@ class PaymentRecoveryWorkflow:
         self._shown_paused = False  # the `paused` last written to Postgres
         self._new_method: PaymentMethodUpdate | None = None
         self._shown_event: tuple[object, ...] | None = None  # what search attributes show
+        self._bounded = False  # BOUNDED_CHARGES_PATCH
+        self._unsettled: list[str] = []  # PSP ids of payments that may still complete
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -291,6 +360,7 @@ class PaymentRecoveryWorkflow:
         self._exact = workflow.patched(EXACT_ACTIONS_PATCH)
         if self._exact:
             self._refile_inbox()
+        self._bounded = workflow.patched(BOUNDED_CHARGES_PATCH)
 
         if not await workflow.execute_activity_method(
             RecoveryActivityDefs.recovery_is_open, first.recovery_id, **_STORE
@@ -420,6 +490,8 @@ class PaymentRecoveryWorkflow:
         self._stage = Stage.AWAITING_PENDING
         await self._schedule(None, reason)
         pending, self._pending_payment = self._pending_payment, None
+        if pending is None and self._bounded:  # the failure itself may be a pending payment
+            pending = self._current_event().psp_payment_id
         try:
             if pending and workflow.patched(POLLING_PATCH):
                 try:
@@ -432,10 +504,15 @@ class PaymentRecoveryWorkflow:
                         RecoveryStatus.EXHAUSTED,
                         f"the pending payment could not be checked at the PSP: {e.cause or e}",
                     )
+                if outcome is None or outcome.failure == PENDING_EXPIRED:
+                    if self._bounded and pending not in self._unsettled:
+                        self._unsettled.append(pending)  # checked again before any charge
                 if outcome is None:  # woken by a signal
                     return self._absorb_inbox() or failure
                 if outcome.status == "succeeded":
                     return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+                if self._bounded and (ending := _ending_of(outcome, "the pending payment")):
+                    return ending
                 return _failure_of(outcome)
             while True:
                 wake = await self._sleep(until - workflow.now(), self._pending_wakes())
@@ -495,6 +572,11 @@ class PaymentRecoveryWorkflow:
             )
         if self._card_limits and (limit := await self._card_limit()):
             return Ending(RecoveryStatus.EXHAUSTED, limit)
+        if self._bounded:
+            if (ending := self._ending()) is not None:
+                return ending  # cancelled (or paid) on the way here: no charge
+            if (earlier := await self._recheck_unsettled()) is not None:
+                return earlier
         try:
             self._stage = Stage.CHARGING
             result = await self._charge()
@@ -506,7 +588,28 @@ class PaymentRecoveryWorkflow:
             return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
         if result.status == "processing":
             self._pending_payment = result.psp_payment_id
+        if self._bounded and (ending := _ending_of(result, f"attempt {len(self._state.attempts)}")):
+            return ending
         return _failure_of(result)
+
+    async def _recheck_unsettled(self) -> Failure | Ending | None:
+        """Check every earlier payment that may still complete, before a new charge: one that
+        succeeded ends the recovery, one still pending is waited for (no charge)."""
+        for psp_payment_id in list(self._unsettled):
+            try:
+                result = await self._payment_status(psp_payment_id)
+            except ActivityError as e:
+                return Ending(
+                    RecoveryStatus.EXHAUSTED,
+                    f"an earlier pending payment could not be checked at the PSP: {e.cause or e}",
+                )
+            if result.status == "processing":
+                self._pending_payment = psp_payment_id
+                return Failure(code="payment_pending")
+            self._unsettled.remove(psp_payment_id)
+            if result.status == "succeeded":
+                return Ending(RecoveryStatus.RECOVERED, "an earlier pending payment completed")
+        return None
 
     def _pending_wakes(self) -> frozenset[Wake]:
         return _PENDING if self._exact else _ENDINGS
@@ -613,18 +716,25 @@ class PaymentRecoveryWorkflow:
                     continue
                 case _:
                     return None
-            result = await workflow.execute_activity_method(
-                RecoveryActivityDefs.check_payment_status,
-                PaymentLookup(
-                    merchant_id=self._state.merchant_id, psp=psp, psp_payment_id=psp_payment_id
-                ),
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=_CHARGE_RETRY,
-            )
+            result = await self._payment_status(psp_payment_id, psp)
             if result.status != "processing":
                 return result
         # still pending at the deadline: it counts as expired, as without polling
         return ChargeResult(status="failed", psp_payment_id=psp_payment_id, failure=PENDING_EXPIRED)
+
+    async def _payment_status(self, psp_payment_id: str, psp: str | None = None) -> ChargeResult:
+        """A payment's status at the PSP (a success is recorded as a payment received)."""
+        return await workflow.execute_activity_method(
+            RecoveryActivityDefs.check_payment_status,
+            PaymentLookup(
+                merchant_id=self._state.merchant_id,
+                psp=psp or self._current_event().psp,
+                psp_payment_id=psp_payment_id,
+                payment_ref=self._state.payment_ref if self._bounded else None,
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=_CHARGE_RETRY,
+        )
 
     async def _hold_while_paused(self) -> None:
         """Make no attempt until resumed (or cancelled, or paid meanwhile)."""
@@ -666,18 +776,21 @@ class PaymentRecoveryWorkflow:
             original_failure=event.failure,
         )
         self._state.next_attempt_at = None
-        result = await workflow.execute_activity_method(
-            RecoveryActivityDefs.charge_payment,
-            req,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=_CHARGE_RETRY,
-        )
+        if self._bounded:
+            result = await self._bounded_charge(req)
+        else:
+            result = await workflow.execute_activity_method(
+                RecoveryActivityDefs.charge_payment,
+                req,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=_CHARGE_RETRY,
+            )
         code = (result.failure.decline_code or result.failure.code) if result.failure else None
         self._state.attempts.append(
             Attempt(
                 number=number,
                 at=workflow.now(),
-                outcome=result.status,
+                outcome=_outcome_of(result),
                 code=code,
                 idempotency_key=key,
             )
@@ -686,6 +799,66 @@ class PaymentRecoveryWorkflow:
             [names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts))]
         )
         return result
+
+    async def _bounded_charge(self, req: ChargeRequest) -> ChargeResult:
+        """One attempt in a few bounded tries; a cancel stops the tries (the one in flight
+        finishes). An attempt left without an answer is looked up at the PSP."""
+        charge = workflow.start_activity_method(
+            RecoveryActivityDefs.charge_payment,
+            req,
+            start_to_close_timeout=names.CHARGE_START_TO_CLOSE,
+            heartbeat_timeout=names.CHARGE_HEARTBEAT_TIMEOUT,
+            retry_policy=_CHARGE_BOUNDED,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        try:
+            return await self._unless_cancelled(charge)
+        except ActivityError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.non_retryable:
+                raise  # refused (no PSP, a request the PSP rejects): the outcome is known
+            why = f"{cause or e}"
+        return await self._look_up(req, why)
+
+    async def _look_up(self, req: ChargeRequest, why: str) -> ChargeResult:
+        """What the PSP has for an attempt whose answer never came: never a blind charge."""
+        if self._cancel is None:
+            await self._sleep(LOOKUP_AFTER, frozenset({Wake.CANCELLED}))
+        try:
+            if self._cancel is not None:  # cancelled: a few tries, then say it is unknown
+                found = await workflow.execute_activity_method(
+                    RecoveryActivityDefs.find_attempt_charge,
+                    req,
+                    start_to_close_timeout=names.CHARGE_START_TO_CLOSE,
+                    heartbeat_timeout=names.CHARGE_HEARTBEAT_TIMEOUT,
+                    retry_policy=_LOOKUP_AFTER_CANCEL,
+                )
+            else:
+                found = await self._unless_cancelled(
+                    workflow.start_activity_method(
+                        RecoveryActivityDefs.find_attempt_charge,
+                        req,
+                        start_to_close_timeout=names.CHARGE_START_TO_CLOSE,
+                        heartbeat_timeout=names.CHARGE_HEARTBEAT_TIMEOUT,
+                        retry_policy=_LOOKUP_RETRY,
+                        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    )
+                )
+        except ActivityError:
+            return ChargeResult(status="failed", failure=OUTCOME_UNKNOWN)
+        if found.result is not None:
+            return found.result
+        return ChargeResult(
+            status="failed",
+            failure=Failure(code=CHARGE_NOT_MADE, message=f"nothing was charged: {why}"[:1000]),
+        )
+
+    async def _unless_cancelled(self, handle: ActivityHandle[ChargeResultT]) -> ChargeResultT:
+        """The activity's result; a cancel of the recovery cancels it (and waits for it)."""
+        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
+        if not handle.done():
+            handle.cancel()
+        return await handle
 
     def _set_status(self, status: RecoveryStatus) -> None:
         self._state.status = status

@@ -39,6 +39,11 @@ class TransientPSPError(Exception):
     """A timeout, 5xx or rate limit: the activity retries it with the same idempotency key."""
 
 
+class PSPRequestRejected(Exception):
+    """The PSP refused the request itself (not a decline) and will refuse it again: retrying
+    cannot help. Each adapter's own rejections subclass it."""
+
+
 class InvalidWebhook(RecoveryError):
     """Bad, missing or stale signature, or a body that is not the PSP's event JSON."""
 
@@ -99,6 +104,12 @@ class PSPStore(Protocol):
         """A simulated charge's status and decline code."""
         ...
 
+    async def simulator_charge_by_key(
+        self, idempotency_key: str
+    ) -> tuple[str, ChargeStatus, str | None] | None:
+        """The simulated charge made with this idempotency key, if any."""
+        ...
+
     async def simulator_refund(self, psp_payment_id: str, amount: int | None, key: str) -> str:
         """Refund a simulated payment once per idempotency key; the refund's id."""
         ...
@@ -113,6 +124,13 @@ class PSPAdapter(Protocol):
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         """The payment's current status (for pending payments)."""
+        ...
+
+    async def find_charge(self, req: ChargeRequest) -> ChargeResult | None:
+        """The charge this attempt made, found by what it was created with (its idempotency
+        key, receipt or metadata), or None when the PSP has none: how an attempt whose
+        answer never came is settled, instead of charging again blind. Raises
+        `TransientPSPError` when the PSP cannot tell yet."""
         ...
 
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:

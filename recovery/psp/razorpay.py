@@ -38,12 +38,13 @@ that counts an attempt (``attempts`` > 0) but whose payment Razorpay does not li
 the retry wait (a transient error) instead of charging again. Limits: ``receipt`` is not
 unique at Razorpay, so two executions of the same attempt running *at the same time* could
 both find nothing and both create an order (Temporal runs one execution of an activity at a
-time; they only overlap when a timed-out execution is still running, so keep the activity's
-start-to-close timeout above this adapter's ``timeout``). A recurring request whose answer
-was lost *and* that Razorpay has not yet counted on its order when the retry looks would be
-sent again. Refunds use the same scheme with the refund's ``receipt`` (looked up among the
-payment's refunds, first 100); Payment Links use ``reference_id``, which Razorpay itself
-keeps unique.
+time; they only overlap when a timed-out execution is still running, which is why a charge's
+whole chain of calls runs within ``charge_budget``, below the activity's start-to-close).
+A recurring request whose answer was lost *and* that Razorpay has not yet counted on its
+order when the retry looks would be sent again. An attempt whose tries all failed is settled
+by `find_charge` (its order's payment, by receipt), never by charging again. Refunds use
+the same scheme with the refund's ``receipt`` (looked up among the payment's refunds, first
+100); Payment Links use ``reference_id``, which Razorpay itself keeps unique.
 
 Statuses: one exhaustive ``match`` per native status type (`map_payment_status`,
 `map_refund_status`), like hyperswitch's Razorpay connector. A status this adapter does not
@@ -70,6 +71,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeGuard, TypeVar, assert_never, get_args
@@ -78,6 +80,7 @@ import razorpay
 import requests
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
+from recovery.constants import CHARGE_TRY_BUDGET
 from recovery.errors import RecoveryError
 from recovery.models import ChargeRequest, ChargeResult, Failure, WebhookKind
 from recovery.psp.base import (
@@ -85,6 +88,7 @@ from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
     PaymentStatus,
+    PSPRequestRejected,
     RefundResult,
     TransientPSPError,
     WebhookEvent,
@@ -200,7 +204,7 @@ class RazorpayErrorBody:
         return ": ".join(parts)
 
 
-class RazorpayError(RecoveryError):
+class RazorpayError(RecoveryError, PSPRequestRejected):
     """Razorpay refused a request, or answered something this adapter cannot read: our
     side must change something, so retrying the same call cannot help (not transient)."""
 
@@ -439,10 +443,12 @@ class RazorpayAdapter:
         max_workers: int = 8,
         *,
         timeout: float = 30.0,
+        charge_budget: float = CHARGE_TRY_BUDGET.total_seconds() - 10,
     ) -> None:
         """`api_base`: e.g. ``http://127.0.0.1:8123`` for a local fake; the SDK appends
         ``/v1/...`` itself, so a trailing ``/v1`` is dropped. `timeout`: seconds per HTTP
-        request (the SDK sets none of its own)."""
+        request (the SDK sets none of its own); `charge_budget`: seconds for a charge's
+        whole chain of calls (below the charge activity's own budget)."""
         if not key_id or not key_secret:
             raise RazorpayConfigError("Razorpay needs a key id and a key secret")
         self._key_id = key_id
@@ -450,6 +456,7 @@ class RazorpayAdapter:
         self._webhook_secret = webhook_secret or None
         self._api_base = _normalise_base(api_base)
         self._timeout = timeout
+        self._charge_budget = charge_budget
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="razorpay")
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -469,7 +476,10 @@ class RazorpayAdapter:
     # ---- async interface (PSPAdapter) ------------------------------------------------------
 
     async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
-        return await self._in_pool(self.create_payment_intent_sync, req)
+        return await self._in_pool(self._within_budget, self.create_payment_intent_sync, req)
+
+    async def find_charge(self, req: ChargeRequest) -> ChargeResult | None:
+        return await self._in_pool(self.find_charge_sync, req)
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         return await self._in_pool(self.retrieve_payment_intent_sync, psp_payment_id)
@@ -487,12 +497,12 @@ class RazorpayAdapter:
         try:
             self._call(
                 "payment link cancel",
-                lambda c: c.payment_link.cancel(payment_link_id, timeout=self._timeout),
+                lambda c: c.payment_link.cancel(payment_link_id, timeout=self._request_timeout()),
             )
         except RazorpayRequestError:
             link = self._call(
                 "payment link fetch",
-                lambda c: c.payment_link.fetch(payment_link_id, timeout=self._timeout),
+                lambda c: c.payment_link.fetch(payment_link_id, timeout=self._request_timeout()),
             )
             if link.get("status") == "created":
                 raise
@@ -512,6 +522,33 @@ class RazorpayAdapter:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     # ---- charges ---------------------------------------------------------------------------
+
+    def _within_budget(self, fn: Callable[[ChargeRequest], T], req: ChargeRequest) -> T:
+        """Run a charge's whole chain of calls within `charge_budget` seconds: no call starts
+        after it and none outlasts it, so the thread has stopped before the activity's
+        start-to-close ends and its retry starts (tries never overlap)."""
+        self._local.deadline = time.monotonic() + self._charge_budget
+        try:
+            return fn(req)
+        finally:
+            self._local.deadline = None
+
+    def _request_timeout(self) -> float:
+        """The timeout of the next HTTP call: `timeout`, or what is left of the budget."""
+        deadline: float | None = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return self._timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RazorpayTransientError("the charge's time budget is spent")
+        return min(self._timeout, left)
+
+    def find_charge_sync(self, req: ChargeRequest) -> ChargeResult | None:
+        """The payment of this attempt's order (found by its receipt), or None when the
+        attempt made no payment. An order that counts a payment Razorpay does not list yet
+        raises a transient error: ask again later."""
+        _, payment = self._existing_order(reference_for(req.idempotency_key), req)
+        return charge_result(payment) if payment is not None else None
 
     def create_payment_intent_sync(self, req: ChargeRequest) -> ChargeResult:
         """Charge the saved token once per ``req.idempotency_key`` (see module docstring)."""
@@ -551,7 +588,7 @@ class RazorpayAdapter:
                         "payment_capture": True,
                         "notes": notes,
                     },
-                    timeout=self._timeout,
+                    timeout=self._request_timeout(),
                 ),
             )
         return self._charge_order(order, req, customer_id, token, notes)
@@ -562,7 +599,9 @@ class RazorpayAdapter:
         """(the attempt's order, its deciding payment), either may be None."""
         found = self._call(
             "order lookup",
-            lambda c: c.order.all({"receipt": receipt, "count": 100}, timeout=self._timeout),
+            lambda c: c.order.all(
+                {"receipt": receipt, "count": 100}, timeout=self._request_timeout()
+            ),
         )
         orders = sorted(
             (o for o in _items(found) if o.get("receipt") == receipt),
@@ -599,7 +638,8 @@ class RazorpayAdapter:
     ) -> ChargeResult:
         order_id = str(order["id"])
         customer = self._call(
-            "customer fetch", lambda c: c.customer.fetch(customer_id, timeout=self._timeout)
+            "customer fetch",
+            lambda c: c.customer.fetch(customer_id, timeout=self._request_timeout()),
         )
         body: dict[str, Any] = {
             "email": req.customer.email or customer.get("email"),
@@ -619,7 +659,7 @@ class RazorpayAdapter:
         try:
             created = self._call(
                 "recurring payment",
-                lambda c: c.payment.createRecurring(body, timeout=self._timeout),
+                lambda c: c.payment.createRecurring(body, timeout=self._request_timeout()),
             )
         except RazorpayRequestError as exc:
             if exc.error is not None and is_payment_failure(exc.error):
@@ -643,13 +683,14 @@ class RazorpayAdapter:
         ):
             raise RazorpayResponseError("Razorpay's recurring payment answer has a bad signature")
         payment = self._call(
-            "payment fetch", lambda c: c.payment.fetch(payment_id, timeout=self._timeout)
+            "payment fetch", lambda c: c.payment.fetch(payment_id, timeout=self._request_timeout())
         )
         return charge_result(payment)
 
     def retrieve_payment_intent_sync(self, psp_payment_id: str) -> ChargeResult:
         payment = self._call(
-            "payment fetch", lambda c: c.payment.fetch(psp_payment_id, timeout=self._timeout)
+            "payment fetch",
+            lambda c: c.payment.fetch(psp_payment_id, timeout=self._request_timeout()),
         )
         return charge_result(payment)
 
@@ -665,7 +706,7 @@ class RazorpayAdapter:
         existing = self._call(
             "refund lookup",
             lambda c: c.payment.fetch_multiple_refund(
-                psp_payment_id, {"count": 100}, timeout=self._timeout
+                psp_payment_id, {"count": 100}, timeout=self._request_timeout()
             ),
         )
         for refund in _items(existing):
@@ -679,7 +720,7 @@ class RazorpayAdapter:
             body["amount"] = amount
         refund = self._call(
             "refund create",
-            lambda c: c.payment.refund(psp_payment_id, body, timeout=self._timeout),
+            lambda c: c.payment.refund(psp_payment_id, body, timeout=self._request_timeout()),
         )
         return refund_result(refund)
 
@@ -711,7 +752,7 @@ class RazorpayAdapter:
         try:
             link = self._call(
                 "payment link create",
-                lambda c: c.payment_link.create(body, timeout=self._timeout),
+                lambda c: c.payment_link.create(body, timeout=self._request_timeout()),
             )
         except RazorpayAuthError:
             raise
@@ -730,7 +771,9 @@ class RazorpayAdapter:
     def _find_payment_link(self, reference_id: str) -> dict[str, Any] | None:
         found = self._call(
             "payment link lookup",
-            lambda c: c.payment_link.all({"reference_id": reference_id}, timeout=self._timeout),
+            lambda c: c.payment_link.all(
+                {"reference_id": reference_id}, timeout=self._request_timeout()
+            ),
         )
         for link in _items(found, "payment_links"):
             if link.get("reference_id") == reference_id:
@@ -833,7 +876,7 @@ class RazorpayAdapter:
         return tc
 
     def _order_payments(self, order_id: str) -> Callable[[Any], Any]:
-        return lambda c: c.order.payments(order_id, timeout=self._timeout)
+        return lambda c: c.order.payments(order_id, timeout=self._request_timeout())
 
     def _call(self, operation: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
         """Run one SDK call; translate every failure into our exception types."""

@@ -5,7 +5,12 @@
 - ``pm_sim_succeed_on_<n>``: attempts before the n-th are declined with the event's own
   failure codes, attempt n and later succeed;
 - ``pm_sim_pending``: the charge stays ``processing``;
+- ``pm_sim_canceled``: the charge is canceled at the PSP (as a merchant cancels a payment);
 - ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds;
+- ``pm_sim_error``: every request is answered with a server error and nothing is charged;
+- ``pm_sim_lost_answer``: the charge succeeds, but every answer to it is a server error
+  (as Stripe replays a saved 500 for the same idempotency key): only a lookup tells;
+- ``pm_sim_hang``: the charge succeeds, and the answer never comes;
 - anything else: the charge succeeds.
 
 Charges are kept in the simulator's own ledger (Postgres table ``simulator_charges``), one per
@@ -25,6 +30,7 @@ from recovery.psp.base import (
     InvalidWebhook,
     PSPStore,
     RefundResult,
+    TransientPSPError,
     WebhookEvent,
 )
 
@@ -43,6 +49,8 @@ def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:
         return "succeeded", None
     if pm == "pm_sim_pending":
         return "processing", None
+    if pm == "pm_sim_canceled":
+        return "canceled", None
     return "succeeded", None
 
 
@@ -53,11 +61,26 @@ class SimulatorPSP:
         self._store = store
 
     async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
-        if m := _SLOW.match(req.payment_method.id or ""):
+        pm = req.payment_method.id or ""
+        if m := _SLOW.match(pm):
             await asyncio.sleep(min(int(m.group(1)), 60))
+        if pm == "pm_sim_error":
+            raise TransientPSPError("simulated PSP server error (nothing charged)")
         status, failure = scripted_outcome(req)
         decline = (failure.decline_code or failure.code) if failure else None
         psp_id, status, _ = await self._store.simulator_charge(req, status, decline)
+        if pm == "pm_sim_lost_answer":
+            raise TransientPSPError("simulated PSP server error (the charge was made)")
+        if pm == "pm_sim_hang":
+            await asyncio.Event().wait()  # no answer, ever: the caller's deadline ends it
+        return ChargeResult(status=status, psp_payment_id=psp_id, failure=failure)
+
+    async def find_charge(self, req: ChargeRequest) -> ChargeResult | None:
+        found = await self._store.simulator_charge_by_key(req.idempotency_key)
+        if found is None:
+            return None
+        psp_id, status, decline = found
+        failure = Failure(code="card_declined", decline_code=decline) if decline else None
         return ChargeResult(status=status, psp_payment_id=psp_id, failure=failure)
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:

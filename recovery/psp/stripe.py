@@ -39,6 +39,7 @@ from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
     PaymentStatus,
+    PSPRequestRejected,
     RefundResult,
     TransientPSPError,
     WebhookEvent,
@@ -61,10 +62,11 @@ AUTHENTICATION_REQUIRED = "authentication_required"
 """Stripe's code (and decline code) for an off-session charge the issuer wants 3-D Secure for."""
 
 _SHORT = 200  # `Failure` code fields
+_LOOKUP_SCAN = 1000  # a customer's newest PaymentIntents searched for a lost attempt
 _MESSAGE = 1000  # `Failure.message`
 
 
-class StripeRequestRejected(Exception):
+class StripeRequestRejected(PSPRequestRejected):
     """Stripe refused the request and will refuse it again: invalid parameters, an unknown
     object, a bad or revoked API key, a missing permission, an idempotency key reused with
     other parameters. Not transient: retrying with the same input cannot help."""
@@ -218,6 +220,46 @@ class StripeAdapter:
             )
         return default_id
 
+    async def find_charge(self, req: ChargeRequest) -> ChargeResult | None:
+        """The PaymentIntent this attempt created, by its metadata (`recovery_id`, `attempt`).
+        A customer's PaymentIntents are listed (consistent at once, newest first, the first
+        `_LOOKUP_SCAN` of them); without a customer Stripe's Search API is asked, which
+        lags writes by up to a minute (docs.stripe.com/search#data-freshness): the workflow
+        waits before it looks. Not used in India, where Search is not offered."""
+        try:
+            if req.customer.id:
+                page = await self._client.v1.payment_intents.list_async(
+                    {"customer": req.customer.id, "limit": 100, "expand": ["data.latest_charge"]}
+                )
+                intents = page.data
+                while page.has_more and len(intents) < _LOOKUP_SCAN:
+                    page = await self._client.v1.payment_intents.list_async(
+                        {
+                            "customer": req.customer.id,
+                            "limit": 100,
+                            "starting_after": intents[-1].id,
+                            "expand": ["data.latest_charge"],
+                        }
+                    )
+                    intents = [*intents, *page.data]
+            else:
+                query = (
+                    f"metadata['recovery_id']:'{_search_literal(req.recovery_id)}'"
+                    f" AND metadata['attempt']:'{req.attempt}'"
+                )
+                found = await self._client.v1.payment_intents.search_async(
+                    {"query": query, "expand": ["data.latest_charge"]}
+                )
+                intents = found.data
+        except stripe.StripeError as err:
+            raise translate_error(err) from err
+        ours = {"recovery_id": req.recovery_id, "attempt": str(req.attempt)}
+        for intent in (i.to_dict() for i in intents):
+            metadata = intent.get("metadata") or {}
+            if all(metadata.get(k) == v for k, v in ours.items()):
+                return charge_result(intent)
+        return None
+
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         try:
             intent = await self._client.v1.payment_intents.retrieve_async(
@@ -335,6 +377,11 @@ class StripeAdapter:
 
 
 # ---- mapping helpers (pure; tested directly) -------------------------------------------------
+
+
+def _search_literal(value: str) -> str:
+    """A value inside a Search query's single quotes (docs.stripe.com/search#query-fields)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def charge_result(intent: Mapping[str, Any]) -> ChargeResult:

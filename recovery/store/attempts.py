@@ -65,9 +65,16 @@ async def complete_attempt(pool: asyncpg.Pool, idempotency_key: str, result: Cha
             )
 
 
-async def settle_pending_attempt(pool: asyncpg.Pool, result: ChargeResult) -> None:
-    """A pending charge of ours settled (seen by polling the PSP): record it as its attempt's
-    result."""
+async def settle_pending_attempt(
+    pool: asyncpg.Pool,
+    result: ChargeResult,
+    *,
+    merchant_id: str | None = None,
+    payment_ref: str | None = None,
+) -> None:
+    """A pending payment settled (seen by polling the PSP). One of our charges: recorded as
+    its attempt's result. Else, when `payment_ref` names the payment whose failure reported
+    it pending (the ingested `psp_payment_id`), a success is a payment received for it."""
     async with connection(pool) as conn:
         key = await conn.fetchval(
             "SELECT idempotency_key FROM attempts WHERE psp_payment_id = $1",
@@ -75,6 +82,49 @@ async def settle_pending_attempt(pool: asyncpg.Pool, result: ChargeResult) -> No
         )
     if key is not None:
         await complete_attempt(pool, key, result)
+        return
+    if merchant_id is None or payment_ref is None or result.status != "succeeded":
+        return
+    async with transaction(pool) as conn:
+        await lock_payment(conn, merchant_id, payment_ref)
+        paid = await conn.fetchrow(
+            "SELECT psp, amount, currency FROM transactions"
+            " WHERE merchant_id = $1 AND payment_ref = $2",
+            merchant_id,
+            payment_ref,
+        )
+        if paid is None:
+            return
+        await receive_payment(
+            conn,
+            merchant_id=merchant_id,
+            payment_ref=payment_ref,
+            identity=payment_identity(
+                paid["psp"], result.psp_payment_id, f"pending:{result.psp_payment_id}"
+            ),
+            source="pending_failure",
+            psp=paid["psp"],
+            psp_payment_id=result.psp_payment_id,
+            amount=paid["amount"],
+            currency=paid["currency"],
+        )
+
+
+async def settle_unanswered_attempt(
+    pool: asyncpg.Pool, idempotency_key: str, result: ChargeResult | None, why: str
+) -> None:
+    """An attempt whose answer never came, settled by looking it up at the PSP: the charge
+    found is its result; none found means nothing was charged (recorded as `not_made`)."""
+    if result is not None:
+        await complete_attempt(pool, idempotency_key, result)
+        return
+    async with connection(pool) as conn:
+        await conn.execute(
+            "UPDATE attempts SET status = 'not_made', failure_code = 'charge_not_made',"
+            " failure = $2, completed_at = clock_timestamp() WHERE idempotency_key = $1",
+            idempotency_key,
+            {"code": "charge_not_made", "message": why[:1000]},
+        )
 
 
 async def card_attempts(

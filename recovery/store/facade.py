@@ -281,8 +281,21 @@ class Store:
     ) -> tuple[str, ChargeStatus, str | None]:
         return await simulator.simulator_charge(self.pool, req, status, decline_code)
 
-    async def settle_pending_attempt(self, result: ChargeResult) -> None:
-        await attempts.settle_pending_attempt(self.pool, result)
+    async def settle_pending_attempt(
+        self,
+        result: ChargeResult,
+        *,
+        merchant_id: str | None = None,
+        payment_ref: str | None = None,
+    ) -> None:
+        await attempts.settle_pending_attempt(
+            self.pool, result, merchant_id=merchant_id, payment_ref=payment_ref
+        )
+
+    async def settle_unanswered_attempt(
+        self, idempotency_key: str, result: ChargeResult | None, why: str
+    ) -> None:
+        await attempts.settle_unanswered_attempt(self.pool, idempotency_key, result, why)
 
     # ---- received payments (payments.py) ---------------------------------------------------
 
@@ -304,6 +317,11 @@ class Store:
 
     async def simulator_payment(self, psp_payment_id: str) -> tuple[ChargeStatus, str | None]:
         return await simulator.simulator_payment(self.pool, psp_payment_id)
+
+    async def simulator_charge_by_key(
+        self, idempotency_key: str
+    ) -> tuple[str, ChargeStatus, str | None] | None:
+        return await simulator.simulator_charge_by_key(self.pool, idempotency_key)
 
     # ---- maintenance and metrics (maintenance.py) -------------------------------------------
 

@@ -145,6 +145,7 @@ async def _record_event(
         payment_method=body.payment_method,
         failure=body.failure,
         occurred_at=body.occurred_at,
+        psp_payment_id=body.psp_payment_id,
     )
     await queue_failure(conn, event)
     return IngestResult.of(

@@ -45,6 +45,20 @@ async def simulator_charge(
     return row["psp_payment_id"], _status(row["status"]), row["decline_code"]
 
 
+async def simulator_charge_by_key(
+    pool: asyncpg.Pool, idempotency_key: str
+) -> tuple[str, ChargeStatus, str | None] | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "SELECT psp_payment_id, status, decline_code FROM simulator_charges"
+            " WHERE idempotency_key = $1",
+            idempotency_key,
+        )
+    if row is None:
+        return None
+    return row["psp_payment_id"], _status(row["status"]), row["decline_code"]
+
+
 async def simulator_payment(
     pool: asyncpg.Pool, psp_payment_id: str
 ) -> tuple[ChargeStatus, str | None]:

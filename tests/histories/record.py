@@ -161,6 +161,60 @@ async def new_method_while_awaiting_customer(
     await handle.signal(names.SIGNAL_PAYMENT_METHOD_UPDATED, new)
 
 
+async def bounded_expedite(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
+    """Expedite, then let the charge's bounded tries and the lookup run."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await env.sleep(timedelta(hours=1))
+
+
+async def cancel_during_retries(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    for _ in range(200):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(p.attempt >= 2 for p in pending):
+            break
+        await asyncio.sleep(0.1)
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
+
+
+async def pending_rechecked_then_settled(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """Our charge is still pending when the pending wait ends; it settles later and the
+    check before the next charge finds it."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await env.sleep(timedelta(hours=6))
+    await store.pool.execute(
+        "UPDATE simulator_charges SET status = 'succeeded' WHERE payment_ref = $1",
+        handle.id.rsplit("/", 1)[-1],
+    )
+
+
+REPLAY_PENDING_PAYMENT = "sim_replay_pending"
+
+
+async def pending_failure_polled(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """A failure that is itself pending names its PSP payment: it is polled until paid."""
+    await store.pool.execute(
+        "INSERT INTO simulator_charges (idempotency_key, psp_payment_id, merchant_id,"
+        " payment_ref, amount, currency, payment_method_id, status)"
+        " VALUES ('replay-pending', $1, $2, $3, 4999, 'usd', NULL, 'processing')",
+        REPLAY_PENDING_PAYMENT,
+        MERCHANT,
+        handle.id.rsplit("/", 1)[-1],
+    )
+    await wait_for_state(handle, lambda s: s.category == "upi_pending")
+    await env.sleep(timedelta(minutes=12))
+    await store.pool.execute(
+        "UPDATE simulator_charges SET status = 'succeeded' WHERE psp_payment_id = $1",
+        REPLAY_PENDING_PAYMENT,
+    )
+
+
 # name -> (ingest body fields, driver). Histories already on disk are kept as they are: new
 # scenarios get new names.
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
@@ -223,6 +277,23 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         later_failure_continues_as_new,
     ),
     "exact_pending_charge_polled_then_settled": ({"pm": "pm_sim_pending"}, pending_settles),
+    # since the bounded-charges patch
+    "bounded_lost_answer_looked_up": ({"pm": "pm_sim_lost_answer"}, bounded_expedite),
+    "bounded_nothing_charged_then_exhausted": ({"pm": "pm_sim_error"}, bounded_expedite),
+    "bounded_cancel_during_retries": ({"pm": "pm_sim_error"}, cancel_during_retries),
+    "bounded_pending_rechecked_then_settled": (
+        {"pm": "pm_sim_pending"},
+        pending_rechecked_then_settled,
+    ),
+    "bounded_charge_canceled_at_psp": ({"pm": "pm_sim_canceled"}, bounded_expedite),
+    "bounded_pending_failure_polled": (
+        {
+            "pm": "pm_sim_succeed_on_1",
+            "decline_code": "payment_pending",
+            "psp_payment_id": REPLAY_PENDING_PAYMENT,
+        },
+        pending_failure_polled,
+    ),
 }
 
 

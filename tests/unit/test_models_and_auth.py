@@ -64,3 +64,12 @@ def test_placeholder_link_secret_refused_outside_development() -> None:
         Settings(environment="production", link_signing_secret="")
     Settings(environment="development", link_signing_secret="")
     Settings(environment="production", link_signing_secret="x" * 32)
+
+
+def test_ingest_takes_an_optional_psp_payment_id_within_bounds() -> None:
+    body = failure_body()
+    assert parse(body).psp_payment_id is None
+    assert parse(body | {"psp_payment_id": "pi_123"}).psp_payment_id == "pi_123"
+    for bad in ("", "x" * 256, 42):
+        with pytest.raises(ValidationError):
+            parse(body | {"psp_payment_id": bad})
