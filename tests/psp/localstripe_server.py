@@ -21,6 +21,13 @@ Stripe's documented API that localstripe lacks and our adapter relies on:
 2. `automatic_payment_methods` on PaymentIntent create/confirm: localstripe predates dynamic
    payment methods and refuses parameters it does not know, so the proxy drops it (with a
    card PaymentMethod named, as our off-session charges do, the outcome is the same).
+3. Listing PaymentIntents by `customer` (newest first) and the Search API for them
+   (`GET /v1/payment_intents/search`, `metadata['k']:'v'` clauses joined by `AND`), which
+   localstripe lacks: the proxy lists every PaymentIntent from localstripe and filters.
+4. Server errors as Stripe gives them (`inject_server_errors`): the next POSTs to a path are
+   answered `500 api_error`, after the request ran (the charge was made) or before; and, as
+   on Stripe, that 500 is the saved answer of its idempotency key, replayed to every retry
+   with the same key (docs.stripe.com/error-low-level#idempotency).
 
 localstripe runs without its disk persistence: stock `localstripe` pickles its whole store to
 the one shared path /tmp/localstripe.pickle after every write, which parallel runs (or another
@@ -157,6 +164,18 @@ _HOP_BY_HOP = {
 }
 
 
+@dataclass
+class _Fault:
+    path: str  # the POST path that fails, e.g. "/v1/payment_intents"
+    ran: bool  # the request runs at localstripe before the 500 (the charge is made)
+    times: int
+
+
+_SERVER_ERROR = json.dumps(
+    {"error": {"type": "api_error", "message": "An unknown error occurred (injected)."}}
+).encode()
+
+
 @dataclass(frozen=True)
 class _Saved:
     request: tuple[str, str, bytes]  # method, path, body: "the same parameters"
@@ -175,6 +194,7 @@ class _ProxyServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.saved: dict[tuple[str, str], _Saved] = {}
         self.running: set[tuple[str, str]] = set()
+        self.faults: list[_Fault] = []
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request (a killed worker) is no error: its response is
@@ -229,7 +249,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = _drop_unsupported(self.command, self.path, self.rfile.read(length))
+        raw = self.rfile.read(length)
+        if (self.command, self.path) == ("POST", "/_proxy/faults"):
+            with self.server.lock:
+                self.server.faults.append(_Fault(**json.loads(raw)))
+            self._send(200, [], b"{}")
+            return
+        parts = urlsplit(self.path)
+        if self.command == "GET" and parts.path == "/v1/payment_intents/search":
+            self._send(200, [], self._search(dict(parse_qsl(parts.query))))
+            return
+        query = dict(parse_qsl(parts.query))
+        if self.command == "GET" and parts.path == "/v1/payment_intents" and "customer" in query:
+            self._send(200, [], self._by_customer(query))
+            return
+        body = _drop_unsupported(self.command, self.path, raw)
         key = self.headers.get("Idempotency-Key") if self.command == "POST" else None
         if not key:
             answer = self._forward(body)
@@ -263,13 +297,79 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         status, headers, response = 502, [], b""
         try:
-            status, headers, response = self._forward(body)
+            fault = self._take_fault()
+            if fault is None or fault.ran:
+                status, headers, response = self._forward(body)
+            if fault is not None:
+                status, headers, response = 500, [], _SERVER_ERROR
         finally:
             with self.server.lock:
                 self.server.running.discard(scope)
                 if status not in (400, 502):
                     self.server.saved[scope] = _Saved(request, status, headers, response)
         self._send(status, headers, response)
+
+    def _take_fault(self) -> _Fault | None:
+        with self.server.lock:
+            for fault in self.server.faults:
+                if self.command == "POST" and urlsplit(self.path).path == fault.path:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.server.faults.remove(fault)
+                    return fault
+        return None
+
+    def _all_intents(self) -> list[dict[str, Any]]:
+        intents: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            self.path = f"/v1/payment_intents?limit=100{after}&expand[]=data.latest_charge"
+            status, _, content = self._forward(b"")
+            if status != 200:
+                raise RuntimeError(f"localstripe listed PaymentIntents with {status}")
+            page = json.loads(content)
+            intents += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return intents
+            after = f"&starting_after={page['data'][-1]['id']}"
+
+    def _by_customer(self, query: dict[str, str]) -> bytes:
+        limit = int(query.get("limit", 10))
+        found = [pi for pi in self._all_intents() if pi.get("customer") == query["customer"]]
+        found.sort(key=lambda pi: pi.get("created", 0), reverse=True)
+        if after := query.get("starting_after"):
+            ids = [pi["id"] for pi in found]
+            found = found[ids.index(after) + 1 :] if after in ids else []
+        return json.dumps(
+            {
+                "object": "list",
+                "url": "/v1/payment_intents",
+                "has_more": len(found) > limit,
+                "data": found[:limit],
+            }
+        ).encode()
+
+    def _search(self, query: dict[str, str]) -> bytes:
+        clauses = [c.strip() for c in query.get("query", "").split(" AND ")]
+        wanted: dict[str, str] = {}
+        for clause in clauses:
+            key, _, value = clause.partition(":")
+            if not (key.startswith("metadata['") and key.endswith("']")):
+                raise ValueError(f"unsupported search clause {clause!r}")
+            wanted[key[len("metadata['") : -2]] = value.strip("'")
+        found = [
+            pi
+            for pi in self._all_intents()
+            if all((pi.get("metadata") or {}).get(k) == v for k, v in wanted.items())
+        ]
+        return json.dumps(
+            {
+                "object": "search_result",
+                "url": "/v1/payment_intents/search",
+                "has_more": False,
+                "data": found,
+            }
+        ).encode()
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -405,6 +505,19 @@ def register_webhook_endpoint(
     with urllib.request.urlopen(request, timeout=10) as response:
         if response.status != 200:
             raise RuntimeError(f"localstripe refused the webhook endpoint: {response.status}")
+
+
+def inject_server_errors(base_url: str, path: str, *, ran: bool, times: int = 1) -> None:
+    """Answer the next `times` POSTs to `path` with Stripe's `500 api_error`: after the
+    request ran at localstripe (`ran`: the charge was made, its answer lost) or instead of
+    it. Each 500 is saved for its idempotency key and replayed to retries, as Stripe does."""
+    request = urllib.request.Request(
+        f"{base_url}/_proxy/faults",
+        data=json.dumps({"path": path, "ran": ran, "times": times}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def reset(base_url: str) -> None:

@@ -306,6 +306,47 @@ async def test_a_timeout_is_transient_and_the_retry_finds_the_payment(
     assert len(rzp.payments) == 1 and len(rzp.requests_to("POST", RECURRING)) == 1
 
 
+async def test_an_attempt_whose_answer_was_lost_is_found_by_its_receipt(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    assert await adapter.find_charge(charge()) is None  # nothing made yet
+    rzp.inject("POST", RECURRING, drop=True, after=True)  # charged, answer lost
+    with pytest.raises(TransientPSPError):
+        await adapter.create_payment_intent(charge())
+    found = await adapter.find_charge(charge())
+    [payment] = rzp.payments
+    assert found is not None and found.status == "succeeded"
+    assert found.psp_payment_id == payment["id"]
+    assert await adapter.find_charge(charge(key="rec_1-attempt-3")) is None
+
+
+async def test_an_order_made_without_a_payment_is_found_to_have_charged_nothing(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    rzp.inject("POST", RECURRING, drop=True)  # the order exists, the payment was never sent
+    with pytest.raises(TransientPSPError):
+        await adapter.create_payment_intent(charge())
+    assert len(rzp.orders) == 1
+    assert await adapter.find_charge(charge()) is None
+
+
+async def test_a_charge_stops_within_its_budget_however_slow_each_call(
+    rzp: FakeRazorpay,
+) -> None:
+    """Reproduced bug: the chain of up to six calls could outlast the activity's
+    start-to-close, so a retry ran beside it. The budget bounds the whole chain."""
+    bounded = RazorpayAdapter(
+        rzp.key_id, rzp.key_secret, None, api_base=rzp.base_url, timeout=5.0, charge_budget=0.5
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientPSPError):
+            await bounded.create_payment_intent(charge("token_slow"))
+        assert time.monotonic() - started < rzp.slow_seconds
+    finally:
+        bounded.close()
+
+
 async def test_connection_refused_is_transient() -> None:
     nowhere = RazorpayAdapter(
         "rzp_test_x", "secret", None, api_base=f"http://127.0.0.1:{free_port()}", timeout=2

@@ -46,6 +46,7 @@ from tests.psp.localstripe_server import (
     charges_for_customer,
     create_customer_with_card,
     free_port,
+    inject_server_errors,
     localstripe,
     payment_intents_for_customer,
     register_webhook_endpoint,
@@ -180,6 +181,58 @@ async def test_the_same_idempotency_key_charges_once(
     )
     assert other.psp_payment_id != first.psp_payment_id
     assert len(successful_charges(stripe_base, card.customer_id)) == 2
+
+
+async def test_an_answer_lost_to_a_replayed_500_is_found_by_looking_the_attempt_up(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    """Stripe saved a 500 for the key after the charge ran: every retry with that key gets
+    the 500 again. Only a lookup tells, and it finds the one charge."""
+    card = create_customer_with_card(stripe_base, CARD_OK)
+    req = charge_request(card.customer_id, card.payment_method_id)
+    inject_server_errors(stripe_base, "/v1/payment_intents", ran=True)
+    for _ in range(3):
+        with pytest.raises(TransientPSPError):
+            await adapter.create_payment_intent(req)
+    found = await adapter.find_charge(req)
+    assert found is not None and found.status == "succeeded"
+    (intent,) = payment_intents_for_customer(stripe_base, card.customer_id)
+    assert found.psp_payment_id == intent["id"]
+    assert len(successful_charges(stripe_base, card.customer_id)) == 1
+    # another attempt of the same recovery is not this one
+    other = req.model_copy(update={"attempt": 3, "idempotency_key": f"{req.idempotency_key}-3"})
+    assert await adapter.find_charge(other) is None
+
+
+async def test_a_500_before_the_charge_ran_is_found_to_have_charged_nothing(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    card = create_customer_with_card(stripe_base, CARD_OK)
+    req = charge_request(card.customer_id, card.payment_method_id)
+    inject_server_errors(stripe_base, "/v1/payment_intents", ran=False)
+    with pytest.raises(TransientPSPError):
+        await adapter.create_payment_intent(req)
+    with pytest.raises(TransientPSPError):  # the key's saved answer, replayed
+        await adapter.create_payment_intent(req)
+    assert await adapter.find_charge(req) is None
+    assert charges_for_customer(stripe_base, card.customer_id) == []
+
+
+async def test_an_attempt_without_a_customer_is_looked_up_with_the_search_api(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    recovery_id = f"rec_{uuid.uuid4().hex}"
+    req = charge_request(None, "pm_card_visa").model_copy(update={"recovery_id": recovery_id})
+    assert await adapter.find_charge(req) is None
+    intent = stripe_client(stripe_base).v1.payment_intents.create(
+        {
+            "amount": 4999,
+            "currency": "usd",
+            "metadata": {"recovery_id": recovery_id, "attempt": str(req.attempt)},
+        }
+    )
+    found = await adapter.find_charge(req)
+    assert found is not None and found.psp_payment_id == intent.id
 
 
 async def test_concurrent_requests_with_one_key_charge_once(

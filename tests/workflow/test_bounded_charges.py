@@ -14,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from recovery import constants as names
 from recovery.models import CancelRequest, ChargeRequest, ExpediteRequest, Failure, RecoveryState
 from recovery.policy import RetryPolicy
+from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import (
     failure_body,
@@ -24,6 +25,15 @@ from tests.helpers import (
     wait_for_state,
     workflow_state,
 )
+from tests.psp.localstripe_server import (
+    CARD_OK,
+    TEST_API_KEY,
+    create_customer_with_card,
+    inject_server_errors,
+    localstripe,
+    successful_charges,
+)
+from worker.main import build_worker
 
 NO_PAYDAYS = RetryPolicy(payday_snap_days=0)
 
@@ -204,6 +214,33 @@ async def test_a_charge_canceled_at_the_psp_ends_the_recovery_instead_of_retryin
     assert result.status == "cancelled"
     assert "canceled at the PSP" in (result.ended_reason or "")
     assert [a.outcome for a in result.attempts] == ["canceled"]
+
+
+async def test_stripe_replaying_a_500_for_the_key_is_settled_by_lookup_with_one_charge(
+    ts_env: WorkflowEnvironment, store: Store, merchant: str
+) -> None:
+    """Reproduced bug: Stripe answers every retry with the 500 it saved for the key, so the
+    attempt retried forever. Now: five tries, a lookup, and the one charge is found."""
+    client = ts_env.client
+    await store.save_policy(merchant, NO_PAYDAYS, "test")
+    with localstripe() as stripe_base:
+        settings = Settings(
+            environment="development", stripe_api_key=TEST_API_KEY, stripe_api_base=stripe_base
+        )
+        card = create_customer_with_card(stripe_base, CARD_OK)
+        async with build_worker(client, store, "tq-stripe-lookup", settings=settings):
+            body = failure_body(psp="stripe", pm=card.payment_method_id)
+            body["customer"] = {"id": card.customer_id, "email": "c@example.com"}
+            res = await ingest(store, merchant, body)
+            await relay(store, client, "tq-stripe-lookup")
+            handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
+            inject_server_errors(stripe_base, "/v1/payment_intents", ran=True)
+            await expedited(handle)
+            result = await run_out(ts_env, handle)
+        assert result.status == "recovered", result.ended_reason
+        assert [a.outcome for a in result.attempts] == ["succeeded"]
+        assert len(successful_charges(stripe_base, card.customer_id)) == 1
+        assert await activity_runs(handle, "charge_payment") == names.CHARGE_MAX_TRIES
 
 
 def test_time_bounds_nest() -> None:
