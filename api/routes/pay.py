@@ -24,6 +24,7 @@ from api.deps import PSPsDep, SettingsDep, StoreDep
 from recovery.currencies import MINOR_UNITS
 from recovery.links import ExpiredLink, InvalidLink, decode_token
 from recovery.logs import bind
+from recovery.models import Customer
 from recovery.psp.base import CheckoutRequest
 from recovery.settings import Settings
 from recovery.store import LinkView, new_id
@@ -186,10 +187,12 @@ async def pay(
                 link_id=view.id,
                 amount=view.amount,
                 currency=view.currency,
+                customer=Customer(id=view.customer_id, email=view.customer_email),
                 description=f"{view.merchant_name} · {view.payment_ref}",
                 success_url=f"{base}/pay/done/{view.id}",
                 cancel_url=f"{base}/pay/retry/{token}",
                 idempotency_key=f"checkout:{view.id}",
+                expires_at=view.expires_at,
             )
         )
         return view.psp, checkout.psp_checkout_id, checkout.url

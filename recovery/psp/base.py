@@ -11,6 +11,7 @@ webhooks find their recovery again.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -66,6 +67,8 @@ class CheckoutRequest(BaseModel):
     success_url: str
     cancel_url: str
     idempotency_key: str
+    # the link's expiry: the checkout closes no later than this where the PSP allows it
+    expires_at: datetime | None = None
 
 
 class Checkout(BaseModel):

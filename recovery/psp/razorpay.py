@@ -101,6 +101,10 @@ T = TypeVar("T")
 MAX_REFERENCE_LENGTH = 40
 """Razorpay's limit for an order's or refund's ``receipt`` and a link's ``reference_id``."""
 
+MIN_LINK_LIFETIME = 16 * 60
+"""A Payment Link's `expire_by` is kept at least this far ahead: the customer is about to pay
+(it is closed with its link anyway, by `close_checkout`)."""
+
 SIGNATURE_HEADER = "X-Razorpay-Signature"
 EVENT_ID_HEADER = "X-Razorpay-Event-Id"
 
@@ -749,6 +753,10 @@ class RazorpayAdapter:
         }
         if req.customer.email:
             body["customer"] = {"email": req.customer.email}
+        if req.expires_at is not None:  # the link takes no money after our link expired
+            body["expire_by"] = max(
+                int(req.expires_at.timestamp()), int(time.time()) + MIN_LINK_LIFETIME
+            )
         try:
             link = self._call(
                 "payment link create",

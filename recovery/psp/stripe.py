@@ -26,7 +26,9 @@ What it maps, and why:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal, assert_never, cast, get_args
 
 import stripe
@@ -320,9 +322,12 @@ class StripeAdapter:
             # The PaymentIntent the session creates carries the ids too, so the
             # `payment_intent.*` webhooks of a hosted-page payment find the recovery.
             "payment_intent_data": {"metadata": metadata},
+            "expires_at": checkout_expiry(req.expires_at, time.time()),
         }
         if req.customer.id:
             params["customer"] = req.customer.id
+            # the card the customer pays with is kept for the next off-session attempts
+            params["payment_intent_data"]["setup_future_usage"] = "off_session"
         elif req.customer.email:
             params["customer_email"] = req.customer.email
         try:
@@ -377,6 +382,21 @@ class StripeAdapter:
 
 
 # ---- mapping helpers (pure; tested directly) -------------------------------------------------
+
+
+CHECKOUT_MIN_LIFETIME = 30 * 60 + 60
+CHECKOUT_MAX_LIFETIME = 24 * 3600 - 60
+"""Stripe takes `expires_at` 30 minutes to 24 hours after a session's creation
+(docs.stripe.com/api/checkout/sessions/create#create_checkout_session-expires_at); a minute
+of margin each side for the clocks."""
+
+
+def checkout_expiry(link_expires_at: datetime | None, now: float) -> int:
+    """The session's `expires_at`: the link's expiry, within what Stripe accepts. A link
+    that expires sooner than Stripe allows is closed with its link instead (`close_checkout`
+    when it is revoked, used, or its recovery ends)."""
+    wanted = link_expires_at.timestamp() if link_expires_at else now + CHECKOUT_MAX_LIFETIME
+    return int(min(max(wanted, now + CHECKOUT_MIN_LIFETIME), now + CHECKOUT_MAX_LIFETIME))
 
 
 def _search_literal(value: str) -> str:

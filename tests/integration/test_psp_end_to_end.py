@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -30,6 +31,8 @@ from tests.psp.localstripe_server import (
     attach_card,
     create_customer_with_card,
     localstripe,
+    pay_checkout,
+    stripe_client,
     successful_charges,
 )
 
@@ -249,3 +252,113 @@ async def test_stripe_without_credentials_is_a_clear_422(api: Stack) -> None:
     r = await api.http.post(INGEST, json=failure_body(psp="stripe"), headers=api.auth())
     err = assert_envelope(r, 422, "psp_not_configured")
     assert err["field"] == "psp" and "stripe" in err["message"]
+
+
+# ---- hosted checkouts at Stripe (Checkout Sessions on the localstripe proxy) ------------------
+
+
+async def stripe_checkout(api: Stack, ref: str) -> str:
+    """Issue a retry link and open its checkout, as the customer does: the session's URL."""
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/link", headers=api.auth())
+    assert r.status_code == 201, r.text
+    opened = await api.http.post(urlsplit(r.json()["url"]).path)
+    assert opened.status_code == 303, opened.text
+    return opened.headers["location"]
+
+
+def session_of(stripe_base: str, url: str) -> dict:
+    return stripe_client(stripe_base).v1.checkout.sessions.retrieve(url.rsplit("/", 1)[1]).to_dict()
+
+
+async def webhook_for_paid_checkout(api: Stack, stripe_base: str, intent_id: str) -> dict:
+    """What Stripe posts when a checkout's PaymentIntent succeeds: the real object."""
+    intent = stripe_client(stripe_base).v1.payment_intents.retrieve(intent_id).to_dict()
+    body, headers = stripe_signed(stripe_event("payment_intent.succeeded", intent))
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_stripe_checkout_b_after_checkout_a_recovered_takes_no_money(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    """Reproduced bug: two links, two Checkout Sessions; A paid and recovered the payment,
+    and B still took the money (nothing expired the session)."""
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, None)
+    first, second = await stripe_checkout(api, ref), await stripe_checkout(api, ref)
+    session = session_of(stripe_base, first)
+    assert session["customer"] == saved.customer_id  # the session names the customer
+    assert time.time() + 29 * 60 < session["expires_at"] <= time.time() + 24 * 3600
+
+    status, paid = pay_checkout(first, CARD_OK)
+    assert status == 200 and paid["status"] == "succeeded", paid
+    await webhook_for_paid_checkout(api, stripe_base, paid["id"])
+
+    async def closed() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        assert session_of(stripe_base, second)["status"] == "expired"
+        return rec
+
+    rec = await eventually(closed, within=30)
+    status, refused = pay_checkout(second, CARD_OK)
+    assert status == 400 and "expired" in refused["error"]["message"]
+    assert len(successful_charges(stripe_base, saved.customer_id)) == 1
+    assert [p["disposition"] for p in rec["payments"]] == ["recovered"]
+    # the card the customer paid with is saved for the next off-session attempts
+    methods = stripe_client(stripe_base).v1.payment_methods.list(
+        {"customer": saved.customer_id, "type": "card"}
+    )
+    assert paid["payment_method"] in [m.id for m in methods.data]
+
+
+async def test_stripe_checkout_paid_twice_before_closing_refunds_the_second(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, None)
+    first, second = await stripe_checkout(api, ref), await stripe_checkout(api, ref)
+    payments = [pay_checkout(url, CARD_OK) for url in (first, second)]  # before any webhook
+    assert [status for status, _ in payments] == [200, 200]
+    for _, paid in payments:
+        await webhook_for_paid_checkout(api, stripe_base, paid["id"])
+
+    async def refunded() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        assert [p["refund_status"] for p in rec["payments"]] == [None, "succeeded"], rec
+        return rec
+
+    rec = await eventually(refunded, within=30)
+    duplicate = rec["payments"][1]
+    assert duplicate["disposition"] == "duplicate"
+    assert duplicate["psp_payment_id"] == payments[1][1]["id"]
+    refunds = stripe_client(stripe_base).v1.refunds.list({"payment_intent": payments[1][1]["id"]})
+    assert [(r.amount, r.status) for r in refunds.data] == [(4999, "succeeded")]
+
+
+async def test_a_stripe_checkout_opened_before_a_cancel_takes_no_money_after_it(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, None)
+    checkout = await stripe_checkout(api, ref)
+    r = await api.http.post(
+        f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "x"}, headers=api.auth()
+    )
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+    async def expired() -> bool:
+        assert session_of(stripe_base, checkout)["status"] == "expired"
+        return True
+
+    await eventually(expired, within=30)
+    status, _ = pay_checkout(checkout, CARD_OK)
+    assert status == 400
+    assert successful_charges(stripe_base, saved.customer_id) == []
+    rec = await recovery(api, ref)
+    assert rec["status"] == "cancelled" and rec["paid"] is False

@@ -24,7 +24,16 @@ Stripe's documented API that localstripe lacks and our adapter relies on:
 3. Listing PaymentIntents by `customer` (newest first) and the Search API for them
    (`GET /v1/payment_intents/search`, `metadata['k']:'v'` clauses joined by `AND`), which
    localstripe lacks: the proxy lists every PaymentIntent from localstripe and filters.
-4. Server errors as Stripe gives them (`inject_server_errors`): the next POSTs to a path are
+4. Checkout Sessions (docs.stripe.com/api/checkout/sessions), which localstripe lacks:
+   create (`mode=payment`, one `price_data` line item, `customer` or `customer_email`,
+   `expires_at` within 30 minutes to 24 hours of now as Stripe requires, `metadata`,
+   `payment_intent_data[metadata]` and `[setup_future_usage]`), retrieve and `expire` (only
+   an `open` session expires). `pay_checkout` plays the customer: it pays an `open`, unexpired
+   session with a card at localstripe (a PaymentIntent with the session's
+   `payment_intent_data`, so localstripe's `payment_intent.succeeded` webhook names our
+   ids; with `setup_future_usage` the card stays on the customer) and completes the session;
+   paying a session that is not open is refused, as Stripe's page refuses it.
+5. Server errors as Stripe gives them (`inject_server_errors`): the next POSTs to a path are
    answered `500 api_error`, after the request ran (the charge was made) or before; and, as
    on Stripe, that 500 is the saved answer of its idempotency key, replayed to every retry
    with the same key (docs.stripe.com/error-low-level#idempotency).
@@ -53,6 +62,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.client import HTTPConnection
@@ -195,6 +205,7 @@ class _ProxyServer(ThreadingHTTPServer):
         self.saved: dict[tuple[str, str], _Saved] = {}
         self.running: set[tuple[str, str]] = set()
         self.faults: list[_Fault] = []
+        self.sessions: dict[str, dict[str, Any]] = {}
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request (a killed worker) is no error: its response is
@@ -256,6 +267,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send(200, [], b"{}")
             return
         parts = urlsplit(self.path)
+        if parts.path.startswith("/v1/checkout/sessions") or parts.path.startswith("/_checkout/"):
+            self._send(*self._checkout(parts.path, raw))
+            return
         if self.command == "GET" and parts.path == "/v1/payment_intents/search":
             self._send(200, [], self._search(dict(parse_qsl(parts.query))))
             return
@@ -308,6 +322,144 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 if status not in (400, 502):
                     self.server.saved[scope] = _Saved(request, status, headers, response)
         self._send(status, headers, response)
+
+    def _checkout(self, path: str, raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Checkout Sessions as Stripe documents them (see the module docstring)."""
+        form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        parts = path.strip("/").split("/")
+        now = int(time.time())
+        with self.server.lock:
+            if path == "/v1/checkout/sessions" and self.command == "POST":
+                return self._create_session(form, now)
+            session = self.server.sessions.get(parts[3] if parts[0] == "v1" else parts[1])
+            if session is None:
+                return (
+                    404,
+                    [],
+                    _error_body(
+                        "invalid_request_error", "resource_missing", "No such checkout.session"
+                    ),
+                )
+            if session["status"] == "open" and session["expires_at"] <= now:
+                session["status"] = "expired"
+            if self.command == "GET":
+                return 200, [], json.dumps(session).encode()
+            if parts[-1] == "expire":
+                if session["status"] != "open":
+                    message = (
+                        'Only Checkout Sessions with a status in ["open"] can be expired. This'
+                        f' Checkout Session has a status of "{session["status"]}".'
+                    )
+                    return 400, [], _error_body("invalid_request_error", "", message)
+                session["status"] = "expired"
+                return 200, [], json.dumps(session).encode()
+            if parts[0] == "_checkout" and parts[-1] == "pay":
+                if session["status"] != "open":
+                    message = f"this checkout is {session['status']}: it takes no payment"
+                    return 400, [], _error_body("invalid_request_error", "", message)
+                session["status"] = "paying"  # one payment per session
+        return self._pay_session(session, form)
+
+    def _create_session(
+        self, form: dict[str, str], now: int
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        def bad(param: str, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
+            body = {"error": {"type": "invalid_request_error", "param": param, "message": message}}
+            return 400, [], json.dumps(body).encode()
+
+        if form.get("mode") != "payment":
+            return bad("mode", "mode must be payment here")
+        try:
+            amount = int(form["line_items[0][price_data][unit_amount]"]) * int(
+                form.get("line_items[0][quantity]", "1")
+            )
+            currency = form["line_items[0][price_data][currency]"]
+        except (KeyError, ValueError):
+            return bad("line_items", "one line item with price_data is required")
+        expires_at = int(form.get("expires_at") or now + 24 * 3600)
+        if not now + 30 * 60 - 5 <= expires_at <= now + 24 * 3600 + 5:
+            return bad("expires_at", "expires_at must be 30 minutes to 24 hours from now")
+
+        def prefixed(prefix: str) -> dict[str, str]:
+            return {k[len(prefix) : -1]: v for k, v in form.items() if k.startswith(prefix)}
+
+        session_id = f"cs_test_{uuid.uuid4().hex}"
+        host, port = self.server.server_address[:2]
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "open",
+            "payment_status": "unpaid",
+            "amount_total": amount,
+            "currency": currency,
+            "customer": form.get("customer"),
+            "customer_email": form.get("customer_email"),
+            "client_reference_id": form.get("client_reference_id"),
+            "metadata": prefixed("metadata["),
+            "expires_at": expires_at,
+            "success_url": form.get("success_url"),
+            "cancel_url": form.get("cancel_url"),
+            "payment_intent": None,
+            "url": f"http://{host}:{port}/_checkout/{session_id}",
+            "_payment_intent_data": {
+                "metadata": prefixed("payment_intent_data[metadata]["),
+                "setup_future_usage": form.get("payment_intent_data[setup_future_usage]"),
+            },
+        }
+        self.server.sessions[session_id] = session
+        return 200, [], json.dumps(session).encode()
+
+    def _pay_session(
+        self, session: dict[str, Any], form: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The customer pays with a card (`form["card"]`) at localstripe."""
+        data = session["_payment_intent_data"]
+        fields = {
+            "type": "card",
+            "card[number]": form.get("card", CARD_OK),
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        }
+        status, _, content = self._upstream("POST", "/v1/payment_methods", fields)
+        pm = json.loads(content)
+        if status == 200 and session["customer"] and data["setup_future_usage"]:
+            self._upstream(
+                "POST", f"/v1/payment_methods/{pm['id']}/attach", {"customer": session["customer"]}
+            )
+        intent = {
+            "amount": str(session["amount_total"]),
+            "currency": session["currency"],
+            "payment_method": pm.get("id", ""),
+            "confirm": "true",
+        } | {f"metadata[{k}]": v for k, v in data["metadata"].items()}
+        if session["customer"]:
+            intent["customer"] = session["customer"]
+        status, _, content = self._upstream("POST", "/v1/payment_intents", intent)
+        with self.server.lock:
+            paid = status == 200 and json.loads(content).get("status") == "succeeded"
+            session["status"] = "complete" if paid else "open"
+            if paid:
+                session["payment_status"] = "paid"
+                session["payment_intent"] = json.loads(content)["id"]
+        return status, [], content
+
+    def _upstream(
+        self, method: str, path: str, fields: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """A form POST of our own to localstripe, with the caller's API key."""
+        connection = HTTPConnection(*self.server.upstream, timeout=60)
+        headers = {
+            "Authorization": self.headers.get("Authorization", f"Bearer {TEST_API_KEY}"),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        try:
+            connection.request(method, path, body=urlencode(fields).encode(), headers=headers)
+            response = connection.getresponse()
+            return response.status, [], response.read()
+        finally:
+            connection.close()
 
     def _take_fault(self) -> _Fault | None:
         with self.server.lock:
@@ -505,6 +657,22 @@ def register_webhook_endpoint(
     with urllib.request.urlopen(request, timeout=10) as response:
         if response.status != 200:
             raise RuntimeError(f"localstripe refused the webhook endpoint: {response.status}")
+
+
+def pay_checkout(url: str, card_number: str = CARD_OK) -> tuple[int, dict[str, Any]]:
+    """The customer pays the Checkout Session at `url` (its `url`) with a card: (HTTP status,
+    the PaymentIntent or the error). A session that is not open refuses the payment."""
+    request = urllib.request.Request(
+        f"{url}/pay",
+        data=urlencode({"card": card_number}).encode(),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def inject_server_errors(base_url: str, path: str, *, ran: bool, times: int = 1) -> None:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, get_args
 from urllib.parse import parse_qsl
@@ -30,12 +31,15 @@ from recovery.psp.base import (
     TransientPSPError,
 )
 from recovery.psp.stripe import (
+    CHECKOUT_MAX_LIFETIME,
+    CHECKOUT_MIN_LIFETIME,
     StripeAdapter,
     StripePaymentIntentStatus,
     StripeRequestRejected,
     StripeUnexpectedResponse,
     canonical_status,
     charge_result,
+    checkout_expiry,
 )
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
@@ -755,8 +759,12 @@ async def test_create_checkout_session_sends_what_stripe_documents() -> None:
     assert (sent.method, sent.path) == ("POST", "/v1/checkout/sessions")
     assert sent.headers["Idempotency-Key"] == "rec_1-link-lnk_1"
     assert sent.headers["Authorization"] == "Bearer sk_test_fake"
-    assert sent.form == {
+    form = dict(sent.form)
+    expires_at = int(form.pop("expires_at"))
+    assert time.time() + 30 * 60 < expires_at <= time.time() + 24 * 3600  # what Stripe takes
+    assert form == {
         "mode": "payment",
+        "payment_intent_data[setup_future_usage]": "off_session",
         "line_items[0][quantity]": "1",
         "line_items[0][price_data][currency]": "usd",
         "line_items[0][price_data][unit_amount]": "4999",
@@ -771,6 +779,15 @@ async def test_create_checkout_session_sends_what_stripe_documents() -> None:
             for k, v in {**OUR_METADATA, "link_id": "lnk_1"}.items()
         },
     }
+
+
+def test_a_checkout_expires_with_its_link_within_what_stripe_accepts() -> None:
+    now = 1_800_000_000.0
+    at = datetime.fromtimestamp
+    assert checkout_expiry(at(now + 3 * 3600, UTC), now) == now + 3 * 3600
+    assert checkout_expiry(at(now + 15 * 60, UTC), now) == now + CHECKOUT_MIN_LIFETIME
+    assert checkout_expiry(at(now + 7 * 86400, UTC), now) == now + CHECKOUT_MAX_LIFETIME
+    assert checkout_expiry(None, now) == now + CHECKOUT_MAX_LIFETIME
 
 
 async def test_checkout_for_a_customer_known_only_by_email() -> None:
