@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test bench lint install clean
+.PHONY: dev test bench soak lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -30,6 +30,11 @@ test: $(STAMP)
 BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Soak (not in CI): SOAK_KILLS SIGKILLs of the worker during charges (simulator and Stripe).
+SOAK_KILLS ?= 200
+soak: $(STAMP)
+	SOAK_KILLS=$(SOAK_KILLS) $(BIN)/pytest -m soak tests/reliability/test_soak.py -p no:randomly -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,7 +6,8 @@
   failure codes, attempt n and later succeed;
 - ``pm_sim_pending``: the charge stays ``processing``;
 - ``pm_sim_canceled``: the charge is canceled at the PSP (as a merchant cancels a payment);
-- ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds;
+- ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds (a
+  suffix ``_<name>`` makes it another card: ``pm_sim_slow_2_a``, ``pm_sim_slow_2_b``);
 - ``pm_sim_error``: every request is answered with a server error and nothing is charged;
 - ``pm_sim_lost_answer``: the charge succeeds, but every answer to it is a server error
   (as Stripe replays a saved 500 for the same idempotency key): only a lookup tells;
@@ -36,7 +37,7 @@ from recovery.psp.base import (
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
 _SUCCEED_ON = re.compile(r"^pm_sim_succeed_on_(\d+)$")
-_SLOW = re.compile(r"^pm_sim_slow_(\d+)$")
+_SLOW = re.compile(r"^pm_sim_slow_(\d+)(?:_[a-z0-9]+)?$")
 
 
 def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:

@@ -206,6 +206,7 @@ class _ProxyServer(ThreadingHTTPServer):
         self.running: set[tuple[str, str]] = set()
         self.faults: list[_Fault] = []
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.latency: dict[str, tuple[float, float]] = {}  # path -> (before, after) seconds
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request (a killed worker) is no error: its response is
@@ -261,6 +262,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if (self.command, self.path) == ("POST", "/_proxy/latency"):
+            asked = json.loads(raw)
+            with self.server.lock:
+                self.server.latency[asked["path"]] = (asked["before"], asked["after"])
+            self._send(200, [], b"{}")
+            return
         if (self.command, self.path) == ("POST", "/_proxy/faults"):
             with self.server.lock:
                 self.server.faults.append(_Fault(**json.loads(raw)))
@@ -312,8 +319,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         status, headers, response = 502, [], b""
         try:
             fault = self._take_fault()
+            before, after = self.server.latency.get(urlsplit(self.path).path, (0.0, 0.0))
+            time.sleep(before)
             if fault is None or fault.ran:
                 status, headers, response = self._forward(body)
+            time.sleep(after)
             if fault is not None:
                 status, headers, response = 500, [], _SERVER_ERROR
         finally:
@@ -673,6 +683,19 @@ def pay_checkout(url: str, card_number: str = CARD_OK) -> tuple[int, dict[str, A
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def set_latency(base_url: str, path: str, *, before: float, after: float) -> None:
+    """Slow every POST with an idempotency key to `path`: `before` seconds before it reaches
+    localstripe, `after` seconds between the charge and its answer (a worker killed then has
+    charged and never heard)."""
+    request = urllib.request.Request(
+        f"{base_url}/_proxy/latency",
+        data=json.dumps({"path": path, "before": before, "after": after}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def inject_server_errors(base_url: str, path: str, *, ran: bool, times: int = 1) -> None:
