@@ -2,9 +2,9 @@
 `recovered`, and the simulator PSP's own ledger shows one charge per attempt idempotency key
 and at most one successful charge per payment.
 
-A charge abandoned by a killed worker is retried only when its attempt times out (the
-charge activity has a 60 s start-to-close timeout and no heartbeat), so the trials kill
-first, each on fresh recoveries, and the one long wait for those timeouts comes at the end.
+A charge abandoned by a killed worker is retried when its heartbeat times out (10 s: the
+charge activity heartbeats every 2 s), so the trials kill first, each on fresh recoveries,
+and the one wait for those timeouts comes at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from recovery import constants as names
 from recovery.store import Store
 from tests.helpers import failure_body
 from tests.integration.conftest import Stack, running_stack
@@ -33,7 +34,7 @@ from tests.reliability.support import (
 
 TRIALS = 5
 PER_TRIAL = 4
-CHARGE_TIMEOUT = 60  # the charge activity's start-to-close timeout (workflows/recovery.py)
+CHARGE_TIMEOUT = names.CHARGE_HEARTBEAT_TIMEOUT.total_seconds()  # an abandoned try is retried
 
 
 async def _statuses(api: Stack) -> dict[str, tuple[str, bool]]:
