@@ -123,7 +123,7 @@ async def test_stripe_decline_then_new_card_then_recovered_with_one_charge(
         return rec
 
     rec = await eventually(lambda: attempts(1, "failed"), within=30)
-    assert rec["attempts"][0]["code"] == "card_declined" and rec["status"] == "active"
+    assert rec["attempts"][0]["code"] == "generic_decline" and rec["status"] == "active"
     assert successful_charges(stripe_base, saved.customer_id) == []
 
     attach_card(stripe_base, saved.customer_id, CARD_OK, make_default=True)

@@ -33,7 +33,18 @@ Stripe's documented API that localstripe lacks and our adapter relies on:
    `payment_intent_data`, so localstripe's `payment_intent.succeeded` webhook names our
    ids; with `setup_future_usage` the card stays on the customer) and completes the session;
    paying a session that is not open is refused, as Stripe's page refuses it.
-5. Server errors as Stripe gives them (`inject_server_errors`): the next POSTs to a path are
+5. Declines as Stripe sends them on an off-session PaymentIntent (docs.stripe.com/api/errors,
+   docs.stripe.com/declines/card): localstripe answers a declined charge with
+   `type=invalid_request_error` and no decline code, and an off-session charge that needs
+   3-D Secure with a 200 `requires_action`. The proxy answers both as Stripe does: a 402
+   `type=card_error` with `code`, `decline_code`, `payment_intent` (now
+   `requires_payment_method`, its `last_payment_error` the same error) and `charge`; the
+   authentication case as `code=decline_code=authentication_required` (off-session, Stripe
+   does not leave the PaymentIntent in `requires_action`). `script_decline` makes the next
+   off-session charge of a customer decline with the codes a test names (`decline_code`,
+   `advice_code`, `network_advice_code`, `network_decline_code`), charging nothing. Reads
+   of such a PaymentIntent show what Stripe would show.
+6. Server errors as Stripe gives them (`inject_server_errors`): the next POSTs to a path are
    answered `500 api_error`, after the request ran (the charge was made) or before; and, as
    on Stripe, that 500 is the saved answer of its idempotency key, replayed to every retry
    with the same key (docs.stripe.com/error-low-level#idempotency).
@@ -207,6 +218,8 @@ class _ProxyServer(ThreadingHTTPServer):
         self.faults: list[_Fault] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self.latency: dict[str, tuple[float, float]] = {}  # path -> (before, after) seconds
+        self.declines: dict[str, list[dict[str, str]]] = {}  # customer -> scripted declines
+        self.intent_overrides: dict[str, dict[str, Any]] = {}  # what Stripe would show
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request (a killed worker) is no error: its response is
@@ -268,6 +281,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.server.latency[asked["path"]] = (asked["before"], asked["after"])
             self._send(200, [], b"{}")
             return
+        if (self.command, self.path) == ("POST", "/_proxy/declines"):
+            asked = json.loads(raw)
+            with self.server.lock:
+                self.server.declines.setdefault(asked.pop("customer"), []).append(asked)
+            self._send(200, [], b"{}")
+            return
         if (self.command, self.path) == ("POST", "/_proxy/faults"):
             with self.server.lock:
                 self.server.faults.append(_Fault(**json.loads(raw)))
@@ -287,7 +306,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = _drop_unsupported(self.command, self.path, raw)
         key = self.headers.get("Idempotency-Key") if self.command == "POST" else None
         if not key:
-            answer = self._forward(body)
+            answer = self._answer(body)
             if (self.command, self.path) == ("DELETE", "/_config/data"):
                 with self.server.lock:  # `reset`: saved responses name objects now gone
                     self.server.saved.clear()
@@ -322,7 +341,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             before, after = self.server.latency.get(urlsplit(self.path).path, (0.0, 0.0))
             time.sleep(before)
             if fault is None or fault.ran:
-                status, headers, response = self._forward(body)
+                status, headers, response = self._answer(body)
             time.sleep(after)
             if fault is not None:
                 status, headers, response = 500, [], _SERVER_ERROR
@@ -481,6 +500,71 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     return fault
         return None
 
+    def _answer(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """localstripe's answer, as Stripe would give it (declines, see the docstring)."""
+        path = urlsplit(self.path).path
+        if self.command == "POST" and path == "/v1/payment_intents":
+            return self._create_intent(body)
+        status, headers, content = self._forward(body)
+        if self.command == "GET" and path.startswith("/v1/payment_intents/pi_") and status == 200:
+            return status, headers, json.dumps(self._as_stripe(json.loads(content))).encode()
+        return status, headers, content
+
+    def _as_stripe(self, intent: dict[str, Any]) -> dict[str, Any]:
+        with self.server.lock:
+            return intent | self.server.intent_overrides.get(intent.get("id", ""), {})
+
+    def _create_intent(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        off_session = fields.get("confirm") == "true" and fields.get("off_session") == "true"
+        customer = fields.get("customer", "")
+        with self.server.lock:
+            queue = self.server.declines.get(customer) if off_session else None
+            scripted = queue.pop(0) if queue else None
+        if scripted is not None:  # created, never confirmed: nothing is charged
+            unconfirmed = {k: v for k, v in fields.items() if k not in ("confirm", "off_session")}
+            status, headers, content = self._upstream("POST", "/v1/payment_intents", unconfirmed)
+            if status != 200:
+                return status, headers, content
+            return self._declined(json.loads(content), {"code": "card_declined", **scripted})
+        status, headers, content = self._forward(body)
+        if not off_session:
+            return status, headers, content
+        if status == 402:
+            error = json.loads(content).get("error", {})
+            charge = error.get("charge")
+            _, _, found = self._upstream("GET", f"/v1/charges/{charge}", {})
+            intent_id = json.loads(found).get("payment_intent")
+            _, _, found = self._upstream("GET", f"/v1/payment_intents/{intent_id}", {})
+            declined = {"code": "card_declined", "decline_code": "generic_decline"}
+            return self._declined(json.loads(found), declined | {"charge": charge})
+        intent = json.loads(content)
+        if status == 200 and intent.get("status") == "requires_action":
+            authentication = {
+                "code": "authentication_required",
+                "decline_code": "authentication_required",
+                "message": "Your card was declined. This transaction requires authentication.",
+            }
+            return self._declined(intent, authentication)
+        return status, headers, content
+
+    def _declined(
+        self, intent: dict[str, Any], error: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Stripe's 402 for a declined off-session PaymentIntent, and what reads show after."""
+        last = {
+            "type": "card_error",
+            "message": "Your card was declined.",
+            **error,
+            "doc_url": f"https://stripe.com/docs/error-codes/{error['code'].replace('_', '-')}",
+            "payment_method": {"id": intent.get("payment_method"), "object": "payment_method"},
+        }
+        override = {"status": "requires_payment_method", "last_payment_error": last}
+        with self.server.lock:
+            self.server.intent_overrides[intent["id"]] = override
+        body = {"error": {**last, "payment_intent": intent | override}}
+        return 402, [("Content-Type", "application/json")], json.dumps(body).encode()
+
     def _all_intents(self) -> list[dict[str, Any]]:
         intents: list[dict[str, Any]] = []
         after = ""
@@ -490,7 +574,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if status != 200:
                 raise RuntimeError(f"localstripe listed PaymentIntents with {status}")
             page = json.loads(content)
-            intents += page["data"]
+            intents += [self._as_stripe(pi) for pi in page["data"]]
             if not page.get("has_more") or not page["data"]:
                 return intents
             after = f"&starting_after={page['data'][-1]['id']}"
@@ -692,6 +776,19 @@ def set_latency(base_url: str, path: str, *, before: float, after: float) -> Non
     request = urllib.request.Request(
         f"{base_url}/_proxy/latency",
         data=json.dumps({"path": path, "before": before, "after": after}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def script_decline(base_url: str, customer_id: str, **codes: str) -> None:
+    """The next off-session charge of `customer_id` is declined as Stripe declines it, with
+    `codes` (`decline_code`, `advice_code`, `network_advice_code`, `network_decline_code`,
+    `message`; `code` defaults to `card_declined`). Nothing is charged."""
+    request = urllib.request.Request(
+        f"{base_url}/_proxy/declines",
+        data=json.dumps({"customer": customer_id, **codes}).encode(),
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10):

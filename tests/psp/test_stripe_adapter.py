@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl
 import pytest
 import stripe
 
-from recovery.models import ChargeRequest, Customer, Failure, PaymentMethod
+from recovery.classifier import classify
+from recovery.models import ChargeRequest, ClassifyRequest, Customer, Failure, PaymentMethod
 from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
@@ -55,6 +56,7 @@ from tests.psp.localstripe_server import (
     payment_intents_for_customer,
     register_webhook_endpoint,
     reset,
+    script_decline,
     stripe_client,
     successful_charges,
 )
@@ -137,22 +139,66 @@ async def test_a_decline_is_a_result_with_stripes_codes(
     assert result.failure is not None
     assert result.failure.code == "card_declined"
     assert result.failure.message == "Your card was declined."
-    # localstripe's 402 carries neither `decline_code` nor the PaymentIntent (Stripe's does:
-    # see test_a_stripe_shaped_decline_keeps_every_code).
-    assert result.failure.decline_code is None
+    # Stripe's 402 (as the proxy gives it): a card_error with a decline code and the
+    # PaymentIntent, whose id is the attempt's payment
+    assert result.failure.decline_code == "generic_decline"
     assert successful_charges(stripe_base, card.customer_id) == []
     [intent] = payment_intents_for_customer(stripe_base, card.customer_id)
     assert intent["status"] == "requires_payment_method"
+    assert result.psp_payment_id == intent["id"]
 
     # The declined PaymentIntent reads as failed, with the decline from `last_payment_error`.
     retrieved = await adapter.retrieve_payment_intent(intent["id"])
     assert retrieved.status == "failed"
-    assert retrieved.failure is not None and retrieved.failure.code == "card_declined"
+    assert retrieved.failure == result.failure
+
+
+async def test_the_classifier_sees_exactly_what_stripe_sends_on_a_decline(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    card = create_customer_with_card(stripe_base, CARD_OK)
+    script_decline(
+        stripe_base,
+        card.customer_id,
+        decline_code="insufficient_funds",
+        message="Your card has insufficient funds.",
+        advice_code="try_again_later",
+        network_advice_code="02",
+        network_decline_code="51",
+    )
+    req = charge_request(card.customer_id, card.payment_method_id)
+    result = await adapter.create_payment_intent(req)
+    assert result.status == "failed" and result.failure is not None
+    assert (result.failure.code, result.failure.decline_code) == (
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert result.failure.network_advice_code == "02"  # the network's, before Stripe's own
+    assert charges_for_customer(stripe_base, card.customer_id) == []
+    found = await adapter.find_charge(req)
+    assert found == result  # a lookup reads the same decline
+    verdict = classify(
+        ClassifyRequest(
+            psp="stripe",
+            code=result.failure.code,
+            decline_code=result.failure.decline_code,
+            message=result.failure.message,
+            network_advice_code=result.failure.network_advice_code,
+        )
+    )
+    assert verdict.category == "funds" and verdict.action == "retry"
+    # the next charge (no script) goes through
+    again = await adapter.create_payment_intent(
+        charge_request(card.customer_id, card.payment_method_id)
+    )
+    assert again.status == "succeeded"
 
 
 async def test_a_card_needing_authentication_goes_to_the_customer(
     adapter: StripeAdapter, stripe_base: str
 ) -> None:
+    """Off-session, Stripe answers a card that wants 3-D Secure with a 402
+    `authentication_required` and leaves the PaymentIntent `requires_payment_method`."""
     card = create_customer_with_card(stripe_base, CARD_REQUIRES_AUTH)
     result = await adapter.create_payment_intent(
         charge_request(card.customer_id, card.payment_method_id)
@@ -160,7 +206,11 @@ async def test_a_card_needing_authentication_goes_to_the_customer(
 
     assert result.status == "requires_action"
     assert result.failure is not None and result.failure.code == "authentication_required"
+    assert result.failure.decline_code == "authentication_required"
     assert charges_for_customer(stripe_base, card.customer_id) == []
+    assert result.psp_payment_id is not None
+    retrieved = await adapter.retrieve_payment_intent(result.psp_payment_id)
+    assert retrieved.status == "requires_action"  # for the customer, never charged again
 
 
 async def test_the_same_idempotency_key_charges_once(
