@@ -61,6 +61,9 @@ class Settings(DatabaseSettings):
     # The Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is not set).
     temporal_port: int = Field(default=7233, ge=0, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
+    metrics_address: str | None = None
+    """host:port of the API's Prometheus metrics listener, e.g. 127.0.0.1:9464 (unset: none);
+    never the API's own port, since the metrics hold every merchant's totals"""
     request_body_timeout_seconds: float = 10.0
     """A request body must arrive within this (else 408): no slow-body connections held."""
     log_level: str = "INFO"
