@@ -43,6 +43,7 @@ class Stack(stack.Stack):
             temporal_port=0,
             temporal_task_queue=TASK_QUEUE,
             link_signing_secret=secrets.token_urlsafe(32),
+            allow_simulator=True,
             log_format="json",
             log_level=log_level,
         )

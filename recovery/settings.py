@@ -81,6 +81,10 @@ class Settings(DatabaseSettings):
     link_signing_secret: str = ""
     link_ttl_seconds: int = 900
 
+    allow_simulator: bool = False
+    """the built-in simulator PSP (moves no money): `make dev` and the tests turn it on;
+    off, an event naming it is a 422 and no worker charges through it"""
+
     stripe_api_key: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None

@@ -108,6 +108,8 @@ def dev_stack() -> Stack:
     keep = given.model_fields_set
     settings = given.model_copy(
         update={
+            # the demo charges the simulator; ALLOW_SIMULATOR=false turns it off here too
+            "allow_simulator": given.allow_simulator if "allow_simulator" in keep else True,
             "metrics_address": metrics,
             "worker_metrics_address": worker_metrics,
             "api_host": HOST,

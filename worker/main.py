@@ -45,7 +45,8 @@ def build_worker(
     psps: PSPDispatcher | None = None,
     settings: Settings | None = None,
 ) -> Worker:
-    tuning = settings or Settings(environment="development")
+    # without settings (tests): development defaults, the simulator included
+    tuning = settings or Settings(environment="development", allow_simulator=True)
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
     return Worker(

@@ -22,6 +22,12 @@ class PSPNotConfigured(RecoveryError):
     code = "psp_not_configured"
 
 
+class PSPDisabled(PSPNotConfigured):
+    """A PSP this deployment does not allow (the simulator outside development and tests)."""
+
+    code = "psp_disabled"
+
+
 class StripeCredentials(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     api_key: SecretStr

@@ -41,6 +41,7 @@ def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: An
         "outbox_sweep_seconds": 0.5,
         "temporal_rpc_timeout_seconds": 2,
         "auth_failure_burst": 10_000,
+        "allow_simulator": True,
     }
     return Settings(
         **(defaults | extra),

@@ -212,6 +212,7 @@ async def test_worker_finishes_its_activity_on_sigterm(
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_TASK_QUEUE": api.settings.temporal_task_queue,
             "ENVIRONMENT": "development",
+            "ALLOW_SIMULATOR": "true",
         }
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
