@@ -21,7 +21,7 @@ from api.server import uvicorn_config
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
-from recovery.settings import Settings, get_settings
+from recovery.settings import Settings, get_settings, settings_or_exit
 from recovery.temporal import connect_client
 
 
@@ -86,6 +86,6 @@ def main() -> None:
     """`python -m api`: the API with JSON logs on API_HOST:API_PORT (127.0.0.1:8000)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     uvicorn.Server(uvicorn_config(create_app(settings), settings.api_host, settings.api_port)).run()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery import devstack
 from recovery.constants import DEFAULT_TASK_QUEUE
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
+MIN_SECRET_BYTES = 32
 
 
 class DatabaseNotConfigured(RuntimeError):
@@ -110,11 +112,11 @@ class Settings(DatabaseSettings):
             self.link_signing_secret = secrets.token_urlsafe(32)
         if self.environment != "development" and (
             self.link_signing_secret.strip().lower() in PLACEHOLDER_SECRETS
-            or len(self.link_signing_secret) < 16
+            or len(self.link_signing_secret.encode()) < MIN_SECRET_BYTES
         ):
             raise ValueError(
-                "LINK_SIGNING_SECRET must be set to a real secret (16+ characters) outside "
-                "ENVIRONMENT=development"
+                f"LINK_SIGNING_SECRET must be a random secret of at least {MIN_SECRET_BYTES} "
+                "bytes outside ENVIRONMENT=development (e.g. `openssl rand -hex 32`)"
             )
         return self
 
@@ -122,3 +124,18 @@ class Settings(DatabaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """`get_settings()` for a process's entry point: a configuration it must refuse ends the
+    process with exit code 2 and one readable line per problem on stderr, not a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            where = ".".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{where}: {message}" if where else message)
+        sys.stderr.write("".join(f"configuration error: {p}\n" for p in problems))
+        raise SystemExit(2) from None

@@ -26,7 +26,7 @@ from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
-from recovery.settings import Settings, get_settings
+from recovery.settings import Settings, settings_or_exit
 from recovery.store import Store
 from recovery.temporal import connect_client
 from workflows.maintenance import MaintenanceWorkflow
@@ -123,7 +123,7 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings))
 
