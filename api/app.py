@@ -19,7 +19,7 @@ from api.relay import OutboxRelay
 from api.routes import audit, classify, events, health, pay, policy, recoveries, webhooks
 from api.server import uvicorn_config
 from recovery.dbsetup import open_store
-from recovery.logs import setup_logging
+from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings, get_settings, settings_or_exit
 from recovery.temporal import connect_client
@@ -27,6 +27,7 @@ from recovery.temporal import connect_client
 
 def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    mask_secrets_in(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

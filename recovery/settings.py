@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery import devstack
@@ -80,19 +80,20 @@ class Settings(DatabaseSettings):
     """host:port for the worker's Prometheus metrics (Temporal SDK metrics), e.g. 0.0.0.0:9464"""
 
     public_base_url: str = "http://127.0.0.1:8000"
-    link_signing_secret: str = ""
+    link_signing_secret: SecretStr = SecretStr("")
     link_ttl_seconds: int = 900
 
     allow_simulator: bool = False
     """the built-in simulator PSP (moves no money): `make dev` and the tests turn it on;
     off, an event naming it is a 422 and no worker charges through it"""
 
-    stripe_api_key: str | None = None
-    stripe_webhook_secret: str | None = None
+    # Secrets are SecretStr: they never print, and logs mask their values (recovery.logs).
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
     razorpay_key_id: str | None = None
-    razorpay_key_secret: str | None = None
-    razorpay_webhook_secret: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
     razorpay_api_base: str | None = None
 
     # Failed authentications allowed per client address: a burst, then this many per second.
@@ -107,12 +108,13 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
-        if self.environment == "development" and not self.link_signing_secret:
+        link_secret = self.link_signing_secret.get_secret_value()
+        if self.environment == "development" and not link_secret:
             # links then live as long as this process; `make dev` sets a lasting secret
-            self.link_signing_secret = secrets.token_urlsafe(32)
+            self.link_signing_secret = SecretStr(secrets.token_urlsafe(32))
         if self.environment != "development" and (
-            self.link_signing_secret.strip().lower() in PLACEHOLDER_SECRETS
-            or len(self.link_signing_secret.encode()) < MIN_SECRET_BYTES
+            link_secret.strip().lower() in PLACEHOLDER_SECRETS
+            or len(link_secret.encode()) < MIN_SECRET_BYTES
         ):
             raise ValueError(
                 f"LINK_SIGNING_SECRET must be a random secret of at least {MIN_SECRET_BYTES} "

@@ -33,7 +33,7 @@ import sys
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from recovery import devstack
 from recovery.settings import Settings
@@ -117,8 +117,10 @@ def dev_stack() -> Stack:
             "log_format": os.environ.get("LOG_FORMAT", "text"),
             "link_signing_secret": given.link_signing_secret
             if os.environ.get("LINK_SIGNING_SECRET")
-            else read_or_create_secret(
-                data_dir / LINK_SECRET_FILE, lambda: secrets.token_urlsafe(32)
+            else SecretStr(
+                read_or_create_secret(
+                    data_dir / LINK_SECRET_FILE, lambda: secrets.token_urlsafe(32)
+                )
             ),
             "public_base_url": given.public_base_url
             if "public_base_url" in keep

@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from recovery import constants as names
 from recovery.dbsetup import open_store
-from recovery.logs import setup_logging
+from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings, settings_or_exit
 from recovery.store import Store
@@ -47,6 +47,7 @@ def build_worker(
 ) -> Worker:
     # without settings (tests): development defaults, the simulator included
     tuning = settings or Settings(environment="development", allow_simulator=True)
+    mask_secrets_in(tuning)
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
     return Worker(

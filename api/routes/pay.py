@@ -90,7 +90,7 @@ async def _payable_link(
 ) -> LinkView | Response:
     """The link's view when it can still be paid, else the page that says why not."""
     try:
-        claims = decode_token(settings.link_signing_secret, token)
+        claims = decode_token(settings.link_signing_secret.get_secret_value(), token)
     except ExpiredLink:
         return message(
             request,

@@ -197,7 +197,11 @@ async def test_logs_are_json_with_ids_and_no_secrets(api: Stack) -> None:
     charges = [e for e in lines if e["logger"] == "recovery.activities"]
     assert charges and charges[0]["payment_ref"] == ref
     assert charges[0]["workflow_id"] == r.json()["workflow_id"]
-    for secret in (api.key, api.settings.link_signing_secret, "rk_test_guess1234"):
+    for secret in (
+        api.key,
+        api.settings.link_signing_secret.get_secret_value(),
+        "rk_test_guess1234",
+    ):
         assert secret not in out
 
 
