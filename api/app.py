@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -12,21 +13,21 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.guards import RejectNul
-from api.metrics import Metrics, install_request_metrics
-from api.metrics import router as metrics_router
+from api.metrics import Metrics, MetricsServer, install_request_metrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import audit, classify, events, health, pay, policy, recoveries, webhooks
 from api.server import uvicorn_config
 from recovery.dbsetup import open_store
-from recovery.logs import setup_logging
+from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
-from recovery.settings import Settings, get_settings
+from recovery.settings import Settings, get_settings, settings_or_exit
 from recovery.temporal import connect_client
 
 
 def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    mask_secrets_in(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,11 +51,19 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         app.state.auth_limiter = FailedAuthLimiter(
             settings.auth_failure_burst, settings.auth_failure_refill_per_second
         )
+        metrics: Metrics = app.state.metrics
+        metrics.read_totals_from(store, asyncio.get_running_loop())
+        metrics_server = (
+            MetricsServer(metrics, settings.metrics_address) if settings.metrics_address else None
+        )
+        app.state.metrics_server = metrics_server
         if run_relay:
             relay.start()
         try:
             yield
         finally:
+            if metrics_server is not None:
+                await metrics_server.stop()
             await relay.stop()
             await store.close()
 
@@ -68,7 +77,6 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
     install_request_metrics(app, app.state.metrics)
-    app.include_router(metrics_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in (events, recoveries, classify, policy, audit, webhooks, pay, health):
         app.include_router(module.router)
@@ -79,6 +87,6 @@ def main() -> None:
     """`python -m api`: the API with JSON logs on API_HOST:API_PORT (127.0.0.1:8000)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     uvicorn.Server(uvicorn_config(create_app(settings), settings.api_host, settings.api_port)).run()

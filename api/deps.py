@@ -43,13 +43,16 @@ async def current_principal(
     store: StoreDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
+    """The key's principal. Failed authentications are counted per client address, and an
+    address over its limit gets 429 for every key that fails; a valid key is never refused,
+    so one client guessing behind a shared address (NAT, office) locks out nobody else."""
     limiter: FailedAuthLimiter = request.app.state.auth_limiter
     client = request.client.host if request.client else "unknown"
-    if (wait := limiter.retry_after(client)) is not None:
-        raise RateLimited("too many failed authentications; retry later", wait)
     try:
         return await authenticate(store, authorization)
     except Unauthorized:
+        if (wait := limiter.retry_after(client)) is not None:
+            raise RateLimited("too many failed authentications; retry later", wait) from None
         limiter.failed(client)
         raise
 

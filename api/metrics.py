@@ -1,27 +1,27 @@
-"""Prometheus metrics at `/metrics`: HTTP traffic, ingest outcomes, and business totals
-read from Postgres at scrape time (so every API replica reports the same truth)."""
+"""Prometheus metrics: HTTP traffic, ingest outcomes, and business totals read from Postgres
+at scrape time (so every API replica reports the same truth).
+
+They are every merchant's totals, so they are never served on the public API port: the
+listener on `METRICS_ADDRESS` (`MetricsServer`, a thread of prometheus_client's) serves them,
+reading the totals through the API's event loop and pool.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from wsgiref.simple_server import WSGIServer
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from api.deps import StoreDep
 from recovery.store import MetricsSnapshot, Store
 
 log = logging.getLogger("recovery.api.http")
-router = APIRouter(tags=["health"])
+SNAPSHOT_TIMEOUT_SECONDS = 5.0
 
 
 class Metrics:
@@ -45,14 +45,27 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self._snapshot: MetricsSnapshot | None = None
+        self._store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.registry.register(self)
 
-    async def refresh(self, store: Store) -> None:
-        self._snapshot = await store.metrics_snapshot()
+    def read_totals_from(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        """Scrapes (in the listener's thread) read the business totals from `store` on `loop`."""
+        self._store, self._loop = store, loop
 
-    def collect(self):  # prometheus_client collector protocol
-        snap = self._snapshot
+    def _snapshot(self) -> MetricsSnapshot | None:
+        if self._store is None or self._loop is None:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._store.metrics_snapshot(), self._loop)
+        try:
+            return future.result(timeout=SNAPSHOT_TIMEOUT_SECONDS)
+        except Exception:  # Postgres away: still serve the in-process metrics
+            future.cancel()
+            log.warning("metrics: business totals unavailable")
+            return None
+
+    def collect(self) -> Iterator[Metric]:  # prometheus_client collector protocol
+        snap = self._snapshot()
         if snap is None:
             return
         by_status = GaugeMetricFamily(
@@ -107,11 +120,17 @@ def install_request_metrics(app: FastAPI, metrics: Metrics) -> None:
             )
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics_endpoint(request: Request, store: StoreDep) -> Response:
-    metrics: Metrics = request.app.state.metrics
-    try:
-        await metrics.refresh(store)
-    except Exception:  # Postgres away: still serve the in-process metrics
-        log.warning("metrics: business totals unavailable")
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+class MetricsServer:
+    """The metrics listener on `host:port` (its own thread), apart from the API's port."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._httpd: WSGIServer
+        self._httpd, _ = start_http_server(int(port), host or "127.0.0.1", metrics.registry)
+        self.port = int(self._httpd.server_address[1])
+        log.info("metrics on http://%s:%s/metrics", host, self.port)
+
+    async def stop(self) -> None:
+        # a scrape in flight may be waiting on the event loop: do not block it
+        await asyncio.to_thread(self._httpd.shutdown)
+        self._httpd.server_close()

@@ -1,8 +1,11 @@
 """Failed-authentication rate limit: an in-process token bucket per client address.
 
-Each failed authentication takes a token; an address with no token left gets 429 until one
-refills, whatever key it sends, so keys cannot be guessed online. In-process means each API
-replica keeps its own buckets: behind N replicas an address gets up to N times the rate.
+Each failed authentication takes a token; an address with no token left gets 429 for every
+failed authentication until one refills. A valid key is never refused (`api.deps`): many
+clients share an address (NAT, an office), and one of them guessing must not lock the others
+out. Keys are 256-bit random values, so the limit bounds the noise rather than guards them.
+In-process means each API replica keeps its own buckets: behind N replicas an address gets up
+to N times the rate.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import SecretStr
 
 from recovery.settings import Settings
 from scripts import stack
@@ -42,7 +43,8 @@ class Stack(stack.Stack):
             api_port=stack.free_port(),
             temporal_port=0,
             temporal_task_queue=TASK_QUEUE,
-            link_signing_secret=secrets.token_urlsafe(32),
+            link_signing_secret=SecretStr(secrets.token_urlsafe(32)),
+            allow_simulator=True,
             log_format="json",
             log_level=log_level,
         )

@@ -2,7 +2,10 @@
 
 `bind(merchant_id=..., payment_ref=..., workflow_id=...)` attaches ids to every line logged
 in the current task; Temporal's activity and workflow loggers contribute the workflow id
-themselves. Secrets never leave: API keys, bearer tokens and JWTs are masked in every line.
+themselves. Secrets never leave: API keys, bearer tokens and JWTs are masked in every line by
+their shape, and the configured secrets by their value, whatever they look like:
+`mask_secrets_in(settings)` (the API and the worker call it) registers every `SecretStr` of a
+model, as `parse_credentials` does for a merchant's own PSP credentials.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, SecretStr
 from temporalio import activity
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("log_context", default=None)
@@ -29,7 +34,40 @@ _SECRETS = re.compile(
 )
 
 
+# Secrets masked by value. Shorter values are not registered: they would mask ordinary words
+# (and the settings refuse secrets that short where it matters).
+MIN_MASKED_LENGTH = 8
+_masked: frozenset[str] = frozenset()
+_masked_values: re.Pattern[str] | None = None
+
+
+def mask_values(values: Iterable[str]) -> None:
+    """Mask each of `values` (as written and as JSON escapes it) in every line from now on."""
+    global _masked, _masked_values
+    forms = set()
+    for value in values:
+        if len(value) >= MIN_MASKED_LENGTH:
+            forms |= {value, json.dumps(value)[1:-1]}
+    if forms <= _masked:
+        return
+    _masked = _masked | forms
+    # longest first, so a secret that contains another is masked whole
+    ordered = sorted(_masked, key=len, reverse=True)
+    _masked_values = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def mask_secrets_in(model: BaseModel) -> None:
+    """Mask the value of every `SecretStr` field of `model` (settings, PSP credentials)."""
+    mask_values(
+        value.get_secret_value()
+        for name in type(model).model_fields
+        if isinstance(value := getattr(model, name), SecretStr)
+    )
+
+
 def redact(text: str) -> str:
+    if (by_value := _masked_values) is not None:
+        text = by_value.sub("[redacted]", text)
     return _SECRETS.sub("[redacted]", text)
 
 

@@ -29,7 +29,7 @@ async def issue_link(
         merchant_id, payment_ref, issued_by=issued_by, expires_at=now + ttl
     )
     token, expires_at = issue_token(
-        settings.link_signing_secret,
+        settings.link_signing_secret.get_secret_value(),
         link_id=link_id,
         merchant_id=merchant_id,
         payment_ref=payment_ref,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery import devstack
 from recovery.constants import DEFAULT_TASK_QUEUE
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
+MIN_SECRET_BYTES = 32
 
 
 class DatabaseNotConfigured(RuntimeError):
@@ -61,6 +63,9 @@ class Settings(DatabaseSettings):
     # The Temporal dev server `make dev` starts (when TEMPORAL_ADDRESS is not set).
     temporal_port: int = Field(default=7233, ge=0, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
+    metrics_address: str | None = None
+    """host:port of the API's Prometheus metrics listener, e.g. 127.0.0.1:9464 (unset: none);
+    never the API's own port, since the metrics hold every merchant's totals"""
     request_body_timeout_seconds: float = 10.0
     """A request body must arrive within this (else 408): no slow-body connections held."""
     log_level: str = "INFO"
@@ -75,15 +80,20 @@ class Settings(DatabaseSettings):
     """host:port for the worker's Prometheus metrics (Temporal SDK metrics), e.g. 0.0.0.0:9464"""
 
     public_base_url: str = "http://127.0.0.1:8000"
-    link_signing_secret: str = ""
+    link_signing_secret: SecretStr = SecretStr("")
     link_ttl_seconds: int = 900
 
-    stripe_api_key: str | None = None
-    stripe_webhook_secret: str | None = None
+    allow_simulator: bool = False
+    """the built-in simulator PSP (moves no money): `make dev` and the tests turn it on;
+    off, an event naming it is a 422 and no worker charges through it"""
+
+    # Secrets are SecretStr: they never print, and logs mask their values (recovery.logs).
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
     razorpay_key_id: str | None = None
-    razorpay_key_secret: str | None = None
-    razorpay_webhook_secret: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
     razorpay_api_base: str | None = None
 
     # Failed authentications allowed per client address: a burst, then this many per second.
@@ -98,16 +108,17 @@ class Settings(DatabaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
-        if self.environment == "development" and not self.link_signing_secret:
+        link_secret = self.link_signing_secret.get_secret_value()
+        if self.environment == "development" and not link_secret:
             # links then live as long as this process; `make dev` sets a lasting secret
-            self.link_signing_secret = secrets.token_urlsafe(32)
+            self.link_signing_secret = SecretStr(secrets.token_urlsafe(32))
         if self.environment != "development" and (
-            self.link_signing_secret.strip().lower() in PLACEHOLDER_SECRETS
-            or len(self.link_signing_secret) < 16
+            link_secret.strip().lower() in PLACEHOLDER_SECRETS
+            or len(link_secret.encode()) < MIN_SECRET_BYTES
         ):
             raise ValueError(
-                "LINK_SIGNING_SECRET must be set to a real secret (16+ characters) outside "
-                "ENVIRONMENT=development"
+                f"LINK_SIGNING_SECRET must be a random secret of at least {MIN_SECRET_BYTES} "
+                "bytes outside ENVIRONMENT=development (e.g. `openssl rand -hex 32`)"
             )
         return self
 
@@ -115,3 +126,18 @@ class Settings(DatabaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """`get_settings()` for a process's entry point: a configuration it must refuse ends the
+    process with exit code 2 and one readable line per problem on stderr, not a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            where = ".".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{where}: {message}" if where else message)
+        sys.stderr.write("".join(f"configuration error: {p}\n" for p in problems))
+        raise SystemExit(2) from None

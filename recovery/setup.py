@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from recovery.constants import SEARCH_ATTRIBUTES
 from recovery.dbsetup import open_store
 from recovery.logs import setup_logging
-from recovery.settings import Settings, get_settings
+from recovery.settings import Settings, settings_or_exit
 from recovery.temporal import connect_client
 
 log = logging.getLogger("recovery.setup")
@@ -76,7 +76,7 @@ async def setup(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     asyncio.run(setup(settings))
 

@@ -14,8 +14,10 @@ everything is stopped and the exit code is 1. A second Ctrl-C skips the grace pe
 
 Configuration is `recovery.settings.Settings`: the data dir is `RECOVERY_DATA_DIR` (default
 `.data/` in the checkout); ports `API_PORT` (8000), `TEMPORAL_PORT` (7233), `TEMPORAL_UI_PORT`
-(8233). The API key and the link signing secret are kept in the data dir (mode 0600), so a
-restart on the same data dir prints the same key.
+(8233); the Prometheus metrics listeners `METRICS_ADDRESS` (API, 127.0.0.1:9464) and
+`WORKER_METRICS_ADDRESS` (worker, 127.0.0.1:9465), both printed in the banner. The API key
+and the link signing secret are kept in the data dir (mode 0600), so a restart on the same
+data dir prints the same key.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import sys
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from recovery import devstack
 from recovery.settings import Settings
@@ -47,6 +49,8 @@ from scripts.stack import (
 
 API_KEY_FILE = "dev-api-key"
 LINK_SECRET_FILE = "link-signing-secret"
+METRICS_ADDRESS = f"{HOST}:9464"
+WORKER_METRICS_ADDRESS = f"{HOST}:9465"
 
 
 def say(message: str) -> None:
@@ -69,17 +73,22 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
-def ensure_port_free(port: int, what: str, env_name: str) -> None:
+def ensure_port_free(port: int, what: str, env_name: str, host: str = HOST) -> None:
     """Fail early, and clearly, when a port we are about to listen on is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT counts as free
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             raise StackError(
-                f"port {port} ({what}) on {HOST} is already in use: stop whatever holds it "
+                f"port {port} ({what}) on {host} is already in use: stop whatever holds it "
                 f"(an earlier `make dev`?) or set {env_name} to another port"
             ) from None
+
+
+def ensure_address_free(address: str, what: str, env_name: str) -> None:
+    host, _, port = address.rpartition(":")
+    ensure_port_free(int(port), what, env_name, host or HOST)
 
 
 def dev_stack() -> Stack:
@@ -92,16 +101,26 @@ def dev_stack() -> Stack:
     if own_temporal:
         ensure_port_free(given.temporal_port, "Temporal frontend", "TEMPORAL_PORT")
         ensure_port_free(given.temporal_ui_port, "Temporal Web UI", "TEMPORAL_UI_PORT")
+    metrics = given.metrics_address or METRICS_ADDRESS
+    worker_metrics = given.worker_metrics_address or WORKER_METRICS_ADDRESS
+    ensure_address_free(metrics, "API metrics", "METRICS_ADDRESS")
+    ensure_address_free(worker_metrics, "worker metrics", "WORKER_METRICS_ADDRESS")
     keep = given.model_fields_set
     settings = given.model_copy(
         update={
+            # the demo charges the simulator; ALLOW_SIMULATOR=false turns it off here too
+            "allow_simulator": given.allow_simulator if "allow_simulator" in keep else True,
+            "metrics_address": metrics,
+            "worker_metrics_address": worker_metrics,
             "api_host": HOST,
             "recovery_data_dir": data_dir,
             "log_format": os.environ.get("LOG_FORMAT", "text"),
             "link_signing_secret": given.link_signing_secret
             if os.environ.get("LINK_SIGNING_SECRET")
-            else read_or_create_secret(
-                data_dir / LINK_SECRET_FILE, lambda: secrets.token_urlsafe(32)
+            else SecretStr(
+                read_or_create_secret(
+                    data_dir / LINK_SECRET_FILE, lambda: secrets.token_urlsafe(32)
+                )
             ),
             "public_base_url": given.public_base_url
             if "public_base_url" in keep
@@ -146,6 +165,8 @@ def banner(stack: Stack) -> str:
             "",
             f"  API:          {api}   (OpenAPI docs: {api}/docs)",
             f"  Temporal UI:  {ui}",
+            f"  Metrics:      http://{s.metrics_address}/metrics (API), "
+            f"http://{s.worker_metrics_address}/metrics (worker)",
             f"  Temporal:     {s.temporal_address} (namespace {s.temporal_namespace})",
             f"  PostgreSQL:   {redact(s.database_url)}",
             f"  Data dir:     {stack.data_dir}   (the `recovery` CLI finds this stack by itself)",

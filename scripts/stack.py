@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
+from pydantic import SecretStr
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -330,6 +331,8 @@ def service_env(settings: Settings, extra: Mapping[str, str] = {}) -> dict[str, 
     the worker and the API then run with exactly the launcher's settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[name.upper()] = str(value)
     env["PYTHONUNBUFFERED"] = "1"

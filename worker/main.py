@@ -24,9 +24,9 @@ from temporalio.worker import Worker
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from recovery import constants as names
 from recovery.dbsetup import open_store
-from recovery.logs import setup_logging
+from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
-from recovery.settings import Settings, get_settings
+from recovery.settings import Settings, settings_or_exit
 from recovery.store import Store
 from recovery.temporal import connect_client
 from workflows.maintenance import MaintenanceWorkflow
@@ -45,7 +45,9 @@ def build_worker(
     psps: PSPDispatcher | None = None,
     settings: Settings | None = None,
 ) -> Worker:
-    tuning = settings or Settings(environment="development")
+    # without settings (tests): development defaults, the simulator included
+    tuning = settings or Settings(environment="development", allow_simulator=True)
+    mask_secrets_in(tuning)
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
     return Worker(
@@ -123,7 +125,7 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = settings_or_exit()
     setup_logging(settings.log_level, settings.log_format)
     asyncio.run(run_worker(settings))
 

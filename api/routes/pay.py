@@ -91,7 +91,7 @@ async def _payable_link(
 ) -> LinkView | Response:
     """The link's view when it can still be paid, else the page that says why not."""
     try:
-        claims = decode_token(settings.link_signing_secret, token)
+        claims = decode_token(settings.link_signing_secret.get_secret_value(), token)
     except ExpiredLink:
         return message(
             request,
@@ -176,6 +176,7 @@ async def pay(
 
     async def create() -> tuple[str, str, str]:
         if view.psp == "simulator":
+            await psps.for_merchant(view.merchant_id, view.psp)  # refused unless allowed
             checkout_id = new_id("simco")
             return "simulator", checkout_id, f"{base}/pay/simulator/{checkout_id}"
         adapter = await psps.for_merchant(view.merchant_id, view.psp)
@@ -221,9 +222,9 @@ async def done(link_id: str, request: Request, settings: SettingsDep) -> Respons
 
 @router.get("/simulator/{checkout_id}")
 async def simulator_checkout(
-    checkout_id: str, request: Request, store: StoreDep, settings: SettingsDep
+    checkout_id: str, request: Request, store: StoreDep, settings: SettingsDep, psps: PSPsDep
 ) -> Response:
-    co = await store.simulator_checkout_view(checkout_id)
+    co = await store.simulator_checkout_view(checkout_id) if psps.simulator_allowed else None
     if co is None:
         return message(request, settings, 404, "Unknown checkout", "This checkout does not exist.")
     return page(
@@ -240,9 +241,10 @@ async def simulator_checkout(
 
 @router.post("/simulator/{checkout_id}")
 async def simulator_pay(
-    checkout_id: str, request: Request, store: StoreDep, settings: SettingsDep
+    checkout_id: str, request: Request, store: StoreDep, settings: SettingsDep, psps: PSPsDep
 ) -> Response:
-    co = await store.simulator_checkout_view(checkout_id)
+    # without the simulator its checkouts do not exist: nobody "pays" without money
+    co = await store.simulator_checkout_view(checkout_id) if psps.simulator_allowed else None
     if co is None:
         return message(request, settings, 404, "Unknown checkout", "This checkout does not exist.")
     outcome = await store.pay_simulator_checkout(checkout_id)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, ValidationError
 
 from recovery.errors import RecoveryError
+from recovery.logs import mask_secrets_in
 from recovery.settings import Settings
 
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=500)]
@@ -20,6 +21,12 @@ Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=
 class PSPNotConfigured(RecoveryError):
     status = 422
     code = "psp_not_configured"
+
+
+class PSPDisabled(PSPNotConfigured):
+    """A PSP this deployment does not allow (the simulator outside development and tests)."""
+
+    code = "psp_disabled"
 
 
 class StripeCredentials(BaseModel):
@@ -44,37 +51,36 @@ CREDENTIAL_TYPES: dict[str, type[StripeCredentials] | type[RazorpayCredentials]]
 }
 
 
-def _secret(value: str | None) -> SecretStr | None:
-    return SecretStr(value) if value else None
-
-
 def default_credentials(settings: Settings, psp: str) -> Credentials | None:
     """The environment's credentials for `psp`, or None when they are not set."""
     if psp == "stripe" and settings.stripe_api_key:
         return StripeCredentials(
-            api_key=SecretStr(settings.stripe_api_key),
-            webhook_secret=_secret(settings.stripe_webhook_secret),
+            api_key=settings.stripe_api_key,
+            webhook_secret=settings.stripe_webhook_secret or None,
             api_base=settings.stripe_api_base or None,
         )
     if psp == "razorpay" and settings.razorpay_key_id and settings.razorpay_key_secret:
         return RazorpayCredentials(
             key_id=settings.razorpay_key_id,
-            key_secret=SecretStr(settings.razorpay_key_secret),
-            webhook_secret=_secret(settings.razorpay_webhook_secret),
+            key_secret=settings.razorpay_key_secret,
+            webhook_secret=settings.razorpay_webhook_secret or None,
             api_base=settings.razorpay_api_base or None,
         )
     return None
 
 
 def parse_credentials(psp: str, raw: dict[str, Any]) -> Credentials:
+    """Typed credentials; from now on their secrets are masked in every log line."""
     try:
-        return CREDENTIAL_TYPES[psp].model_validate(raw)
+        creds = CREDENTIAL_TYPES[psp].model_validate(raw)
     except KeyError:
         raise PSPNotConfigured(f"PSP {psp!r} takes no credentials", field="psp") from None
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise PSPNotConfigured(f"invalid {psp} credentials: {field}: {first['msg']}") from e
+    mask_secrets_in(creds)
+    return creds
 
 
 def credentials_to_store(creds: Credentials) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from recovery.psp.base import PSPAdapter, PSPStore
 from recovery.psp.credentials import (
     Credentials,
+    PSPDisabled,
     PSPNotConfigured,
     RazorpayCredentials,
     StripeCredentials,
@@ -15,7 +16,7 @@ from recovery.psp.credentials import (
 from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings
 
-__all__ = ["PSPDispatcher", "PSPNotConfigured"]
+__all__ = ["PSPDisabled", "PSPDispatcher", "PSPNotConfigured"]
 
 
 def _secret(value: object) -> str | None:
@@ -55,6 +56,16 @@ class PSPDispatcher:
     def _served(self, psp: str) -> None:
         if self._psps is not None and psp not in self._psps:
             raise PSPNotConfigured(f"PSP {psp!r} is not served here", field="psp")
+        if psp == "simulator" and not self.simulator_allowed:
+            raise PSPDisabled(
+                "the simulator PSP moves no money and is turned off here "
+                "(ALLOW_SIMULATOR=true turns it on, for development and tests)",
+                field="psp",
+            )
+
+    @property
+    def simulator_allowed(self) -> bool:
+        return self._settings.allow_simulator
 
     async def credentials(self, merchant_id: str, psp: str) -> Credentials:
         own = await self._store.psp_credentials(merchant_id, psp)

@@ -170,7 +170,7 @@ async def test_expired_link_page(live: Live, browser: Browser, tmp_path: Path) -
             "iat": 1_700_000_000,
             "exp": 1_700_000_900,
         },
-        live.settings.link_signing_secret,
+        live.settings.link_signing_secret.get_secret_value(),
         algorithm="HS256",
     )
     page = await browser.new_page()

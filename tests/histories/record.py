@@ -357,7 +357,7 @@ async def main() -> None:
             search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
         )
     )
-    settings = Settings(environment="development")
+    settings = Settings(environment="development", allow_simulator=True)
     async with build_worker(env.client, store, "replay", settings=settings):
         for name, (spec, driver) in SCENARIOS.items():
             out = HERE / f"{name}.json"

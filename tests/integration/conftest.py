@@ -36,16 +36,19 @@ class Stack:
 
 
 def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: Any) -> Settings:
+    defaults: dict[str, Any] = {
+        "link_signing_secret": "test-link-signing-secret-0123456789",
+        "outbox_sweep_seconds": 0.5,
+        "temporal_rpc_timeout_seconds": 2,
+        "auth_failure_burst": 10_000,
+        "allow_simulator": True,
+    }
     return Settings(
-        **extra,
+        **(defaults | extra),
         environment="test",
         database_url=dsn,
         temporal_address=temporal_address,
         temporal_task_queue=task_queue,
-        link_signing_secret="test-link-signing-secret-0123456789",
-        outbox_sweep_seconds=0.5,
-        temporal_rpc_timeout_seconds=2,
-        auth_failure_burst=10_000,
     )
 
 

@@ -7,11 +7,13 @@ import uuid
 from typing import Any
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
 from recovery.models import RecoveryState
+from recovery.store import Store
 from tests.helpers import eventually, failure_body
-from tests.integration.conftest import Stack, add_merchant
+from tests.integration.conftest import Stack, add_merchant, running_stack
 
 INGEST = "/v1/events/payment_failed"
 
@@ -198,6 +200,27 @@ async def test_authentication_is_required(api: Stack) -> None:
     ):
         assert_envelope(await api.http.post(INGEST, json=body, headers=headers), 401)
         assert_envelope(await api.http.get("/v1/recoveries", headers=headers), 401)
+
+
+async def test_failed_authentications_are_limited_but_never_a_valid_key(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    # one shared address (a NAT, an office) where someone keeps sending a wrong key
+    address = dev_env.client.service_client.config.target_host
+    limits = {"auth_failure_burst": 3, "auth_failure_refill_per_second": 1e-6}  # no refill
+    async with running_stack(store, pg_dsn, address, worker=False, **limits) as api:
+        wrong = {"Authorization": "Bearer rk_test_wrong"}
+        for _ in range(3):
+            assert_envelope(await api.http.get("/v1/recoveries", headers=wrong), 401)
+        limited = await api.http.get("/v1/recoveries", headers=wrong)
+        assert_envelope(limited, 429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        # the valid key behind the same address still works, every time
+        for _ in range(3):
+            r = await api.http.get("/v1/recoveries", headers=api.auth())
+            assert r.status_code == 200, r.text
+        assert_envelope(await api.http.get("/v1/recoveries", headers=wrong), 429, "rate_limited")
+        assert_envelope(await api.http.get("/v1/recoveries"), 429, "rate_limited")
 
 
 async def test_merchants_never_see_each_other(api: Stack) -> None:

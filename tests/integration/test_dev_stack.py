@@ -53,9 +53,10 @@ def port_is_free(port: int) -> bool:
 class DevStack:
     """One run of `python -m scripts.dev` in the background, its output collected."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, data_dir: Path, ports: dict[str, int], metrics: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.ports = ports
+        self.metrics = metrics
         self.lines: list[str] = []
         self.api_key: str | None = None
         self._key_seen = asyncio.Event()
@@ -79,6 +80,7 @@ class DevStack:
         """Start it and wait for the banner; returns the API key it printed."""
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
         env.update({name: str(port) for name, port in self.ports.items()})
+        env.update(self.metrics)
         env.update(RECOVERY_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1")
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -241,12 +243,27 @@ async def cli_beside(checkout: Path, *args: str) -> str:
     return out.decode()
 
 
+async def assert_metrics_apart(stack: DevStack, metrics: dict[str, str]) -> None:
+    """Both metrics URLs are in the banner and answer; the API port has no /metrics."""
+    api, worker = (f"http://{metrics[name]}/metrics" for name in metrics)
+    banner = [line for line in stack.lines if line.strip().startswith("Metrics:")]
+    assert banner and api in banner[0] and worker in banner[0], stack.output
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert "recovery_recoveries" in (await http.get(api)).text
+        assert (await http.get(worker)).status_code == 200
+        assert (await http.get(f"{stack.api_url}/metrics")).status_code == 404
+
+
 async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / ".data"  # as in a checkout: the CLI below finds it by itself
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(), "TEMPORAL_UI_PORT": free_port()}
+    metrics = {
+        "METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
     ref = f"order_smoke_{uuid.uuid4().hex[:8]}"
 
-    first = DevStack(data_dir, ports)
+    first = DevStack(data_dir, ports, metrics)
     try:
         key = await first.start()
         assert (data_dir / "dev-api-key").stat().st_mode & 0o777 == 0o600
@@ -269,6 +286,7 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
         assert recovery["category"] == "funds"
         assert recovery["recovery_id"] == ingested["recovery_id"]
         assert "mer_demo" in await cli_beside(tmp_path, "merchants", "list", "--json")
+        await assert_metrics_apart(first, metrics)
 
         code, processes = await first.interrupt()
         assert code == 0, first.output
@@ -277,7 +295,7 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
     finally:
         await first.kill()
 
-    second = DevStack(data_dir, ports)
+    second = DevStack(data_dir, ports, metrics)
     try:
         assert await second.start() == key, "a restart on the same data dir must keep the key"
         async with httpx.AsyncClient(base_url=second.api_url, headers=headers, timeout=10) as http:

@@ -54,7 +54,7 @@ async def test_link_endpoint_contract(api: Stack) -> None:
     token = path.rsplit("/", 1)[1]
     claims = jwt.decode(
         token,
-        api.settings.link_signing_secret,
+        api.settings.link_signing_secret.get_secret_value(),
         algorithms=["HS256"],
         audience=AUDIENCE,
         issuer=ISSUER,
@@ -108,7 +108,7 @@ async def test_bad_tokens_get_friendly_pages(api: Stack) -> None:
             "iat": 1_700_000_000,
             "exp": 1_700_000_900,
         },
-        api.settings.link_signing_secret,
+        api.settings.link_signing_secret.get_secret_value(),
         algorithm="HS256",
     )
     cases = [

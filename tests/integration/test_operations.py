@@ -1,5 +1,5 @@
-"""Operations: the compose file's wiring, /metrics, structured logs without secrets, and a
-worker that finishes its activity on SIGTERM."""
+"""Operations: the compose file's wiring, /metrics on its own listener, structured logs
+without secrets, and a worker that finishes its activity on SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from recovery.logs import JsonFormatter
 from recovery.settings import Settings
 from recovery.store import Store
+from scripts.stack import HOST, free_port
 from tests.helpers import failure_body
 from tests.integration.conftest import Stack, running_stack
 from tests.integration.test_api import INGEST, _has_next_attempt, eventually, recovery
@@ -117,19 +119,30 @@ def _assert_temporal_is_run_for_production(services: dict[str, Any]) -> None:
     assert _published(services["temporal-ui"]) == [("127.0.0.1", "8080")]
 
 
-async def test_metrics_after_a_recovery(api: Stack) -> None:
-    body = failure_body(pm="pm_sim_succeed_on_1", amount=1234)
-    ref = body["payment_ref"]
-    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, ref))
-    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+async def test_metrics_after_a_recovery_on_their_own_listener_only(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    metrics_address = f"{HOST}:{free_port()}"
+    async with running_stack(store, pg_dsn, address, metrics_address=metrics_address) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1", amount=1234)
+        ref = body["payment_ref"]
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        await eventually(lambda: _has_next_attempt(api, ref))
+        await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
 
-    async def recovered() -> bool:
-        assert (await recovery(api, ref))["status"] == "recovered"
-        return True
+        async def recovered() -> bool:
+            assert (await recovery(api, ref))["status"] == "recovered"
+            return True
 
-    await eventually(recovered)
-    text = (await api.http.get("/metrics")).text
+        await eventually(recovered)
+        # every merchant's totals: not on the public port, with or without a key
+        assert (await api.http.get("/metrics")).status_code == 404
+        assert (await api.http.get("/metrics", headers=api.auth())).status_code == 404
+        async with httpx.AsyncClient() as http:
+            scraped = await http.get(f"http://{metrics_address}/metrics")
+    assert scraped.status_code == 200
+    text = scraped.text
     samples = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -184,7 +197,11 @@ async def test_logs_are_json_with_ids_and_no_secrets(api: Stack) -> None:
     charges = [e for e in lines if e["logger"] == "recovery.activities"]
     assert charges and charges[0]["payment_ref"] == ref
     assert charges[0]["workflow_id"] == r.json()["workflow_id"]
-    for secret in (api.key, api.settings.link_signing_secret, "rk_test_guess1234"):
+    for secret in (
+        api.key,
+        api.settings.link_signing_secret.get_secret_value(),
+        "rk_test_guess1234",
+    ):
         assert secret not in out
 
 
@@ -199,6 +216,7 @@ async def test_worker_finishes_its_activity_on_sigterm(
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_TASK_QUEUE": api.settings.temporal_task_queue,
             "ENVIRONMENT": "development",
+            "ALLOW_SIMULATOR": "true",
         }
         worker = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
+from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body
 from tests.integration.conftest import Stack, running_stack
@@ -21,6 +23,7 @@ from tests.integration.test_api import (
     INGEST,
     _has_next_attempt,
     assert_envelope,
+    counts,
     eventually,
     recovery,
 )
@@ -362,3 +365,18 @@ async def test_a_stripe_checkout_opened_before_a_cancel_takes_no_money_after_it(
     assert successful_charges(stripe_base, saved.customer_id) == []
     rec = await recovery(api, ref)
     assert rec["status"] == "cancelled" and rec["paid"] is False
+
+
+async def test_the_simulator_is_refused_unless_allowed(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False, allow_simulator=False) as api:
+        r = await api.http.post(INGEST, json=failure_body(psp="simulator"), headers=api.auth())
+        err = assert_envelope(r, 422, "psp_disabled")
+        assert err["field"] == "psp" and "ALLOW_SIMULATOR" in err["message"]
+        assert await counts(api, api.merchant_id) == (0, 0, 0)
+        # the worker's dispatcher (charges, status checks, refunds) refuses it as well
+        with pytest.raises(PSPNotConfigured, match="ALLOW_SIMULATOR"):
+            await PSPDispatcher(store, api.settings).for_merchant(api.merchant_id, "simulator")
+    assert Settings.model_fields["allow_simulator"].default is False  # the production default

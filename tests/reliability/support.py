@@ -155,6 +155,7 @@ class WorkerProcess:
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_TASK_QUEUE": task_queue,
             "ENVIRONMENT": "development",
+            "ALLOW_SIMULATOR": "true",
             "LOG_FORMAT": "text",
         }
         self.log_dir = log_dir

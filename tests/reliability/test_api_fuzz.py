@@ -186,7 +186,7 @@ def test_every_operation_was_fuzzed(target: Target) -> None:
 async def _api(target: Target, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The same API in this event loop, answering as a server would (500s included);
     `settings` are changed settings (e.g. webhook secrets)."""
-    app = create_app(target.settings.model_copy(update=settings))
+    app = create_app(Settings.model_validate(target.settings.model_dump() | settings))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -73,3 +77,24 @@ def test_ingest_takes_an_optional_psp_payment_id_within_bounds() -> None:
     for bad in ("", "x" * 256, 42):
         with pytest.raises(ValidationError):
             parse(body | {"psp_payment_id": bad})
+
+
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_link_secret_needs_32_bytes_outside_development(environment: str) -> None:
+    short = secrets.token_hex(16)[:31]  # 31 random bytes' worth of characters: not enough
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(environment=environment, link_signing_secret=short)
+    Settings(environment=environment, link_signing_secret=short + "x")
+    Settings(environment="development", link_signing_secret=short)
+
+
+def test_a_short_link_secret_refuses_to_start_with_a_clear_message() -> None:
+    env = {**os.environ, "ENVIRONMENT": "production", "LINK_SIGNING_SECRET": "0123456789abcdef"}
+    env.pop("DATABASE_URL", None)
+    for module in ("api", "worker"):
+        done = subprocess.run(
+            [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, (module, done.stderr)
+        assert "LINK_SIGNING_SECRET" in done.stderr and "32 bytes" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

@@ -335,7 +335,9 @@ async def test_a_pending_payment_that_cannot_be_checked_ends_the_recovery(
     tq = f"tq-{uuid.uuid4()}"
     # no workflow cache: the next worker gets the workflow at once (no sticky queue to
     # time out on), as after a crash once Temporal notices
-    uncached = Settings(environment="development", worker_max_cached_workflows=0)
+    uncached = Settings(
+        environment="development", allow_simulator=True, worker_max_cached_workflows=0
+    )
     with ts_env.auto_time_skipping_disabled():
         async with build_worker(client, store, tq, settings=uncached):
             handle = await start_recovery(store, (client, tq), merchant, pm="pm_sim_pending")
