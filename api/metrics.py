@@ -82,6 +82,15 @@ class Metrics:
         for currency, total in sorted(snap.recovered_amounts.items()):
             amounts.add_metric([currency], total)
         yield amounts
+        payments = GaugeMetricFamily(
+            "recovery_payments_received",
+            "Payments customers made, by what became of them (recovered, paid_after_end:"
+            " an ended recovery was paid after all, duplicate: refunded) and refund status",
+            labels=["disposition", "refund_status"],
+        )
+        for (disposition, refund), n in sorted(snap.payments.items()):
+            payments.add_metric([disposition, refund], n)
+        yield payments
         yield GaugeMetricFamily(
             "recovery_outbox_pending",
             "Events not yet handed to their workflow",

@@ -34,6 +34,10 @@ async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:
             " JOIN transactions t USING (merchant_id, payment_ref)"
             " WHERE r.status = 'recovered' GROUP BY 1"
         )
+        payments = await conn.fetch(
+            "SELECT disposition, coalesce(refund_status, 'none') AS refund, count(*) AS n"
+            " FROM received_payments GROUP BY 1, 2"
+        )
         outbox = await conn.fetchrow(
             "SELECT count(*) AS pending, coalesce(extract(epoch FROM"
             " clock_timestamp() - min(created_at)), 0) AS lag"
@@ -44,4 +48,5 @@ async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:
         recovered_amounts={r["currency"]: int(r["total"]) for r in amounts},
         outbox_pending=outbox["pending"],
         outbox_lag_seconds=float(outbox["lag"]),
+        payments={(r["disposition"], r["refund"]): r["n"] for r in payments},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -188,6 +188,8 @@ class MetricsSnapshot:
     recovered_amounts: dict[str, int]
     outbox_pending: int
     outbox_lag_seconds: float
+    # payments received, by (disposition, refund status or "none")
+    payments: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

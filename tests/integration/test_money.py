@@ -162,6 +162,10 @@ async def test_a_payment_after_the_end_shows_and_a_second_is_refunded(
         payments[1].id,
     )
     assert [r["workflow_id"] for r in queued] == [f"refund/{merchant}/{payments[1].id}"]
+    # the metrics count them (the database holds only this module's payments so far and
+    # those of earlier tests: at least these two)
+    counted = (await store.metrics_snapshot()).payments
+    assert counted[("paid_after_end", "none")] >= 1 and counted[("duplicate", "pending")] >= 1
 
 
 async def test_our_charge_succeeding_after_the_customer_paid_is_refunded(

@@ -150,6 +150,8 @@ async def test_metrics_after_a_recovery_on_their_own_listener_only(
     }
     assert samples['recovery_recoveries{status="recovered"}'] >= 1
     assert samples['recovery_recovered_amount_minor{currency="usd"}'] >= 1234
+    # the recovering charge is a payment received, counted by what became of it
+    assert samples['recovery_payments_received{disposition="recovered",refund_status="none"}'] >= 1
     assert samples['recovery_events_ingested_total{outcome="accepted"}'] >= 1
     assert "recovery_outbox_lag_seconds" in samples and "recovery_outbox_pending" in samples
     assert (
