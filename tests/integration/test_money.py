@@ -162,8 +162,7 @@ async def test_a_payment_after_the_end_shows_and_a_second_is_refunded(
         payments[1].id,
     )
     assert [r["workflow_id"] for r in queued] == [f"refund/{merchant}/{payments[1].id}"]
-    # the metrics count them (the database holds only this module's payments so far and
-    # those of earlier tests: at least these two)
+    # the metrics count them (other tests' payments in this database may count too)
     counted = (await store.metrics_snapshot()).payments
     assert counted[("paid_after_end", "none")] >= 1 and counted[("duplicate", "pending")] >= 1
 
