@@ -15,6 +15,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from temporalio.client import (
+    WorkflowContinuedAsNewError,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -309,9 +311,9 @@ async def cancel(
         )
     # Usually the workflow records the end within milliseconds: answer with it if so.
     try:
-        await asyncio.wait_for(handle.result(), timeout=5)
-    except Exception:  # still finishing, or Temporal slow: the state read below says so
-        pass
+        await asyncio.wait_for(handle.result(follow_runs=False), timeout=5)
+    except (TimeoutError, WorkflowFailureError, WorkflowContinuedAsNewError, RPCError):
+        pass  # still finishing, continued as the next recovery, or Temporal slow: see below
     return _out(await store.get_recovery(scope.merchant_id, ref))
 
 
