@@ -47,6 +47,8 @@ _RPC_TIMEOUT = timedelta(seconds=5)
 # Temporal's sticky-queue timeout (5 s) and the replay.
 _UPDATE_TIMEOUT = timedelta(seconds=15)
 _SETTLE_WITHIN = 5.0  # seconds a pause or resume waits to be shown in Postgres
+_START_WITHIN = 5.0  # seconds an action waits for a run the relay is just starting
+_START_POLL = 0.05
 T = TypeVar("T")
 RefPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
 
@@ -253,7 +255,10 @@ class _Action:
         """Signal the payment's open recovery; 409 when it already ended."""
         self.recovery_id, handle = await open_recovery(client, self.store, self.scope, self.ref)
         await reach(
-            self.store, self.scope, self.ref, handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT)
+            self.store,
+            self.scope,
+            self.ref,
+            lambda: handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT),
         )
         return await self.store.get_recovery(self.scope.merchant_id, self.ref), handle
 
@@ -268,21 +273,27 @@ async def open_recovery(
     return rec.id, client.get_workflow_handle(rec.workflow_id)
 
 
-async def reach(store: StoreDep, scope: ScopeDep, ref: str, call: Awaitable[T]) -> T:
+async def reach(store: StoreDep, scope: ScopeDep, ref: str, call: Callable[[], Awaitable[T]]) -> T:
     """Deliver a signal or update to the recovery's workflow, with Temporal's errors said as
-    ours: ended (409), still starting or unreachable (503)."""
-    try:
-        return await call
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
+    ours: ended (409), unreachable (503). A recovery whose run the outbox relay has not
+    started yet (an action right after ingest) is waited for, up to `_START_WITHIN`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _START_WITHIN
+    while True:
+        try:
+            return await call()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise Unavailable("the workflow service is unavailable; retry shortly") from e
             # Either the run already completed, or the relay has not started it yet.
             latest = await store.get_recovery(scope.merchant_id, ref)
             if RecoveryStatus(latest.status).ended:
                 raise RecoveryFinished(f"the recovery of {ref!r} already ended") from e
-            raise Unavailable("the recovery is still starting; retry shortly") from e
-        raise Unavailable("the workflow service is unavailable; retry shortly") from e
-    except WorkflowUpdateRPCTimeoutOrCancelledError as e:
-        raise Unavailable("the recovery did not answer in time; retry shortly") from e
+            if loop.time() >= deadline:
+                raise Unavailable("the recovery is still starting; retry shortly") from e
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+            raise Unavailable("the recovery did not answer in time; retry shortly") from e
+        await asyncio.sleep(_START_POLL)
 
 
 async def settled(
@@ -326,13 +337,17 @@ async def expedite(
     recovery refuses it, and nothing is kept for later."""
     async with _Action("expedite", ref, scope, store) as act:
         act.recovery_id, handle = await open_recovery(client, store, scope, ref)
-        update = handle.execute_update(
-            names.UPDATE_EXPEDITE,
-            ExpediteRequest(actor=scope.principal.actor),
-            rpc_timeout=_UPDATE_TIMEOUT,
-        )
         try:
-            await reach(store, scope, ref, update)
+            await reach(
+                store,
+                scope,
+                ref,
+                lambda: handle.execute_update(
+                    names.UPDATE_EXPEDITE,
+                    ExpediteRequest(actor=scope.principal.actor),
+                    rpc_timeout=_UPDATE_TIMEOUT,
+                ),
+            )
         except WorkflowUpdateFailedError as e:
             cause = e.cause
             if isinstance(cause, ApplicationError) and cause.type == names.NOTHING_TO_EXPEDITE:
@@ -375,7 +390,9 @@ async def payment_method_updated(
         store,
         scope,
         ref,
-        handle.signal(names.SIGNAL_PAYMENT_METHOD_UPDATED, update, rpc_timeout=_RPC_TIMEOUT),
+        lambda: handle.signal(
+            names.SIGNAL_PAYMENT_METHOD_UPDATED, update, rpc_timeout=_RPC_TIMEOUT
+        ),
     )
     await store.audit(
         merchant_id=scope.merchant_id,

@@ -311,3 +311,30 @@ async def test_cli_sets_a_merchants_own_psp_credentials(api: Stack, pg_dsn: str)
     # ...and accepted once the merchant has its own
     r = await api.http.post(INGEST, json=body_for(psp="stripe"), headers=api.auth())
     assert r.status_code == 202, r.text
+
+
+async def test_an_action_right_after_ingest_waits_for_the_run_to_start(api: Stack) -> None:
+    """Reproduced in the bench: a cancel or expedite right after ingest answered
+    `503 still starting` until the relay had started the run. The relay is held back here
+    (the outbox row becomes due 1.5 s after ingest) and the cancel waits for it."""
+    await api.store.pool.execute(
+        "CREATE FUNCTION test_hold_outbox() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN NEW.available_at := clock_timestamp() + interval '1.5 seconds'; RETURN NEW;"
+        " END $$;"
+        "CREATE TRIGGER test_hold_outbox BEFORE INSERT ON outbox"
+        " FOR EACH ROW EXECUTE FUNCTION test_hold_outbox()"
+    )
+    try:
+        body = failure_body()
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        r = await api.http.post(
+            f"/v1/recoveries/by_ref/{body['payment_ref']}/cancel",
+            json={"reason": "changed mind"},
+            headers=api.auth(),
+        )
+    finally:
+        await api.store.pool.execute(
+            "DROP TRIGGER test_hold_outbox ON outbox; DROP FUNCTION test_hold_outbox()"
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
