@@ -173,11 +173,15 @@ class SimulatorCheckout:
 
 @dataclass(frozen=True)
 class StoredPSPCredentials:
-    """A merchant's own credentials for one PSP, as stored (parsed by `recovery.psp`)."""
+    """A merchant's own credentials for one PSP, as stored: sealed (`key_id`, `sealed`), or
+    a plaintext row from before sealing (`values`); opened by `recovery.psp.sealing`."""
 
     merchant_id: str
     psp: str
-    values: dict[str, Any]
+    values: dict[str, Any] | None
+    key_id: str | None
+    sealed: bytes | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
