@@ -217,10 +217,9 @@ class Store:
         link_id: str,
         channel: str,
         recipient: str | None,
-        url: str,
     ) -> None:
         await links.add_notification(
-            self.pool, merchant_id, payment_ref, link_id, channel, recipient, url
+            self.pool, merchant_id, payment_ref, link_id, channel, recipient
         )
 
     async def link_page(self, link_id: str) -> LinkView | None:

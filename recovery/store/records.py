@@ -126,6 +126,7 @@ class LinkView:
     merchant_id: str
     payment_ref: str
     recovery_id: str
+    issued_at: datetime
     expires_at: datetime
     opened_at: datetime | None
     used_at: datetime | None

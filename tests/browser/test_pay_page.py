@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from recovery.links import AUDIENCE, ISSUER
+from recovery.retry_links import notification_url
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body
@@ -112,9 +113,11 @@ async def sent_link(live: Live, ref: str) -> str:
     """The link the workflow handed to the customer notification outbox."""
 
     async def note() -> str:
-        url = await live.store.pool.fetchval(
-            "SELECT url FROM customer_notifications WHERE payment_ref = $1", ref
+        link_id = await live.store.pool.fetchval(
+            "SELECT link_id FROM customer_notifications WHERE payment_ref = $1", ref
         )
+        assert link_id
+        url = await notification_url(live.store, live.settings, link_id)
         assert url
         return url
 
