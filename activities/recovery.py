@@ -129,7 +129,6 @@ class RecoveryActivities(RecoveryActivityDefs):
             link.link_id,
             "email" if email else "merchant_webhook",
             email,
-            link.url,
         )
         log.info("retry link %s issued: %s", link.link_id, req.reason)
         return LinkIssued(link_id=link.link_id, expires_at=link.expires_at)

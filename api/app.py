@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.guards import RejectNul
 from api.metrics import Metrics, MetricsServer, install_request_metrics
@@ -72,11 +73,14 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         version="0.1.0",
         description="Recovers failed payments with durable Temporal workflows.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: served without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
     install_request_metrics(app, app.state.metrics)
+    install_docs(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in (events, recoveries, classify, policy, audit, webhooks, pay, health):
         app.include_router(module.router)

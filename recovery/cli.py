@@ -1,4 +1,4 @@
-"""Operator CLI: `recovery merchants ...`, `recovery keys ...`.
+"""Operator CLI: `recovery merchants ...`, `recovery keys ...`, `recovery psp ...`.
 
 Prints tables for people and, with `--json`, one JSON document for scripts. An API key is
 shown once, when it is created; only its hash is stored.
@@ -14,12 +14,17 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from recovery import devstack
 from recovery.auth import ROLES, generate_key, register_key
 from recovery.dbsetup import open_store
 from recovery.psp.credentials import PSPNotConfigured, credentials_to_store, parse_credentials
-from recovery.settings import DatabaseNotConfigured, DatabaseSettings
+from recovery.psp.sealing import CredentialsCipher, CredentialsUnreadable
+from recovery.settings import CredentialsSettings, DatabaseNotConfigured, DatabaseSettings
 from recovery.store import Store, new_id
 
 
@@ -37,7 +42,36 @@ def _print(data: Any, as_json: bool) -> None:
         print("  ".join(f"{k}={'' if v is None else v}" for k, v in row.items()))
 
 
-async def _run(args: argparse.Namespace, store: Store) -> int:
+async def reseal(
+    store: Store, cipher: CredentialsCipher, merchants: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Seal every merchant's credentials (or `merchants'`) with the current key, plaintext
+    rows included."""
+    done: dict[str, Any] = {"resealed": 0, "current": 0, "changed_meanwhile": 0, "failed": []}
+    for stored in await store.all_psp_credentials():
+        if merchants and stored.merchant_id not in merchants:
+            continue
+        if not cipher.needs_resealing(stored):
+            done["current"] += 1
+            continue
+        try:
+            sealed = cipher.seal(stored.merchant_id, stored.psp, cipher.open(stored))
+        except CredentialsUnreadable as e:
+            done["failed"].append(e.message)
+            continue
+        written = await store.set_psp_credentials(
+            stored.merchant_id,
+            stored.psp,
+            sealed.key_id,
+            sealed.blob,
+            if_updated_at=stored.updated_at,
+        )
+        # a row written meanwhile was sealed with the current key by its writer
+        done["resealed" if written else "changed_meanwhile"] += 1
+    return done
+
+
+async def _run(args: argparse.Namespace, store: Store, cipher: CredentialsCipher) -> int:
     if args.area == "merchants" and args.command == "create":
         merchant_id = args.id or new_id("mer")[:20]
         if not re.fullmatch(r"[A-Za-z0-9_]{3,64}", merchant_id):
@@ -75,8 +109,24 @@ async def _run(args: argparse.Namespace, store: Store) -> int:
         except PSPNotConfigured as e:
             print(f"error: {e.message}", file=sys.stderr)
             return 2
-        await store.set_psp_credentials(args.merchant, args.psp, credentials_to_store(creds))
-        _print({"merchant_id": args.merchant, "psp": args.psp, "set": sorted(raw)}, args.json)
+        try:
+            sealed = cipher.seal(args.merchant, args.psp, credentials_to_store(creds))
+        except CredentialsUnreadable as e:
+            print(f"error: {e.message}", file=sys.stderr)
+            return 2
+        await store.set_psp_credentials(args.merchant, args.psp, sealed.key_id, sealed.blob)
+        shown = {"merchant_id": args.merchant, "psp": args.psp, "set": sorted(raw)}
+        _print(shown | {"key_id": sealed.key_id}, args.json)
+    elif args.area == "psp" and args.command == "reseal":
+        if cipher.current_key_id is None:
+            print("error: CREDENTIALS_KEY is not set: it is the key to seal with", file=sys.stderr)
+            return 2
+        done = await reseal(store, cipher, args.merchant)
+        _print(done | {"key_id": cipher.current_key_id}, args.json)
+        if done["failed"]:
+            for message in done["failed"]:
+                print(f"error: {message}", file=sys.stderr)
+            return 1
     elif args.area == "keys" and args.command == "revoke":
         if not await store.revoke_api_key(args.key_id):
             print(f"error: no active key {args.key_id!r}", file=sys.stderr)
@@ -118,17 +168,41 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("--key-secret", help="Razorpay key secret")
     ps.add_argument("--webhook-secret")
     ps.add_argument("--api-base", help="for a local or test server")
-    for sub in (create, merchants.choices["list"], kc, kl, kr, ps):
+    rs = psp.add_parser(
+        "reseal",
+        help="seal every merchant's PSP credentials with the current CREDENTIALS_KEY "
+        "(after a rotation, and for rows stored before sealing)",
+    )
+    rs.add_argument("--merchant", action="append", help="only this merchant (repeatable)")
+    for sub in (create, merchants.choices["list"], kc, kl, kr, ps, rs):
         sub.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
+def _credentials_keys(args: argparse.Namespace, database: DatabaseSettings) -> list[bytes]:
+    """`CREDENTIALS_KEY` (and the old keys), else, on the dev stack's database, its key."""
+    keys = CredentialsSettings()
+    if keys.credentials_key or args.database_url or database.database_url:
+        return keys.credentials_keys()
+    data_dir = database.recovery_data_dir or devstack.find_data_dir(Path.cwd().resolve())
+    key_file = data_dir / devstack.CREDENTIALS_KEY_FILE if data_dir else None
+    if key_file is None or not key_file.is_file():
+        return []
+    dev_key = SecretStr(key_file.read_text().strip())
+    return CredentialsSettings(credentials_key=dev_key).credentials_keys()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    database = DatabaseSettings()
     try:
-        dsn = args.database_url or DatabaseSettings().resolve_database_url()
+        dsn = args.database_url or database.resolve_database_url()
+        cipher = CredentialsCipher(_credentials_keys(args, database))
     except DatabaseNotConfigured as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: CREDENTIALS_KEY / CREDENTIALS_KEYS_OLD: {e}", file=sys.stderr)
         return 2
 
     async def go() -> int:
@@ -138,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: cannot reach the database: {e}", file=sys.stderr)
             return 1
         try:
-            return await _run(args, store)
+            return await _run(args, store, cipher)
         finally:
             await store.close()
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_FILE = "dev-stack.json"
+CREDENTIALS_KEY_FILE = "credentials-key"
+"""the dev stack's CREDENTIALS_KEY (mode 0600), which the CLI beside it uses too"""
 DATA_DIR_NAME = ".data"
 
 

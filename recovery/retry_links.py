@@ -1,5 +1,6 @@
 """Issuing a retry link: a row in Postgres, a signed token, and (for links the workflow
-sends) a message for the customer waiting for the delivery integration."""
+sends) a message for the customer waiting for the delivery integration. The message keeps the
+link id only; `notification_url` builds its URL from the link's row when it is sent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from recovery.links import issue_token, link_url
 from recovery.settings import Settings
-from recovery.store import Store
+from recovery.store import LinkView, Store
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,23 @@ async def issue_link(
         ttl=ttl,
     )
     return IssuedLink(link_id, recovery_id, link_url(settings.public_base_url, token), expires_at)
+
+
+def url_of(view: LinkView, settings: Settings) -> str:
+    """The link's URL, its token signed again from the row (same link id and expiry)."""
+    issued = view.issued_at.replace(microsecond=0)
+    token, _ = issue_token(
+        settings.link_signing_secret.get_secret_value(),
+        link_id=view.id,
+        merchant_id=view.merchant_id,
+        payment_ref=view.payment_ref,
+        now=issued,
+        ttl=view.expires_at - issued,
+    )
+    return link_url(settings.public_base_url, token)
+
+
+async def notification_url(store: Store, settings: Settings, link_id: str) -> str | None:
+    """What a customer notification about `link_id` links to (None: no such link)."""
+    view = await store.link_page(link_id)
+    return url_of(view, settings) if view is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 import sys
 from functools import lru_cache
@@ -51,7 +53,42 @@ class DatabaseSettings(BaseSettings):
         )
 
 
-class Settings(DatabaseSettings):
+CREDENTIALS_KEY_HINT = (
+    "32 random bytes in base64, e.g. `openssl rand -base64 32` (see README, PSP credentials)"
+)
+
+
+def decode_credentials_key(text: str) -> bytes:
+    """A `CREDENTIALS_KEY` value (standard or URL-safe base64 of 32 bytes) as bytes."""
+    try:
+        key = base64.b64decode(text.strip().replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"a credentials key must be {CREDENTIALS_KEY_HINT}")
+    return key
+
+
+class CredentialsSettings(BaseSettings):
+    """The keys that seal merchants' PSP credentials at rest (`recovery.psp.sealing`)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    credentials_key: SecretStr | None = None
+    """the current key: seals every write"""
+    credentials_keys_old: SecretStr | None = None
+    """earlier keys, comma-separated: still open what they sealed (until `recovery psp reseal`)"""
+
+    def credentials_keys(self) -> list[bytes]:
+        """The current key first, then the old ones; [] without a current key."""
+        if not self.credentials_key:
+            return []
+        old = self.credentials_keys_old.get_secret_value() if self.credentials_keys_old else ""
+        texts = [self.credentials_key.get_secret_value(), *old.split(",")]
+        return [decode_credentials_key(t) for t in texts if t.strip()]
+
+
+class Settings(DatabaseSettings, CredentialsSettings):
     environment: Literal["development", "test", "production"] = "production"
 
     temporal_address: str = "127.0.0.1:7233"
@@ -120,6 +157,15 @@ class Settings(DatabaseSettings):
                 f"LINK_SIGNING_SECRET must be a random secret of at least {MIN_SECRET_BYTES} "
                 "bytes outside ENVIRONMENT=development (e.g. `openssl rand -hex 32`)"
             )
+        if self.environment != "development" and not self.credentials_key:
+            raise ValueError(
+                "CREDENTIALS_KEY must be set outside ENVIRONMENT=development (it seals the "
+                f"merchants' PSP credentials in Postgres): {CREDENTIALS_KEY_HINT}"
+            )
+        try:
+            self.credentials_keys()
+        except ValueError as e:
+            raise ValueError(f"CREDENTIALS_KEY / CREDENTIALS_KEYS_OLD: {e}") from None
         return self
 
 

@@ -15,14 +15,16 @@ everything is stopped and the exit code is 1. A second Ctrl-C skips the grace pe
 Configuration is `recovery.settings.Settings`: the data dir is `RECOVERY_DATA_DIR` (default
 `.data/` in the checkout); ports `API_PORT` (8000), `TEMPORAL_PORT` (7233), `TEMPORAL_UI_PORT`
 (8233); the Prometheus metrics listeners `METRICS_ADDRESS` (API, 127.0.0.1:9464) and
-`WORKER_METRICS_ADDRESS` (worker, 127.0.0.1:9465), both printed in the banner. The API key
-and the link signing secret are kept in the data dir (mode 0600), so a restart on the same
-data dir prints the same key.
+`WORKER_METRICS_ADDRESS` (worker, 127.0.0.1:9465), both printed in the banner. The API key,
+the link signing secret and the `CREDENTIALS_KEY` (which seals merchants' PSP credentials) are
+kept in the data dir (mode 0600), so a restart on the same data dir prints the same key
+and still opens what it sealed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -108,6 +110,13 @@ def dev_stack() -> Stack:
     keep = given.model_fields_set
     settings = given.model_copy(
         update={
+            "credentials_key": given.credentials_key
+            or SecretStr(
+                read_or_create_secret(
+                    data_dir / devstack.CREDENTIALS_KEY_FILE,
+                    lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+                )
+            ),
             # the demo charges the simulator; ALLOW_SIMULATOR=false turns it off here too
             "allow_simulator": given.allow_simulator if "allow_simulator" in keep else True,
             "metrics_address": metrics,

@@ -83,10 +83,21 @@ class RefundResult(BaseModel):
 
 
 class StoredCredentials(Protocol):
-    """A merchant's own credentials as the store keeps them."""
+    """A merchant's own credentials as the store keeps them (`recovery.psp.sealing`)."""
 
     @property
-    def values(self) -> dict[str, Any]: ...
+    def merchant_id(self) -> str: ...
+    @property
+    def psp(self) -> str: ...
+    @property
+    def values(self) -> dict[str, Any] | None:
+        """plaintext, from before sealing"""
+        ...
+
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def sealed(self) -> bytes | None: ...
 
 
 class PSPStore(Protocol):

@@ -13,6 +13,7 @@ from recovery.psp.credentials import (
     default_credentials,
     parse_credentials,
 )
+from recovery.psp.sealing import CredentialsCipher
 from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings
 
@@ -51,6 +52,7 @@ class PSPDispatcher:
         self._settings = settings
         self._psps = psps
         self._simulator = SimulatorPSP(store)
+        self._cipher = CredentialsCipher(settings.credentials_keys())
         self._cache: dict[Credentials, PSPAdapter] = {}
 
     def _served(self, psp: str) -> None:
@@ -69,9 +71,10 @@ class PSPDispatcher:
 
     async def credentials(self, merchant_id: str, psp: str) -> Credentials:
         own = await self._store.psp_credentials(merchant_id, psp)
-        stored = own.values if own else None
         creds = (
-            parse_credentials(psp, stored) if stored else default_credentials(self._settings, psp)
+            parse_credentials(psp, self._cipher.open(own))
+            if own
+            else default_credentials(self._settings, psp)
         )
         if creds is None:
             raise PSPNotConfigured(

@@ -217,10 +217,9 @@ class Store:
         link_id: str,
         channel: str,
         recipient: str | None,
-        url: str,
     ) -> None:
         await links.add_notification(
-            self.pool, merchant_id, payment_ref, link_id, channel, recipient, url
+            self.pool, merchant_id, payment_ref, link_id, channel, recipient
         )
 
     async def link_page(self, link_id: str) -> LinkView | None:
@@ -264,10 +263,21 @@ class Store:
     async def psp_credentials(self, merchant_id: str, psp: str) -> StoredPSPCredentials | None:
         return await webhooks.psp_credentials(self.pool, merchant_id, psp)
 
+    async def all_psp_credentials(self) -> list[StoredPSPCredentials]:
+        return await webhooks.all_psp_credentials(self.pool)
+
     async def set_psp_credentials(
-        self, merchant_id: str, psp: str, credentials: dict[str, Any]
-    ) -> None:
-        await webhooks.set_psp_credentials(self.pool, merchant_id, psp, credentials)
+        self,
+        merchant_id: str,
+        psp: str,
+        key_id: str,
+        sealed: bytes,
+        *,
+        if_updated_at: datetime | None = None,
+    ) -> bool:
+        return await webhooks.set_psp_credentials(
+            self.pool, merchant_id, psp, key_id, sealed, if_updated_at=if_updated_at
+        )
 
     async def record_webhook(
         self, event: WebhookEvent, payload: dict[str, Any]

@@ -61,19 +61,19 @@ async def add_notification(
     link_id: str,
     channel: str,
     recipient: str | None,
-    url: str,
 ) -> None:
+    """A message for the customer about `link_id`: the link's URL is built when it is sent
+    (it holds the token, which is never stored)."""
     async with connection(pool) as conn:
         await conn.execute(
             "INSERT INTO customer_notifications"
-            " (merchant_id, payment_ref, link_id, channel, recipient, url)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            " (merchant_id, payment_ref, link_id, channel, recipient)"
+            " VALUES ($1, $2, $3, $4, $5)",
             merchant_id,
             payment_ref,
             link_id,
             channel,
             recipient,
-            url,
         )
 
 
@@ -81,7 +81,8 @@ async def link_view(pool: asyncpg.Pool, link_id: str) -> LinkView | None:
     """Everything the customer's page shows about a link, or None for an unknown link."""
     async with connection(pool) as conn:
         row = await conn.fetchrow(
-            "SELECT l.id, l.merchant_id, l.payment_ref, l.recovery_id, l.expires_at,"
+            "SELECT l.id, l.merchant_id, l.payment_ref, l.recovery_id,"
+            " l.created_at AS issued_at, l.expires_at,"
             " l.opened_at, l.used_at, l.revoked_at, l.revoked_reason, l.checkout_url,"
             " r.status AS recovery_status, r.workflow_id, t.amount, t.currency, t.psp,"
             " t.customer_id, t.customer_email, m.name AS merchant_name"

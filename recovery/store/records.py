@@ -126,6 +126,7 @@ class LinkView:
     merchant_id: str
     payment_ref: str
     recovery_id: str
+    issued_at: datetime
     expires_at: datetime
     opened_at: datetime | None
     used_at: datetime | None
@@ -173,11 +174,15 @@ class SimulatorCheckout:
 
 @dataclass(frozen=True)
 class StoredPSPCredentials:
-    """A merchant's own credentials for one PSP, as stored (parsed by `recovery.psp`)."""
+    """A merchant's own credentials for one PSP, as stored: sealed (`key_id`, `sealed`), or
+    a plaintext row from before sealing (`values`); opened by `recovery.psp.sealing`."""
 
     merchant_id: str
     psp: str
-    values: dict[str, Any]
+    values: dict[str, Any] | None
+    key_id: str | None
+    sealed: bytes | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)

@@ -23,31 +23,76 @@ from recovery.webhook_routing import (
     route_webhook,
 )
 
+_CREDENTIALS = "SELECT merchant_id, psp, credentials, key_id, sealed, updated_at"
+
+
+def _stored(row: asyncpg.Record) -> StoredPSPCredentials:
+    return StoredPSPCredentials(
+        row["merchant_id"],
+        row["psp"],
+        row["credentials"],
+        row["key_id"],
+        row["sealed"],
+        row["updated_at"],
+    )
+
 
 async def psp_credentials(
     pool: asyncpg.Pool, merchant_id: str, psp: str
 ) -> StoredPSPCredentials | None:
     async with connection(pool) as conn:
-        values = await conn.fetchval(
-            "SELECT credentials FROM merchant_psp_credentials WHERE merchant_id = $1 AND psp = $2",
+        row = await conn.fetchrow(
+            f"{_CREDENTIALS} FROM merchant_psp_credentials WHERE merchant_id = $1 AND psp = $2",
             merchant_id,
             psp,
         )
-    return StoredPSPCredentials(merchant_id, psp, values) if values is not None else None
+    return _stored(row) if row is not None else None
+
+
+async def all_psp_credentials(pool: asyncpg.Pool) -> list[StoredPSPCredentials]:
+    """Every merchant's (the operator's `recovery psp reseal`; no request reads this)."""
+    async with connection(pool) as conn:
+        rows = await conn.fetch(
+            f"{_CREDENTIALS} FROM merchant_psp_credentials ORDER BY merchant_id, psp"
+        )
+    return [_stored(row) for row in rows]
 
 
 async def set_psp_credentials(
-    pool: asyncpg.Pool, merchant_id: str, psp: str, credentials: dict[str, Any]
-) -> None:
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    psp: str,
+    key_id: str,
+    sealed: bytes,
+    *,
+    if_updated_at: datetime | None = None,
+) -> bool:
+    """Store sealed credentials (a plaintext row loses its plaintext). With `if_updated_at`,
+    only over that version of the row (False: someone wrote it meanwhile)."""
     async with connection(pool) as conn:
+        if if_updated_at is not None:
+            status = await conn.execute(
+                "UPDATE merchant_psp_credentials SET credentials = NULL, key_id = $3,"
+                " sealed = $4, updated_at = now()"
+                " WHERE merchant_id = $1 AND psp = $2 AND updated_at = $5",
+                merchant_id,
+                psp,
+                key_id,
+                sealed,
+                if_updated_at,
+            )
+            return status == "UPDATE 1"
         await conn.execute(
-            "INSERT INTO merchant_psp_credentials (merchant_id, psp, credentials)"
-            " VALUES ($1, $2, $3) ON CONFLICT (merchant_id, psp)"
-            " DO UPDATE SET credentials = excluded.credentials, updated_at = now()",
+            "INSERT INTO merchant_psp_credentials (merchant_id, psp, key_id, sealed)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, psp) DO UPDATE SET"
+            " credentials = NULL, key_id = excluded.key_id, sealed = excluded.sealed,"
+            " updated_at = now()",
             merchant_id,
             psp,
-            credentials,
+            key_id,
+            sealed,
         )
+        return True
 
 
 async def record_webhook(

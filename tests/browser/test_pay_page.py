@@ -17,11 +17,12 @@ import httpx
 import jwt
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from recovery.links import AUDIENCE, ISSUER
+from recovery.retry_links import notification_url
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body
@@ -112,9 +113,11 @@ async def sent_link(live: Live, ref: str) -> str:
     """The link the workflow handed to the customer notification outbox."""
 
     async def note() -> str:
-        url = await live.store.pool.fetchval(
-            "SELECT url FROM customer_notifications WHERE payment_ref = $1", ref
+        link_id = await live.store.pool.fetchval(
+            "SELECT link_id FROM customer_notifications WHERE payment_ref = $1", ref
         )
+        assert link_id
+        url = await notification_url(live.store, live.settings, link_id)
         assert url
         return url
 
@@ -212,3 +215,34 @@ async def test_revoked_link_page_after_cancel(live: Live, browser: Browser, tmp_
         await eventually(revoked, within=20)
         assert await page.locator("form").count() == 0
     await page.close()
+
+
+async def test_api_docs_render_with_nothing_from_other_origins(
+    live: Live, browser: Browser, tmp_path: Path
+) -> None:
+    """/docs is Swagger UI served by the app itself: it renders with no internet."""
+    requested: list[str] = []
+    page = await browser.new_page()
+
+    async def only_our_origin(route: Route) -> None:
+        requested.append(route.request.url)
+        if route.request.url.startswith(f"{live.base}/"):
+            await route.continue_()
+        else:  # as on a machine without internet
+            await route.abort()
+
+    await page.route("**/*", only_our_origin)
+    async with screenshot_on_failure(page, tmp_path, "docs"):
+        response = await page.goto(f"{live.base}/docs")
+        assert response is not None and response.status == 200
+        await (
+            page.locator(".swagger-ui .info .title")
+            .filter(has_text="Payment recovery")
+            .wait_for(timeout=15_000)
+        )
+        await page.locator(
+            ".opblock-summary-path", has_text="/v1/events/payment_failed"
+        ).first.wait_for()
+    foreign = [url for url in requested if not url.startswith(f"{live.base}/")]
+    assert not foreign, foreign
+    assert any(url.endswith(".js") for url in requested), requested

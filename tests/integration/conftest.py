@@ -35,6 +35,10 @@ class Stack:
         return {"Authorization": f"Bearer {key or self.key}"}
 
 
+# Seals merchants' PSP credentials in the tests' databases (32 bytes, base64).
+TEST_CREDENTIALS_KEY = "dGVzdC1jcmVkZW50aWFscy1rZXktMDEyMzQ1Njc4OTA="
+
+
 def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: Any) -> Settings:
     defaults: dict[str, Any] = {
         "link_signing_secret": "test-link-signing-secret-0123456789",
@@ -42,6 +46,7 @@ def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: An
         "temporal_rpc_timeout_seconds": 2,
         "auth_failure_burst": 10_000,
         "allow_simulator": True,
+        "credentials_key": TEST_CREDENTIALS_KEY,
     }
     return Settings(
         **(defaults | extra),

@@ -268,6 +268,7 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
         key = await first.start()
         assert (data_dir / "dev-api-key").stat().st_mode & 0o777 == 0o600
         assert (data_dir / "link-signing-secret").stat().st_mode & 0o777 == 0o600
+        assert (data_dir / "credentials-key").stat().st_mode & 0o777 == 0o600
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=first.api_url, headers=headers, timeout=10) as http:
             response = await http.post("/v1/events/payment_failed", json=failure_event(ref))

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from recovery.links import AUDIENCE, ISSUER
+from recovery.links import AUDIENCE, ISSUER, decode_token
+from recovery.retry_links import notification_url
 from tests.helpers import failure_body
 from tests.integration.conftest import Stack, add_merchant
 from tests.integration.test_api import (
@@ -188,8 +189,20 @@ async def test_hard_decline_sends_a_link_instead_of_retrying(api: Stack) -> None
     rec = await eventually(awaiting)
     assert rec["attempts"] == [] and rec["next_attempt_at"] is None
     note = await api.store.pool.fetchrow(
-        "SELECT channel, recipient, url FROM customer_notifications WHERE payment_ref = $1", ref
+        "SELECT * FROM customer_notifications WHERE payment_ref = $1", ref
     )
     assert note["channel"] == "email" and note["recipient"] == "a@example.com"
-    page = await api.http.get(urlsplit(note["url"]).path)
+    # the row keeps the link id, never a URL or its token: it is built when the message is sent
+    assert "url" not in dict(note) and not any("eyJ" in str(v) for v in dict(note).values())
+    assert note["link_id"] == rec["links"][0]["link_id"]
+    url = await notification_url(api.store, api.settings, note["link_id"])
+    assert url is not None and url.startswith(f"{api.settings.public_base_url}/pay/retry/")
+    claims = decode_token(api.settings.link_signing_secret.get_secret_value(), url.rsplit("/")[-1])
+    assert claims.link_id == note["link_id"] and claims.payment_ref == ref
+    link_expires = await api.store.pool.fetchval(
+        "SELECT expires_at FROM recovery_links WHERE id = $1", note["link_id"]
+    )
+    assert claims.expires_at == link_expires  # the link's own expiry, not a new one
+    page = await api.http.get(urlsplit(url).path)
     assert page.status_code == 200 and "Pay" in page.text
+    assert await notification_url(api.store, api.settings, "lnk_unknown") is None

@@ -4,6 +4,7 @@ operator CLI."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 
 from recovery.auth import generate_key, register_key
 from tests.helpers import failure_body
-from tests.integration.conftest import Stack, add_merchant
+from tests.integration.conftest import TEST_CREDENTIALS_KEY, Stack, add_merchant
 from tests.integration.test_api import (
     INGEST,
     _has_next_attempt,
@@ -241,12 +242,16 @@ async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Sta
     await eventually(scheduled)
 
 
-def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    dsn: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The operator CLI on `dsn`, with the tests' CREDENTIALS_KEY unless `env` says otherwise."""
     return subprocess.run(
         [sys.executable, "-m", "recovery.cli", "--database-url", dsn, *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "CREDENTIALS_KEY": TEST_CREDENTIALS_KEY, **(env or {})},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -10,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from recovery.auth import generate_key, hash_key
 from recovery.errors import RecoveryError
@@ -61,13 +62,16 @@ def test_keys_are_random_prefixed_and_hashed() -> None:
     assert hash_key(a) != hash_key(b) and len(hash_key(a)) == 32
 
 
+KEY = SecretStr(base64.b64encode(bytes(range(32))).decode())
+
+
 def test_placeholder_link_secret_refused_outside_development() -> None:
     with pytest.raises(ValidationError):
         Settings(environment="production", link_signing_secret="changeme")
     with pytest.raises(ValidationError):
         Settings(environment="production", link_signing_secret="")
     Settings(environment="development", link_signing_secret="")
-    Settings(environment="production", link_signing_secret="x" * 32)
+    Settings(environment="production", link_signing_secret="x" * 32, credentials_key=KEY)
 
 
 def test_ingest_takes_an_optional_psp_payment_id_within_bounds() -> None:
@@ -84,7 +88,7 @@ def test_link_secret_needs_32_bytes_outside_development(environment: str) -> Non
     short = secrets.token_hex(16)[:31]  # 31 random bytes' worth of characters: not enough
     with pytest.raises(ValidationError, match="at least 32 bytes"):
         Settings(environment=environment, link_signing_secret=short)
-    Settings(environment=environment, link_signing_secret=short + "x")
+    Settings(environment=environment, link_signing_secret=short + "x", credentials_key=KEY)
     Settings(environment="development", link_signing_secret=short)
 
 
