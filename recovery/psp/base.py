@@ -18,10 +18,12 @@ from pydantic import BaseModel
 
 from recovery.errors import RecoveryError
 from recovery.models import (
+    CardIdentity,
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
     Customer,
+    PaymentMethod,
     WebhookEvent,
 )
 
@@ -113,6 +115,12 @@ class PSPAdapter(Protocol):
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         """The payment's current status (for pending payments)."""
+        ...
+
+    async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        """The card a charge of `payment_method` (none: the customer's default) would charge,
+        identified the same under every payment-method id that names it (card-network limits
+        count per card)."""
         ...
 
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
