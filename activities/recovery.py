@@ -17,8 +17,10 @@ from recovery.constants import CHARGE_HEARTBEAT_EVERY, CHARGE_TRY_BUDGET
 from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
+    CardIdentity,
     CardRef,
     CardUsage,
+    CardVerdict,
     ChargeLookup,
     ChargeRequest,
     ChargeResult,
@@ -35,7 +37,7 @@ from recovery.models import (
     RevokeLinks,
 )
 from recovery.payments import refund_idempotency_key
-from recovery.policy import RetryPolicy
+from recovery.policy import CardAttemptRequest, RetryPolicy, card_window
 from recovery.psp.base import PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.retry_links import issue_link
@@ -98,6 +100,41 @@ class RecoveryActivities(RecoveryActivityDefs):
     async def count_card_attempts(self, card: CardRef) -> CardUsage:
         month, day = await self._store.card_attempts(card.merchant_id, card.payment_method_id)
         return CardUsage(last_30_days=month, last_day=day)
+
+    @activity.defn(name="reserve_card_attempt")
+    async def reserve_card_attempt(self, req: CardAttemptRequest) -> CardVerdict:
+        """Resolve the card the PSP will charge (the customer's default when no method is
+        named) and reserve this attempt on it within the card-network limits, or say when
+        the rolling window allows it."""
+        card = await self._resolve_card(req)
+        window = await self._store.reserve_card_attempt(
+            req.merchant_id,
+            card,
+            req.idempotency_key,
+            req.at,
+            lambda attempted: card_window(req.policy, card.brand, attempted, req.at),
+        )
+        return CardVerdict(
+            card=card,
+            not_before=window.not_before,
+            reason=window.reason,
+            last_30_days=window.last_30_days,
+            last_day=window.last_day,
+        )
+
+    async def _resolve_card(self, req: CardAttemptRequest) -> CardIdentity:
+        try:
+            psp = await self._psps.for_merchant(req.merchant_id, req.psp)
+            return await psp.resolve_card(req.customer, req.payment_method)
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        except (PSPNotConfigured, PSPRequestRejected) as e:
+            # The PSP cannot tell which card (nothing to charge, no credentials): the charge
+            # is refused for the same reason. Count under what we know, never uncounted.
+            log.info("card of %s not resolved: %s", req.idempotency_key, e)
+            pm, customer = req.payment_method.id, req.customer.id
+            key = f"{req.psp}:pm:{pm}" if pm else f"{req.psp}:customer:{customer}:default"
+            return CardIdentity(key=key, brand=None, payment_method_id=pm)
 
     @activity.defn(name="check_payment_status")
     async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:

@@ -16,6 +16,7 @@ from temporalio import activity
 from recovery.models import (
     CardRef,
     CardUsage,
+    CardVerdict,
     ChargeLookup,
     ChargeRequest,
     ChargeResult,
@@ -31,7 +32,7 @@ from recovery.models import (
     RefundRequest,
     RevokeLinks,
 )
-from recovery.policy import RetryPolicy
+from recovery.policy import CardAttemptRequest, RetryPolicy
 
 
 class RecoveryActivityDefs:
@@ -53,6 +54,12 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="count_card_attempts")
     async def count_card_attempts(self, card: CardRef) -> CardUsage:
+        raise NotImplementedError
+
+    @activity.defn(name="reserve_card_attempt")
+    async def reserve_card_attempt(self, req: CardAttemptRequest) -> CardVerdict:
+        """Resolve the card the PSP will charge and reserve this attempt on it, or say when
+        the card-network limits allow it."""
         raise NotImplementedError
 
     @activity.defn(name="check_payment_status")

@@ -306,6 +306,28 @@ class CardUsage(BaseModel):
     last_day: int
 
 
+class CardIdentity(BaseModel):
+    """The card a PSP will actually charge: one `key` per card whatever payment-method ids
+    name it (Stripe's card fingerprint, Razorpay's card id), its network brand as the PSP
+    names it, and the payment method that holds it (the customer's default when none was
+    named)."""
+
+    key: str
+    brand: str | None = None
+    payment_method_id: str | None = None
+
+
+class CardVerdict(BaseModel):
+    """The card-network check of one attempt: reserved on its card (`not_before` None), or
+    deferred until the rolling window allows it."""
+
+    card: CardIdentity
+    not_before: datetime | None = None
+    reason: str
+    last_30_days: int
+    last_day: int
+
+
 class Attempt(BaseModel):
     number: int
     at: datetime

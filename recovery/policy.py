@@ -9,25 +9,28 @@ Pure and deterministic, so workflow code can call it: the caller passes `now`
 (``workflow.now()``) and a uniform random number in [0, 1) (``workflow.random().random()``);
 nothing here reads a clock or a random source.
 
-Card-network limits on re-attempts of the same card (merchant-initiated retries):
-- Visa: Category 1 declines ("issuer will never approve": pick up, lost, stolen, closed
-  account, ...) must never be retried; other declines at most 15 re-attempts in a rolling
-  30 days (20 from May 2025, counted separately for merchant-initiated transactions).
-- Mastercard: merchant advice codes 03 and 21 ("do not try again") must never be retried;
-  otherwise at most 10 re-attempts in 24 hours and 35 in a rolling 30 days.
-The defaults below keep under both: 15 attempts per card in 30 days and 10 in 24 hours
-(hard declines and "do not try again" advice stop at the classifier).
+Card-network limits on re-attempts of one card (`NETWORK_RULES` below, each number with its
+source and edition): a merchant's policy may lower them, never raise or unset them. A limit
+reached defers the attempt to when the rolling window allows it (`card_window`); hard declines
+and "do not try again" advice never retry at all (the classifier stops them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from recovery.models import Action, Category, Classification
+from recovery.card_networks import (
+    HIGHEST_PER_30_DAYS,
+    HIGHEST_PER_DAY,
+    NetworkRule,
+    network_rule,
+)
+from recovery.models import Action, Category, Classification, Customer, PaymentMethod
 
 
 class RetryPolicy(BaseModel):
@@ -50,14 +53,36 @@ class RetryPolicy(BaseModel):
     payday_snap_days: Annotated[int, Field(ge=0, le=7)] = 3
     """Funds retries that would land up to this many days before a payday (the 1st or the
     15th of a month) wait for the payday morning instead, when balances are refilled."""
-    card_attempts_per_30_days: Annotated[int | None, Field(ge=1, le=35)] = 15
-    """Attempts on one card across all of the merchant's recoveries in a rolling 30 days."""
-    card_attempts_per_day: Annotated[int | None, Field(ge=1, le=10)] = 10
-    """Attempts on one card in a rolling 24 hours."""
+    card_attempts_per_30_days: Annotated[int | None, Field(ge=1, le=35)] = HIGHEST_PER_30_DAYS
+    """Attempts on one card across all of the merchant's recoveries in a rolling 30 days: lowers
+    every card network's ceiling to this (`recovery.card_networks`). None (policies stored
+    before the ceilings were enforced) means the network's ceiling, never "no limit"."""
+    card_attempts_per_day: Annotated[int | None, Field(ge=1, le=10)] = HIGHEST_PER_DAY
+    """Attempts on one card in a rolling 24 hours, likewise."""
 
     @property
     def window(self) -> timedelta:
         return timedelta(days=self.window_days)
+
+
+class PolicyUpdate(RetryPolicy):
+    """A policy as a merchant publishes it (`PUT /v1/policy`): every field optional (defaults
+    apply; `version` is assigned by the server), and the card-network limits are ceilings: a
+    missing limit is the networks' own, null or a value above every network's is refused."""
+
+    card_attempts_per_30_days: Annotated[int, Field(ge=1, le=HIGHEST_PER_30_DAYS)] = (
+        HIGHEST_PER_30_DAYS
+    )
+    card_attempts_per_day: Annotated[int, Field(ge=1, le=HIGHEST_PER_DAY)] = HIGHEST_PER_DAY
+
+    @field_validator("card_attempts_per_30_days", "card_attempts_per_day", mode="before")
+    @classmethod
+    def _never_unset(cls, v: object) -> object:
+        if v is None:
+            raise ValueError(
+                "a card-network limit cannot be unset: it is a ceiling a policy may only lower"
+            )
+        return v
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -193,3 +218,86 @@ def card_limit_reached(
             f"(policy v{policy.version} allows {policy.card_attempts_per_day})"
         )
     return None
+
+
+class CardAttemptRequest(BaseModel):
+    """Check one attempt against the card-network limits and reserve it on its card: the card
+    the PSP will charge for `customer` / `payment_method`, as of `at` (the workflow's now)."""
+
+    merchant_id: str
+    psp: str
+    customer: Customer = Customer()
+    payment_method: PaymentMethod = PaymentMethod()
+    idempotency_key: str
+    at: datetime
+    policy: RetryPolicy
+
+
+@dataclass(frozen=True)
+class CardWindow:
+    """Whether one more attempt on a card fits the card-network limits now, and if not, the
+    earliest time the rolling windows allow it (when no other attempt is made meanwhile)."""
+
+    not_before: datetime | None
+    """None: the attempt may go now."""
+    reason: str
+    last_30_days: int
+    last_day: int
+
+
+def card_limits(policy: RetryPolicy, brand: str | None) -> tuple[int, int | None]:
+    """(per 30 days, per 24 hours) for a card of `brand`: the network's ceilings, lowered by
+    the policy. A policy can neither raise nor unset them (None is the network's)."""
+    rule = network_rule(brand)
+    month = min(policy.card_attempts_per_30_days or rule.per_30_days, rule.per_30_days)
+    day_limits = [x for x in (policy.card_attempts_per_day, rule.per_day) if x is not None]
+    return month, (min(day_limits) if day_limits else None)
+
+
+def card_window(
+    policy: RetryPolicy, brand: str | None, attempts: Sequence[datetime], now: datetime
+) -> CardWindow:
+    """Decide one more attempt on a card that was attempted at `attempts` (ours, across the
+    merchant's recoveries): allowed now, or deferred until the oldest attempts that fill a
+    window have fallen out of it (an attempt at `t` counts until `t + window`)."""
+    month_limit, day_limit = card_limits(policy, brand)
+    rule = network_rule(brand)
+    deferred: list[tuple[datetime, str]] = []
+    counts: dict[timedelta, int] = {}
+    for window, limit, label in (
+        (timedelta(days=30), month_limit, "30 days"),
+        (timedelta(hours=24), day_limit, "24 hours"),
+    ):
+        inside = sorted(t for t in attempts if t > now - window)
+        counts[window] = len(inside)
+        if limit is None or len(inside) < limit:
+            continue
+        free_at = inside[len(inside) - limit] + window
+        deferred.append(
+            (
+                free_at,
+                f"card-network limit: {len(inside)} attempts on this {rule.network} card in "
+                f"{label} (at most {limit}: {rule.network} allows "
+                f"{_network_limit(rule, window)}, policy v{policy.version} "
+                f"{_policy_limit(policy, window)})",
+            )
+        )
+    month, day = counts[timedelta(days=30)], counts[timedelta(hours=24)]
+    if not deferred:
+        return CardWindow(None, "within the card-network limits", month, day)
+    at, why = max(deferred)
+    return CardWindow(at, why, month, day)
+
+
+def _network_limit(rule: NetworkRule, window: timedelta) -> str:
+    per = rule.per_30_days if window > timedelta(days=1) else rule.per_day
+    return "no limit of its own" if per is None else str(per)
+
+
+def _policy_limit(policy: RetryPolicy, window: timedelta) -> str:
+    per = (
+        policy.card_attempts_per_30_days
+        if window > timedelta(days=1)
+        else policy.card_attempts_per_day
+    )
+    return "the network's" if per is None else str(per)

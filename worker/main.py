@@ -64,6 +64,7 @@ def build_worker(
             recovery.recovery_is_open,
             recovery.load_retry_policy,
             recovery.count_card_attempts,
+            recovery.reserve_card_attempt,
             recovery.issue_retry_link,
             recovery.check_payment_status,
             recovery.revoke_retry_links,

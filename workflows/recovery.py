@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from recovery.policy import (
         LEGACY_POLICY,
         AwaitStatus,
+        CardAttemptRequest,
         CustomerAction,
         Decision,
         Exhausted,
@@ -127,6 +128,14 @@ OUTCOME_UNKNOWN = Failure(
     code="charge_outcome_unknown",
     message="the attempt's outcome could not be looked up at the PSP before the cancel",
 )
+
+
+# Recoveries after this patch count every attempt on the card the PSP will charge (the
+# customer's default card included, one card under several payment-method ids once), reserve
+# it on that card before charging, and wait (shown as the next attempt) when a card-network
+# limit is reached until the rolling window allows the attempt, ending `exhausted` only when
+# that is after the recovery window.
+CARD_WINDOW_PATCH = "card-limits-rolling-window"
 PENDING_POLL_EVERY = timedelta(minutes=5)
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
@@ -156,6 +165,8 @@ _COOLDOWN = _LEGACY_COOLDOWN | {Wake.PAUSE_CHANGED, Wake.METHOD_UPDATED}
 _CUSTOMER = _ENDINGS | {Wake.PAUSE_CHANGED, Wake.METHOD_UPDATED, Wake.POLICY_CHANGED}
 # a pending payment may still complete: a new method or policy waits until it settles
 _PENDING = _ENDINGS | {Wake.PAUSE_CHANGED}
+# the card-network limits hold the attempt: an expedite cannot move it, a new card is checked
+_CARD_HELD = _ENDINGS | {Wake.PAUSE_CHANGED, Wake.METHOD_UPDATED, Wake.POLICY_CHANGED}
 
 
 class Stage(Enum):
@@ -167,6 +178,7 @@ class Stage(Enum):
     AWAITING_CUSTOMER = "awaiting_customer"
     AWAITING_PENDING = "awaiting_pending"
     CHARGING = "charging"
+    CARD_LIMIT = "card_limit"
     ENDING = "ending"
 
 
@@ -297,6 +309,7 @@ class PaymentRecoveryWorkflow:
             Stage.AWAITING_CUSTOMER: "the recovery is awaiting the customer",
             Stage.AWAITING_PENDING: "a payment is pending at the PSP and may still complete",
             Stage.CHARGING: "an attempt is in flight",
+            Stage.CARD_LIMIT: "the card-network limits hold the next attempt until it is due",
             Stage.ENDING: "the recovery is ending",
         }.get(self._stage, "no attempt is waiting")
 
@@ -565,12 +578,11 @@ class PaymentRecoveryWorkflow:
 
     async def _attempt_now(self) -> Failure | Ending:
         """One charge (within the card-network limits), with the newest payment method."""
-        if self._new_method is not None:
-            update, self._new_method = self._new_method, None
-            self._event = self._current_event().model_copy(
-                update={"payment_method": update.payment_method}
-            )
-        if self._card_limits and (limit := await self._card_limit()):
+        self._take_new_method()
+        if self._card_limits and workflow.patched(CARD_WINDOW_PATCH):
+            if (held := await self._within_card_limits()) is not None:
+                return held
+        elif self._card_limits and (limit := await self._card_limit()):
             return Ending(RecoveryStatus.EXHAUSTED, limit)
         if self._bounded:
             if (ending := self._ending()) is not None:
@@ -745,8 +757,73 @@ class PaymentRecoveryWorkflow:
         )
         self._stage = Stage.DECIDING
 
+    def _take_new_method(self) -> None:
+        if self._new_method is not None:
+            update, self._new_method = self._new_method, None
+            self._event = self._current_event().model_copy(
+                update={"payment_method": update.payment_method}
+            )
+
+    async def _within_card_limits(self) -> Failure | Ending | None:
+        """Reserve the coming attempt on the card the PSP will charge; while a card-network
+        limit holds it, wait (shown as the next attempt, with why) until the rolling window
+        allows it. None: charge now. Otherwise what the main loop acts on instead."""
+        while True:
+            event = self._current_event()
+            number = len(self._state.attempts) + 1
+            verdict = await workflow.execute_activity_method(
+                RecoveryActivityDefs.reserve_card_attempt,
+                CardAttemptRequest(
+                    merchant_id=self._state.merchant_id,
+                    psp=event.psp,
+                    customer=event.customer,
+                    payment_method=event.payment_method,
+                    idempotency_key=names.attempt_idempotency_key(
+                        self._state.recovery_id or event.recovery_id, number
+                    ),
+                    at=workflow.now(),
+                    policy=self._policy,
+                ),
+                **_STORE,
+            )
+            if verdict.not_before is None:
+                return None
+            deadline = self._started_at + self._policy.window
+            if verdict.not_before > deadline:
+                return Ending(
+                    RecoveryStatus.EXHAUSTED,
+                    f"{verdict.reason}; the window allows the next attempt at "
+                    f"{verdict.not_before.isoformat()}, after the recovery window closes "
+                    f"({deadline.isoformat()})",
+                )
+            self._stage = Stage.CARD_LIMIT
+            await self._schedule(
+                verdict.not_before, f"{verdict.reason}; attempt {number} when the window allows"
+            )
+            wake = await self._sleep(verdict.not_before - workflow.now(), _CARD_HELD)
+            self._stage = Stage.DECIDING
+            match wake:
+                case Wake.PAID | Wake.CANCELLED:
+                    return event.failure  # the loop ends the recovery
+                case Wake.NEW_FAILURE:
+                    return self._absorb_inbox() or event.failure  # decide again
+                case Wake.PAUSE_CHANGED:
+                    if self._state.paused:
+                        await self._hold_while_paused()
+                        if self._ending() is not None:
+                            return event.failure
+                case Wake.POLICY_CHANGED:
+                    self._policy_changed = False  # its limits and window apply from here
+                case Wake.METHOD_UPDATED:
+                    self._take_new_method()  # a new card: checked on its own attempts
+                case Wake.TIMER | Wake.EXPEDITED:
+                    pass  # check again: another recovery may have used the card meanwhile
+                case other:
+                    assert_never(other)
+
     async def _card_limit(self) -> str | None:
-        """Why charging this card now would break a card-network limit, if it would."""
+        """Before CARD_WINDOW_PATCH: why charging this card now would break a card-network
+        limit, if it would (skipped without a payment method id)."""
         card = self._current_event().payment_method.id
         if not card:
             return None

@@ -19,10 +19,12 @@ from pydantic import BaseModel
 
 from recovery.errors import RecoveryError
 from recovery.models import (
+    CardIdentity,
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
     Customer,
+    PaymentMethod,
     WebhookEvent,
 )
 
@@ -145,6 +147,11 @@ class PSPAdapter(Protocol):
         key, receipt or metadata), or None when the PSP has none: how an attempt whose
         answer never came is settled, instead of charging again blind. Raises
         `TransientPSPError` when the PSP cannot tell yet."""
+
+    async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        """The card a charge of `payment_method` (none: the customer's default) would charge,
+        identified the same under every payment-method id that names it (card-network limits
+        count per card)."""
         ...
 
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:

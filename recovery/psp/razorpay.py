@@ -82,7 +82,15 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from recovery.constants import CHARGE_TRY_BUDGET
 from recovery.errors import RecoveryError
-from recovery.models import ChargeRequest, ChargeResult, Failure, WebhookKind
+from recovery.models import (
+    CardIdentity,
+    ChargeRequest,
+    ChargeResult,
+    Customer,
+    Failure,
+    PaymentMethod,
+    WebhookKind,
+)
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
@@ -488,6 +496,9 @@ class RazorpayAdapter:
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         return await self._in_pool(self.retrieve_payment_intent_sync, psp_payment_id)
 
+    async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        return await self._in_pool(self.resolve_card_sync, customer, payment_method)
+
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
         return await self._in_pool(self.create_checkout_session_sync, req)
 
@@ -690,6 +701,30 @@ class RazorpayAdapter:
             "payment fetch", lambda c: c.payment.fetch(payment_id, timeout=self._request_timeout())
         )
         return charge_result(payment)
+
+    def resolve_card_sync(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        """The card behind the saved token (``GET /v1/customers/{id}/tokens/{token_id}``): a
+        Razorpay charge always names its token, so there is no default to look up. Keyed by
+        the token's card id when Razorpay gives one, else by the token; the brand is the
+        card's ``network`` (``Visa``, ``MasterCard``, ``RuPay``, ...)."""
+        token_id = payment_method.id
+        if not customer.id or not token_id:
+            raise RazorpayRequestError(
+                "a Razorpay charge needs the customer id and the saved token id",
+                field="payment_method.id",
+            )
+        token = self._call(
+            "token fetch",
+            lambda c: c.token.fetch(customer.id, token_id, timeout=self._timeout),
+        )
+        found = token.get("card")
+        card: dict[str, Any] = found if isinstance(found, dict) else {}
+        card_id = _short(card.get("id"))
+        return CardIdentity(
+            key=f"razorpay:card:{card_id}" if card_id else f"razorpay:token:{token_id}",
+            brand=_short(card.get("network")),
+            payment_method_id=token_id,
+        )
 
     def retrieve_payment_intent_sync(self, psp_payment_id: str) -> ChargeResult:
         payment = self._call(

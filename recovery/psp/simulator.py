@@ -6,13 +6,19 @@
   failure codes, attempt n and later succeed;
 - ``pm_sim_pending``: the charge stays ``processing``;
 - ``pm_sim_canceled``: the charge is canceled at the PSP (as a merchant cancels a payment);
-- ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds (a
-  suffix ``_<name>`` makes it another card: ``pm_sim_slow_2_a``, ``pm_sim_slow_2_b``);
+- ``pm_sim_slow_<s>``: the PSP takes s seconds (at most 60) to answer, then succeeds;
 - ``pm_sim_error``: every request is answered with a server error and nothing is charged;
 - ``pm_sim_lost_answer``: the charge succeeds, but every answer to it is a server error
   (as Stripe replays a saved 500 for the same idempotency key): only a lookup tells;
 - ``pm_sim_hang``: the charge succeeds, and the answer never comes;
 - anything else: the charge succeeds.
+
+Cards: a payment method id may name its card after an ``@`` (``pm_sim_decline_x@card7``):
+ids with the same card are one card for the card-network limits, and the script is the part
+before the ``@``; without one, the id is its own card. No payment method named: the
+customer's default card, which for a customer ``cus_sim_<script>`` is ``pm_sim_<script>``
+(e.g. ``cus_sim_decline_insufficient_funds``) and otherwise ``pm_sim_default`` (succeeds).
+Every simulated card is a Visa card.
 
 Charges are kept in the simulator's own ledger (Postgres table ``simulator_charges``), one per
 idempotency key, as a real PSP keeps them: a replayed request returns the first result.
@@ -24,7 +30,15 @@ import asyncio
 import re
 from collections.abc import Mapping
 
-from recovery.models import ChargeRequest, ChargeResult, ChargeStatus, Failure
+from recovery.models import (
+    CardIdentity,
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    Customer,
+    Failure,
+    PaymentMethod,
+)
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
@@ -37,11 +51,29 @@ from recovery.psp.base import (
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
 _SUCCEED_ON = re.compile(r"^pm_sim_succeed_on_(\d+)$")
-_SLOW = re.compile(r"^pm_sim_slow_(\d+)(?:_[a-z0-9]+)?$")
+_SLOW = re.compile(r"^pm_sim_slow_(\d+)$")
+
+
+SIMULATED_BRAND = "visa"
+
+
+def charged_method(customer: Customer, payment_method: PaymentMethod) -> str:
+    """The payment method id a charge uses: the one named, else the customer's default."""
+    if payment_method.id:
+        return payment_method.id
+    if customer.id and customer.id.startswith("cus_sim_"):
+        return "pm_sim_" + customer.id.removeprefix("cus_sim_")
+    return "pm_sim_default"
+
+
+def card_of(payment_method_id: str) -> str:
+    """The simulated card behind a payment method id (the part after `@`, else the id)."""
+    script, _, card = payment_method_id.partition("@")
+    return card or script
 
 
 def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:
-    pm = req.payment_method.id or ""
+    pm = charged_method(req.customer, req.payment_method).partition("@")[0]
     if m := _DECLINE.match(pm):
         return "failed", Failure(code="card_declined", decline_code=m.group(1))
     if m := _SUCCEED_ON.match(pm):
@@ -62,7 +94,7 @@ class SimulatorPSP:
         self._store = store
 
     async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
-        pm = req.payment_method.id or ""
+        pm = charged_method(req.customer, req.payment_method).partition("@")[0]
         if m := _SLOW.match(pm):
             await asyncio.sleep(min(int(m.group(1)), 60))
         if pm == "pm_sim_error":
@@ -88,6 +120,12 @@ class SimulatorPSP:
         status, decline = await self._store.simulator_payment(psp_payment_id)
         failure = Failure(code="card_declined", decline_code=decline) if decline else None
         return ChargeResult(status=status, psp_payment_id=psp_payment_id, failure=failure)
+
+    async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        pm = charged_method(customer, payment_method)
+        return CardIdentity(
+            key=f"simulator:card:{card_of(pm)}", brand=SIMULATED_BRAND, payment_method_id=pm
+        )
 
     async def create_checkout_session(self, req: CheckoutRequest) -> Checkout:
         raise NotImplementedError("the simulator's hosted page comes with retry links")

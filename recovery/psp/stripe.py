@@ -35,7 +35,15 @@ import stripe
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from stripe.params.checkout import SessionCreateParams
 
-from recovery.models import ChargeRequest, ChargeResult, Failure, WebhookKind
+from recovery.models import (
+    CardIdentity,
+    ChargeRequest,
+    ChargeResult,
+    Customer,
+    Failure,
+    PaymentMethod,
+    WebhookKind,
+)
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
@@ -205,16 +213,21 @@ class StripeAdapter:
         return charge_result(intent.to_dict())
 
     async def _default_payment_method(self, req: ChargeRequest) -> str:
-        """No method named: the customer's default (`invoice_settings.default_payment_method`),
-        which is where an updated card goes, as Stripe Billing retries do."""
+        """No method named: the customer's default (see `_default_card_id`), which is where an
+        updated card goes, as Stripe Billing retries do."""
         if not req.customer.id:
             raise StripeRequestRejected("neither a payment method nor a customer to charge")
+        return await self._default_card_id(req.customer.id)
+
+    async def _default_card_id(self, customer_id: str) -> str:
+        """The customer's default: `invoice_settings.default_payment_method`, else the legacy
+        `default_source` (a `card_...` or `src_...`, which PaymentIntents also charge)."""
         try:
-            customer = (await self._client.v1.customers.retrieve_async(req.customer.id)).to_dict()
+            customer = (await self._client.v1.customers.retrieve_async(customer_id)).to_dict()
         except stripe.StripeError as err:
             raise translate_error(err) from err
         default = (customer.get("invoice_settings") or {}).get("default_payment_method")
-        default_id = _object_id(default)
+        default_id = _object_id(default) or _object_id(customer.get("default_source"))
         if not default_id:
             raise StripeRequestRejected(
                 "no payment method named and the customer has no default payment method",
@@ -261,6 +274,34 @@ class StripeAdapter:
             if all(metadata.get(k) == v for k, v in ours.items()):
                 return charge_result(intent)
         return None
+
+    async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
+        """The card a charge would use, keyed by Stripe's card `fingerprint` (the same for
+        every PaymentMethod or source of one card number in the account)."""
+        method_id = payment_method.id
+        if not method_id:
+            if not customer.id:
+                raise StripeRequestRejected("neither a payment method nor a customer to charge")
+            method_id = await self._default_card_id(customer.id)
+        try:
+            if method_id.startswith(("card_", "src_")) and customer.id:
+                source = await self._client.v1.customers.payment_sources.retrieve_async(
+                    customer.id, method_id
+                )
+                card: Mapping[str, Any] = source.to_dict()
+                if card.get("object") == "source":  # a Sources API source: its card is nested
+                    card = card.get("card") or {}
+            else:
+                found = await self._client.v1.payment_methods.retrieve_async(method_id)
+                card = found.to_dict().get("card") or {}
+        except stripe.StripeError as err:
+            raise translate_error(err) from err
+        fingerprint = _text(card.get("fingerprint"), _SHORT)
+        return CardIdentity(
+            key=f"stripe:fingerprint:{fingerprint}" if fingerprint else f"stripe:pm:{method_id}",
+            brand=_text(card.get("brand"), _SHORT),
+            payment_method_id=method_id,
+        )
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         try:

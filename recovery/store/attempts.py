@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
 import asyncpg
 
-from recovery.models import ChargeRequest, ChargeResult
+from recovery.models import CardIdentity, ChargeRequest, ChargeResult
 from recovery.payments import payment_identity
+from recovery.policy import CardWindow
 from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.payments import receive_payment
 
 
 async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> None:
+    """The attempt's row, before the PSP call; it keeps the card its attempt was reserved on
+    (`reserve_card_attempt`), if it was."""
     async with connection(pool) as conn:
         await conn.execute(
             "INSERT INTO attempts (recovery_id, number, idempotency_key, psp, amount,"
-            " currency, status, merchant_id, payment_method_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) ON CONFLICT DO NOTHING",
+            " currency, status, merchant_id, payment_method_id, card_key)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8,"
+            " (SELECT card_key FROM attempt_cards WHERE idempotency_key = $3))"
+            " ON CONFLICT DO NOTHING",
             req.recovery_id,
             req.attempt,
             req.idempotency_key,
@@ -141,3 +150,53 @@ async def card_attempts(
             payment_method_id,
         )
     return row["month"], row["day"]
+
+
+async def reserve_card_attempt(
+    pool: asyncpg.Pool,
+    merchant_id: str,
+    card: CardIdentity,
+    idempotency_key: str,
+    at: datetime,
+    decide: Callable[[list[datetime]], CardWindow],
+) -> CardWindow:
+    """Count the merchant's attempts on `card` in the 30 days before `at`, let `decide` say
+    whether one more fits, and if it does reserve it (idempotent per attempt key), under a lock
+    per card. Attempts from before reservations existed count by their payment method id."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"card:{merchant_id}:{card.key}",
+        )
+        reserved = await conn.fetchval(
+            "SELECT attempted_at FROM attempt_cards WHERE idempotency_key = $1", idempotency_key
+        )
+        rows = await conn.fetch(
+            "SELECT attempted_at AS at FROM attempt_cards WHERE merchant_id = $1"
+            " AND card_key = $2 AND attempted_at > $3::timestamptz - interval '30 days'"
+            " AND idempotency_key <> $4"
+            " UNION ALL SELECT a.created_at FROM attempts a WHERE a.merchant_id = $1"
+            " AND a.payment_method_id = $5 AND a.created_at > $3::timestamptz - interval '30 days'"
+            " AND NOT EXISTS (SELECT 1 FROM attempt_cards c"
+            " WHERE c.idempotency_key = a.idempotency_key)",
+            merchant_id,
+            card.key,
+            at,
+            idempotency_key,
+            card.payment_method_id,
+        )
+        window = decide([r["at"] for r in rows])
+        if reserved is not None:  # an earlier try of this check reserved it: it stands
+            return replace(window, not_before=None, reason="reserved on this card before")
+        if window.not_before is None:
+            await conn.execute(
+                "INSERT INTO attempt_cards (idempotency_key, merchant_id, card_key, brand,"
+                " payment_method_id, attempted_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                idempotency_key,
+                merchant_id,
+                card.key,
+                card.brand,
+                card.payment_method_id,
+                at,
+            )
+    return window

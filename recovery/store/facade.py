@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from recovery.models import (
+    CardIdentity,
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
@@ -21,7 +22,7 @@ from recovery.models import (
     RecoveryState,
     WebhookEvent,
 )
-from recovery.policy import RetryPolicy
+from recovery.policy import CardWindow, RetryPolicy
 from recovery.store import (
     attempts,
     audit,
@@ -161,6 +162,18 @@ class Store:
 
     async def card_attempts(self, merchant_id: str, payment_method_id: str) -> tuple[int, int]:
         return await attempts.card_attempts(self.pool, merchant_id, payment_method_id)
+
+    async def reserve_card_attempt(
+        self,
+        merchant_id: str,
+        card: CardIdentity,
+        idempotency_key: str,
+        at: datetime,
+        decide: Callable[[list[datetime]], CardWindow],
+    ) -> CardWindow:
+        return await attempts.reserve_card_attempt(
+            self.pool, merchant_id, card, idempotency_key, at, decide
+        )
 
     # ---- retry policies (policies.py) -------------------------------------------------------
 

@@ -18,7 +18,13 @@ async def current_policy(pool: asyncpg.Pool, merchant_id: str) -> RetryPolicy:
         )
     if row is None:
         return DEFAULT_POLICY
-    return RetryPolicy.model_validate({**row["policy"], "version": row["version"]})
+    stored = {**row["policy"], "version": row["version"]}
+    # versions stored before the card-network limits were ceilings may hold null: the
+    # networks' own ceilings apply to them (a limit is never unset)
+    for limit in ("card_attempts_per_30_days", "card_attempts_per_day"):
+        if stored.get(limit) is None:
+            stored[limit] = getattr(DEFAULT_POLICY, limit)
+    return RetryPolicy.model_validate(stored)
 
 
 async def save_policy(

@@ -215,6 +215,24 @@ async def pending_failure_polled(
     )
 
 
+async def card_limit_holds_then_allows(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """One attempt per card in 30 days, a 60-day window: attempt 2 waits for the window."""
+    policy = RetryPolicy(
+        card_attempts_per_30_days=1, window_days=60, max_attempts=2, payday_snap_days=0
+    )
+    await _during_cooldown(handle, names.SIGNAL_UPDATE_POLICY, policy)
+
+
+async def card_limit_past_the_window(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """One attempt per card in 30 days, a 21-day window: attempt 2 would be too late."""
+    policy = RetryPolicy(card_attempts_per_30_days=1, payday_snap_days=0)
+    await _during_cooldown(handle, names.SIGNAL_UPDATE_POLICY, policy)
+
+
 # name -> (ingest body fields, driver). Histories already on disk are kept as they are: new
 # scenarios get new names.
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
@@ -293,6 +311,21 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
             "psp_payment_id": REPLAY_PENDING_PAYMENT,
         },
         pending_failure_polled,
+    ),
+    # since the card-limits-rolling-window patch
+    "card_limit_deferred_then_attempted": (
+        {"pm": "pm_sim_decline_insufficient_funds"},
+        card_limit_holds_then_allows,
+    ),
+    "card_limit_deferred_past_the_window": (
+        {"pm": "pm_sim_decline_insufficient_funds@card_past_window"},
+        card_limit_past_the_window,
+    ),
+    # with both the bounded-charges and the card-limits-rolling-window patches
+    "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
+    "bounded_card_window_deferred_then_attempted": (
+        {"pm": "pm_sim_decline_insufficient_funds@card_deferred_both"},
+        card_limit_holds_then_allows,
     ),
 }
 

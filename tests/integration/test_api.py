@@ -7,9 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
+from recovery.card_networks import HIGHEST_PER_30_DAYS, HIGHEST_PER_DAY
 from recovery.models import RecoveryState
 from recovery.store import Store
 from tests.helpers import eventually, failure_body
@@ -351,6 +353,37 @@ async def test_health_and_readiness(api: Stack) -> None:
     assert (await api.http.get("/healthz")).json() == {"ok": True}
     r = await api.http.get("/readyz")
     assert r.status_code == 200 and r.json()["postgres"] and r.json()["temporal"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"card_attempts_per_30_days": None}, "card_attempts_per_30_days"),
+        ({"card_attempts_per_day": None}, "card_attempts_per_day"),
+        ({"max_attempts": 3, "card_attempts_per_30_days": None}, "card_attempts_per_30_days"),
+        ({"card_attempts_per_30_days": HIGHEST_PER_30_DAYS + 1}, "card_attempts_per_30_days"),
+        ({"card_attempts_per_day": HIGHEST_PER_DAY + 1}, "card_attempts_per_day"),
+        ({"card_attempts_per_day": 0}, "card_attempts_per_day"),
+    ],
+)
+async def test_policy_cannot_raise_or_unset_a_card_network_limit(
+    api: Stack, body: dict, field: str
+) -> None:
+    _, key = await add_merchant(api.store, role="merchant")  # a merchant-role key
+    before = (await api.http.get("/v1/policy", headers=api.auth(key))).json()
+    err = assert_envelope(await api.http.put("/v1/policy", json=body, headers=api.auth(key)), 422)
+    assert err["code"] == "validation_error" and err["field"] == field, err
+    assert (await api.http.get("/v1/policy", headers=api.auth(key))).json() == before
+
+
+async def test_policy_may_lower_the_card_network_limits_and_missing_ones_are_the_ceilings(
+    api: Stack,
+) -> None:
+    _, key = await add_merchant(api.store, role="merchant")
+    r = await api.http.put("/v1/policy", json={"card_attempts_per_day": 2}, headers=api.auth(key))
+    assert r.status_code == 200, r.text
+    assert r.json()["card_attempts_per_day"] == 2
+    assert r.json()["card_attempts_per_30_days"] == HIGHEST_PER_30_DAYS  # missing: not unset
 
 
 async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> None:

@@ -198,6 +198,8 @@ class FakeRazorpay:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     payment_links: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Saved cards by token id (`add_token`); any other ``token_...`` is a Visa card of its own."""
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -265,6 +267,33 @@ class FakeRazorpay:
             ]
 
     # ---- controls --------------------------------------------------------------------------
+
+    def add_token(
+        self, token_id: str, *, network: str = "Visa", card_id: str | None = None
+    ) -> dict[str, Any]:
+        """A saved card token, shaped like Razorpay's token entity; `card_id` (Razorpay's
+        ``card_...``) is shared by the tokens of one card."""
+        token = {
+            "id": token_id,
+            "entity": "token",
+            "token": token_id.removeprefix("token_"),
+            "method": "card",
+            "recurring": True,
+            "card": {
+                "entity": "card",
+                "name": "Gaurav Kumar",
+                "last4": "1111",
+                "network": network,
+                "type": "credit",
+                "issuer": None,
+                "international": False,
+            },
+        }
+        if card_id is not None:
+            token["card"]["id"] = card_id
+        with self.lock:
+            self.tokens[token_id] = token
+        return dict(token)
 
     def add_customer(
         self,
@@ -584,6 +613,7 @@ class FakeRazorpay:
             ("POST", r"/v1/payments/(?P<id>[^/]+)/refund", self._create_refund),
             ("GET", r"/v1/payments/(?P<id>[^/]+)/refunds", self._payment_refunds),
             ("GET", r"/v1/customers/(?P<id>[^/]+)", self._fetch_customer),
+            ("GET", r"/v1/customers/(?P<id>[^/]+)/tokens/(?P<token>[^/]+)", self._fetch_token),
             ("POST", r"/v1/payment_links/?", self._create_link),
             ("GET", r"/v1/payment_links/?", self._list_links),
             ("GET", r"/v1/payment_links/(?P<id>[^/]+)", self._fetch_link),
@@ -803,6 +833,15 @@ class FakeRazorpay:
             if customer is None and self.auto_customers and id.startswith("cust_"):
                 customer = self.add_customer(id, email=f"{id}@example.com")
             return (200, dict(customer)) if customer else _not_found()
+
+    def _fetch_token(self, *, id: str, token: str, **_: Any) -> tuple[int, Any]:
+        with self.lock:
+            if id not in self.customers and not (self.auto_customers and id.startswith("cust_")):
+                return _not_found()
+            found = self.tokens.get(token)
+        if found is None and token.startswith("token_"):
+            found = self.add_token(token)
+        return (200, dict(found)) if found else _not_found()
 
     # payment links
 

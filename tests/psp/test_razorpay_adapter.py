@@ -843,3 +843,18 @@ async def test_closing_a_paid_payment_link_is_done(
     rzp.pay_payment_link(link.psp_checkout_id)
     await adapter.close_checkout(link.psp_checkout_id)
     assert rzp.payment_links[link.psp_checkout_id]["status"] == "paid"
+
+
+async def test_the_card_behind_a_token_is_its_card_id_else_the_token(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    rzp.add_token("token_a", network="MasterCard", card_id="card_1")
+    rzp.add_token("token_b", network="MasterCard", card_id="card_1")
+    a = await adapter.resolve_card(Customer(id="cust_1"), PaymentMethod(id="token_a"))
+    b = await adapter.resolve_card(Customer(id="cust_1"), PaymentMethod(id="token_b"))
+    assert a.key == b.key == "razorpay:card:card_1" and a.brand == "MasterCard"
+    assert a.payment_method_id == "token_a"
+    plain = await adapter.resolve_card(Customer(id="cust_1"), PaymentMethod(id="token_ok"))
+    assert plain.key == "razorpay:token:token_ok" and plain.brand == "Visa"
+    with pytest.raises(RazorpayRequestError):
+        await adapter.resolve_card(Customer(id="cust_1"), PaymentMethod())

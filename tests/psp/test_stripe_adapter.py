@@ -1016,3 +1016,50 @@ async def test_our_mistakes_are_rejected_not_retried(status: int, body: dict[str
                 await adapter.create_payment_intent(charge_request("cus_1", "pm_1"))
     assert caught.value.http_status == status
     assert caught.value.request_id == "req_fake"
+
+
+# ---- the card a charge would use (card-network limits) ------------------------------------
+
+
+async def test_the_default_card_resolves_to_one_card_under_every_id(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    card = create_customer_with_card(stripe_base, CARD_OK)
+    default = await adapter.resolve_card(Customer(id=card.customer_id), PaymentMethod())
+    assert default.payment_method_id == card.payment_method_id
+    assert default.brand == "visa" and default.key.startswith("stripe:fingerprint:")
+    # the same card number saved again (another PaymentMethod id): the same card
+    again = attach_card(stripe_base, card.customer_id, CARD_OK, make_default=False)
+    named = await adapter.resolve_card(Customer(id=card.customer_id), PaymentMethod(id=again))
+    assert named.key == default.key and named.payment_method_id == again
+    # another card is another card, and becomes what the default mode charges
+    other = attach_card(stripe_base, card.customer_id, CARD_DECLINED_ON_CHARGE)
+    moved = await adapter.resolve_card(Customer(id=card.customer_id), PaymentMethod())
+    assert moved.payment_method_id == other and moved.key != default.key
+
+
+async def test_a_legacy_default_source_is_the_default_card(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    client = stripe_client(stripe_base)
+    token = client.v1.tokens.create(
+        {"card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+    )
+    customer = client.v1.customers.create({"source": token.id}).to_dict()
+    assert customer["default_source"] and not customer["invoice_settings"].get(
+        "default_payment_method"
+    )
+    card = await adapter.resolve_card(Customer(id=customer["id"]), PaymentMethod())
+    assert card.payment_method_id == customer["default_source"]
+    same = create_customer_with_card(stripe_base, CARD_OK)  # the same number as a PaymentMethod
+    assert (
+        card.key == (await adapter.resolve_card(Customer(id=same.customer_id), PaymentMethod())).key
+    )
+
+
+async def test_no_card_to_resolve_is_rejected(adapter: StripeAdapter, stripe_base: str) -> None:
+    with pytest.raises(StripeRequestRejected):
+        await adapter.resolve_card(Customer(), PaymentMethod())
+    bare = stripe_client(stripe_base).v1.customers.create({})
+    with pytest.raises(StripeRequestRejected):
+        await adapter.resolve_card(Customer(id=bare.id), PaymentMethod())

@@ -100,7 +100,7 @@ async def test_soak_sigkills_during_simulator_charges(
         try:
 
             def body() -> dict:  # each recovery its own (slow) card
-                return failure_body(pm=f"pm_sim_slow_{rng.choice((1, 2))}_{uuid.uuid4().hex}")
+                return failure_body(pm=f"pm_sim_slow_{rng.choice((1, 2))}@{uuid.uuid4().hex}")
 
             refs, in_flight = await _kill_cycles(api, worker, rng, _kills(), body)
             settled = await _settle(api, worker, refs)

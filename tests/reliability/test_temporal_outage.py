@@ -47,16 +47,13 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
     store: Store, pg_dsn: str, temporal_server: TemporalDevServer
 ) -> None:
     async with running_stack(store, pg_dsn, temporal_server.address) as api:
-        # every recovery charges the same simulated card: lift the card-network limits
-        await put_policy(
-            api,
-            cooldown_multiplier=COOLDOWN_MULTIPLIER,
-            card_attempts_per_30_days=None,
-            card_attempts_per_day=None,
-        )
+        await put_policy(api, cooldown_multiplier=COOLDOWN_MULTIPLIER)
         for _ in range(SLEEPING):
-            body = failure_body(
-                pm="pm_sim_succeed_on_1", code="processing_error", decline_code=None, message=None
+            body = failure_body(  # a card of its own each (`@`): the limits are per card
+                pm=f"pm_sim_succeed_on_1@{uuid.uuid4().hex}",
+                code="processing_error",
+                decline_code=None,
+                message=None,
             )
             r = await api.http.post(INGEST, json=body, headers=api.auth())
             assert r.status_code == 202, r.text

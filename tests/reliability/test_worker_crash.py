@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from tests.reliability.support import (
     INGEST,
     WorkerProcess,
     fetch_histories,
-    put_policy,
     record,
     wait_until,
 )
@@ -74,8 +74,6 @@ async def test_sigkill_worker_during_charges(
     seed = int(os.environ.get("RELIABILITY_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     async with running_stack(store, pg_dsn, temporal_server.address, worker=False) as api:
-        # every recovery charges the same simulated card: lift the card-network limits
-        await put_policy(api, card_attempts_per_30_days=None, card_attempts_per_day=None)
         worker = WorkerProcess(
             pg_dsn, temporal_server.address, api.settings.temporal_task_queue, tmp_path
         )
@@ -83,7 +81,8 @@ async def test_sigkill_worker_during_charges(
         for _ in range(TRIALS):
             batch = []
             for i in range(PER_TRIAL):
-                body = failure_body(pm=f"pm_sim_slow_{1 + i % 2}")
+                # a card of its own each (`@`): the card-network limits are per card
+                body = failure_body(pm=f"pm_sim_slow_{1 + i % 2}@{uuid.uuid4().hex}")
                 r = await api.http.post(INGEST, json=body, headers=api.auth())
                 assert r.status_code == 202, r.text
                 batch.append(body["payment_ref"])
