@@ -119,23 +119,30 @@ def _assert_temporal_is_run_for_production(services: dict[str, Any]) -> None:
     assert _published(services["temporal-ui"]) == [("127.0.0.1", "8080")]
 
 
+async def recover_at_once(api: Stack, body: dict[str, Any]) -> httpx.Response:
+    """Ingest `body` (a simulator method that succeeds), expedite its first attempt and wait
+    until it is recovered; returns the ingest answer."""
+    ref = body["payment_ref"]
+    r = await api.http.post(INGEST, json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    await eventually(lambda: _has_next_attempt(api, ref))
+    await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+
+    async def recovered() -> bool:
+        assert (await recovery(api, ref))["status"] == "recovered"
+        return True
+
+    await eventually(recovered)
+    return r
+
+
 async def test_metrics_after_a_recovery_on_their_own_listener_only(
     store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
 ) -> None:
     address = dev_env.client.service_client.config.target_host
     metrics_address = f"{HOST}:{free_port()}"
     async with running_stack(store, pg_dsn, address, metrics_address=metrics_address) as api:
-        body = failure_body(pm="pm_sim_succeed_on_1", amount=1234)
-        ref = body["payment_ref"]
-        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-        await eventually(lambda: _has_next_attempt(api, ref))
-        await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
-
-        async def recovered() -> bool:
-            assert (await recovery(api, ref))["status"] == "recovered"
-            return True
-
-        await eventually(recovered)
+        await recover_at_once(api, failure_body(pm="pm_sim_succeed_on_1", amount=1234))
         # every merchant's totals: not on the public port, with or without a key
         assert (await api.http.get("/metrics")).status_code == 404
         assert (await api.http.get("/metrics", headers=api.auth())).status_code == 404
@@ -175,16 +182,7 @@ async def test_logs_are_json_with_ids_and_no_secrets(api: Stack) -> None:
     try:
         body = failure_body(pm="pm_sim_succeed_on_1")
         ref = body["payment_ref"]
-        r = await api.http.post(INGEST, json=body, headers=api.auth())
-        assert r.status_code == 202
-        await eventually(lambda: _has_next_attempt(api, ref))
-        await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
-
-        async def recovered() -> bool:
-            assert (await recovery(api, ref))["status"] == "recovered"
-            return True
-
-        await eventually(recovered)
+        r = await recover_at_once(api, body)
         # a bad key must not be echoed either
         await api.http.get("/v1/recoveries", headers={"Authorization": "Bearer rk_test_guess1234"})
     finally:
