@@ -39,6 +39,7 @@ class WebhookOutcome(StrEnum):
     PAYMENT_ALREADY_RECORDED = "payment_already_recorded"  # e.g. our own charge's event
     PAID_AFTER_END = "paid_after_end"
     REFUNDING_DUPLICATE = "refunding_duplicate_payment"
+    OTHER_MERCHANT = "other_merchant"  # a merchant's own account naming another's payment
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,32 @@ def paid_route(route: WebhookRoute, disposition: Disposition | None) -> WebhookR
             assert_never(other)
 
 
-def names_a_payment(event: WebhookEvent) -> bool:
+def other_merchant(event: WebhookEvent, account: str | None) -> bool:
+    """A merchant's own PSP account (`account`) speaks for that merchant's payments only: an
+    event whose metadata names another merchant acts on nothing (tenant isolation)."""
+    return account is not None and event.merchant_id not in (None, account)
+
+
+def names_a_payment(event: WebhookEvent, account: str | None = None) -> bool:
     """Whether the event may concern one of our payments: then the store locks and reads it."""
-    return event.kind not in _NOT_FOR_A_RECOVERY and bool(event.merchant_id and event.payment_ref)
+    return (
+        event.kind not in _NOT_FOR_A_RECOVERY
+        and bool(event.merchant_id and event.payment_ref)
+        and not other_merchant(event, account)
+    )
 
 
 def route_webhook(
-    event: WebhookEvent, facts: PaymentFacts | None, *, now: datetime
+    event: WebhookEvent,
+    facts: PaymentFacts | None,
+    *,
+    now: datetime,
+    account: str | None = None,
 ) -> WebhookRoute:
-    """`facts` is None when the event names no payment of ours."""
+    """`facts` is None when the event names no payment of ours. `account`: the merchant
+    whose own PSP account sent the event (None: the environment's accounts)."""
+    if other_merchant(event, account):
+        return WebhookRoute(WebhookOutcome.OTHER_MERCHANT)
     if event.kind in _NOT_FOR_A_RECOVERY:
         return WebhookRoute(WebhookOutcome(event.kind))
     if facts is None or not (event.merchant_id and event.payment_ref):

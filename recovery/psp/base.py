@@ -10,7 +10,6 @@ webhooks find their recovery again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
@@ -25,7 +24,6 @@ from recovery.models import (
     ChargeStatus,
     Customer,
     PaymentMethod,
-    WebhookEvent,
 )
 
 
@@ -166,8 +164,3 @@ class PSPAdapter(Protocol):
     async def refund_payment(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult: ...
-
-    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """Verify the signature over the raw body (constant time) and normalise the event;
-        raises `InvalidWebhook`."""
-        ...

@@ -3,8 +3,15 @@ its own, else the environment's. Adapters are built once per set of credentials.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
+
+from pydantic import SecretStr
+
+from recovery.models import WebhookEvent
 from recovery.psp.base import PSPAdapter, PSPStore
 from recovery.psp.credentials import (
+    CREDENTIAL_TYPES,
     Credentials,
     PSPDisabled,
     PSPNotConfigured,
@@ -17,7 +24,10 @@ from recovery.psp.sealing import CredentialsCipher
 from recovery.psp.simulator import SimulatorPSP
 from recovery.settings import Settings
 
-__all__ = ["PSPDisabled", "PSPDispatcher", "PSPNotConfigured"]
+__all__ = ["PSPDisabled", "PSPDispatcher", "PSPNotConfigured", "WebhookVerifier"]
+
+WebhookVerifier = Callable[[bytes, Mapping[str, str]], WebhookEvent]
+"""Verify a webhook's signature over its raw body and normalise it (`InvalidWebhook` if not)."""
 
 
 def _secret(value: object) -> str | None:
@@ -93,12 +103,38 @@ class PSPDispatcher:
             self._cache[creds] = build_adapter(creds)
         return self._cache[creds]
 
-    def for_webhooks(self, psp: str) -> PSPAdapter:
-        """The adapter whose webhook secret verifies `psp`'s webhooks (the environment's)."""
+    async def webhook_verifier(self, psp: str, merchant_id: str | None = None) -> WebhookVerifier:
+        """What verifies `psp`'s webhooks: from the environment's account (`merchant_id` None)
+        or from the merchant's own, each with its own webhook secret. The secret alone is
+        enough (no API key needed). Unconfigured is the same answer whether or not the
+        merchant exists."""
         self._served(psp)
-        creds = default_credentials(self._settings, psp) if psp != "simulator" else None
-        if creds is None or creds.webhook_secret is None:
-            raise PSPNotConfigured(f"webhooks from {psp!r} are not configured here")
-        if creds not in self._cache:
-            self._cache[creds] = build_adapter(creds)
-        return self._cache[creds]
+        secret: SecretStr | None = None
+        if merchant_id is None:
+            secret = {
+                "stripe": self._settings.stripe_webhook_secret,
+                "razorpay": self._settings.razorpay_webhook_secret,
+            }.get(psp)
+        elif psp in CREDENTIAL_TYPES:
+            own = await self._store.psp_credentials(merchant_id, psp)
+            if own is not None:
+                secret = parse_credentials(psp, self._cipher.open(own)).webhook_secret
+        if secret is None or not secret.get_secret_value():
+            whose = "this merchant's account" if merchant_id else "the environment's account"
+            raise PSPNotConfigured(f"webhooks from {psp!r} for {whose} are not configured here")
+        return functools.partial(_WEBHOOK_VERIFIERS[psp](), secret.get_secret_value())
+
+
+def _stripe_verifier() -> Callable[[str, bytes, Mapping[str, str]], WebhookEvent]:
+    from recovery.psp.stripe import verify_webhook
+
+    return verify_webhook
+
+
+def _razorpay_verifier() -> Callable[[str, bytes, Mapping[str, str]], WebhookEvent]:
+    from recovery.psp.razorpay import verify_webhook
+
+    return verify_webhook
+
+
+_WEBHOOK_VERIFIERS = {"stripe": _stripe_verifier, "razorpay": _razorpay_verifier}

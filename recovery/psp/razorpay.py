@@ -89,6 +89,7 @@ from recovery.models import (
     Customer,
     Failure,
     PaymentMethod,
+    WebhookEvent,
     WebhookKind,
 )
 from recovery.psp.base import (
@@ -99,7 +100,6 @@ from recovery.psp.base import (
     PSPRequestRejected,
     RefundResult,
     TransientPSPError,
-    WebhookEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,6 @@ MIN_LINK_LIFETIME = 16 * 60
 (it is closed with its link anyway, by `close_checkout`)."""
 
 SIGNATURE_HEADER = "X-Razorpay-Signature"
-EVENT_ID_HEADER = "X-Razorpay-Event-Id"
 
 # ---- native vocabularies and their one mapping each ------------------------------------------
 
@@ -874,38 +873,8 @@ class RazorpayAdapter:
         )
 
     def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """Verify ``X-Razorpay-Signature`` (hex HMAC-SHA256 of the raw body keyed with the
-        webhook secret, compared in constant time) and normalise the event.
-
-        The SDK's ``utility.verify_webhook_signature`` is constant-time too, but takes the
-        body as ``str``; we sign the raw bytes exactly as received. The event id is the
-        ``X-Razorpay-Event-Id`` header (the same on Razorpay's retries of one event); when it
-        is absent, ``body_sha256:<hex>`` of the body, which is also stable across retries of
-        the same delivery. Events: ``payment.captured`` -> payment_succeeded,
-        ``payment.failed`` -> payment_failed, ``refund.processed`` -> payment_refunded
-        (Razorpay has no ``payment.refunded`` event), ``payment_link.paid`` ->
-        checkout_completed. ``order.paid`` is ignored: Razorpay sends it together with
-        ``payment.captured`` for the same payment, which alone decides success. Everything
-        else (``payment.authorized``, ``refund.created``, ...) is ignored. Our ids come from
-        the notes we put on every order, payment and link."""
-        if not self._webhook_secret:
-            raise InvalidWebhook("no Razorpay webhook secret is configured")
-        signature = _header(headers, SIGNATURE_HEADER)
-        if not signature:
-            raise InvalidWebhook(f"missing {SIGNATURE_HEADER} header")
-        expected = _hmac_hex(self._webhook_secret, payload)
-        if not _same_signature(expected, signature):
-            raise InvalidWebhook("Razorpay webhook signature does not match")
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            raise InvalidWebhook("Razorpay webhook body is not JSON") from None
-        if not isinstance(body, dict):
-            raise InvalidWebhook("Razorpay webhook body is not a JSON object")
-        event_id = _header(headers, EVENT_ID_HEADER) or (
-            "body_sha256:" + hashlib.sha256(payload).hexdigest()
-        )
-        return normalise_event(event_id, body)
+        """`verify_webhook` with this account's webhook secret."""
+        return verify_webhook(self._webhook_secret, payload, headers)
 
     # ---- HTTP plumbing ---------------------------------------------------------------------
 
@@ -964,6 +933,64 @@ def _normalise_base(api_base: str | None) -> str | None:
 
 
 # ---- webhook normalisation ------------------------------------------------------------------
+
+
+def verify_webhook(secret: str | None, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+    """Verify ``X-Razorpay-Signature`` (hex HMAC-SHA256 of the raw body keyed with the
+    webhook secret, compared in constant time) and normalise the event. Only the webhook
+    secret is needed: no API key.
+
+    The SDK's ``utility.verify_webhook_signature`` is constant-time too, but takes the body
+    as ``str``; we sign the raw bytes exactly as received. The event id comes from what
+    Razorpay signed (`signed_event_id`), never from the unsigned ``X-Razorpay-Event-Id``
+    header: one captured body replayed with fresh headers is the same event. Events:
+    ``payment.captured`` -> payment_succeeded, ``payment.failed`` -> payment_failed,
+    ``refund.processed`` -> payment_refunded (Razorpay has no ``payment.refunded`` event),
+    ``payment_link.paid`` -> checkout_completed. ``order.paid`` is ignored: Razorpay sends it
+    together with ``payment.captured`` for the same payment, which alone decides success.
+    Everything else (``payment.authorized``, ``refund.created``, ...) is ignored. Our ids come
+    from the notes we put on every order, payment and link."""
+    if not secret:
+        raise InvalidWebhook("no Razorpay webhook secret is configured")
+    signature = _header(headers, SIGNATURE_HEADER)
+    if not signature:
+        raise InvalidWebhook(f"missing {SIGNATURE_HEADER} header")
+    expected = _hmac_hex(secret, payload)
+    if not _same_signature(expected, signature):
+        raise InvalidWebhook("Razorpay webhook signature does not match")
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise InvalidWebhook("Razorpay webhook body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidWebhook("Razorpay webhook body is not a JSON object")
+    return normalise_event(signed_event_id(body, payload), body)
+
+
+def signed_event_id(body: Mapping[str, Any], payload: bytes) -> str:
+    """The event's identity from the signed body: its event name, the ids of the entities it
+    carries and its ``created_at``. Razorpay redelivers an event for 24 h and replays it "exactly
+    as it was originally generated" (razorpay.com/docs/webhooks/best-practices,
+    /docs/webhooks/replay-events), so these are the same on every delivery of one event, and
+    a late capture after a failure is a new one. A body without them is identified by its
+    SHA-256."""
+    event, created_at, entities = body.get("event"), body.get("created_at"), body.get("payload")
+    ids = []
+    if isinstance(entities, dict):
+        for name in sorted(entities):
+            entity = _entity(entities, name)
+            if entity is not None and isinstance(entity.get("id"), str):
+                ids.append(f"{name}={entity['id']}")
+    identity = f"{event}/{','.join(ids)}/{created_at}"
+    if (
+        isinstance(event, str)
+        and ids
+        and isinstance(created_at, int)
+        and not isinstance(created_at, bool)
+        and len(identity) <= 255
+    ):
+        return identity
+    return "body_sha256:" + hashlib.sha256(payload).hexdigest()
 
 
 def _entity(payload: Mapping[str, Any], name: str) -> dict[str, Any] | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
 
 from recovery.models import (
     CardIdentity,
@@ -42,11 +41,9 @@ from recovery.models import (
 from recovery.psp.base import (
     Checkout,
     CheckoutRequest,
-    InvalidWebhook,
     PSPStore,
     RefundResult,
     TransientPSPError,
-    WebhookEvent,
 )
 
 _DECLINE = re.compile(r"^pm_sim_decline_([a-z_]+)$")
@@ -139,6 +136,3 @@ class SimulatorPSP:
         """Refunded at once, once per idempotency key."""
         refund_id = await self._store.simulator_refund(psp_payment_id, amount, idempotency_key)
         return RefundResult(psp_refund_id=refund_id, status="succeeded", amount=amount or 0)
-
-    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        raise InvalidWebhook("the simulator sends no webhooks")

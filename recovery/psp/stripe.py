@@ -42,6 +42,7 @@ from recovery.models import (
     Customer,
     Failure,
     PaymentMethod,
+    WebhookEvent,
     WebhookKind,
 )
 from recovery.psp.base import (
@@ -52,7 +53,6 @@ from recovery.psp.base import (
     PSPRequestRejected,
     RefundResult,
     TransientPSPError,
-    WebhookEvent,
 )
 
 StripePaymentIntentStatus = Literal[
@@ -74,6 +74,7 @@ AUTHENTICATION_REQUIRED = "authentication_required"
 _SHORT = 200  # `Failure` code fields
 _LOOKUP_SCAN = 1000  # a customer's newest PaymentIntents searched for a lost attempt
 _MESSAGE = 1000  # `Failure.message`
+WEBHOOK_TOLERANCE_SECONDS = 300  # the SDK's default: a signature older than 5 minutes is refused
 
 
 class StripeRequestRejected(PSPRequestRejected):
@@ -157,7 +158,7 @@ class StripeAdapter:
         api_key: str,
         webhook_secret: str | None,
         api_base: str | None = None,
-        webhook_tolerance_seconds: int = 300,
+        webhook_tolerance_seconds: int = WEBHOOK_TOLERANCE_SECONDS,
         *,
         timeout_seconds: float = 30.0,
     ) -> None:
@@ -399,27 +400,38 @@ class StripeAdapter:
     # ---- webhooks -----------------------------------------------------------------------
 
     def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        if not self._webhook_secret:
-            raise InvalidWebhook("Stripe webhooks are not configured (no webhook secret)")
-        signature = _header(headers, "Stripe-Signature")
-        if not signature:
-            raise InvalidWebhook("missing Stripe-Signature header", field="Stripe-Signature")
-        try:
-            stripe.WebhookSignature.verify_header(
-                payload, signature, self._webhook_secret, self._tolerance
-            )
-        except stripe.SignatureVerificationError as err:
-            # `from None`: the SDK's error carries the payload and header.
-            raise InvalidWebhook(
-                f"invalid Stripe-Signature: {err.user_message}", field="Stripe-Signature"
-            ) from None
-        except UnicodeDecodeError:
-            raise InvalidWebhook("webhook body is not UTF-8") from None
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            raise InvalidWebhook("webhook body is not JSON") from None
-        return normalise_event(event)
+        """`verify_webhook` with this account's webhook secret."""
+        return verify_webhook(self._webhook_secret, payload, headers, self._tolerance)
+
+
+def verify_webhook(
+    secret: str | None,
+    payload: bytes,
+    headers: Mapping[str, str],
+    tolerance_seconds: int = WEBHOOK_TOLERANCE_SECONDS,
+) -> WebhookEvent:
+    """Verify `Stripe-Signature` with the SDK (HMAC-SHA256 over "{t}.{body}", constant time,
+    the timestamp within the tolerance) and normalise the event. Only the webhook secret is
+    needed: no API key. The event id is the signed body's `id`."""
+    if not secret:
+        raise InvalidWebhook("Stripe webhooks are not configured (no webhook secret)")
+    signature = _header(headers, "Stripe-Signature")
+    if not signature:
+        raise InvalidWebhook("missing Stripe-Signature header", field="Stripe-Signature")
+    try:
+        stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance_seconds)
+    except stripe.SignatureVerificationError as err:
+        # `from None`: the SDK's error carries the payload and header.
+        raise InvalidWebhook(
+            f"invalid Stripe-Signature: {err.user_message}", field="Stripe-Signature"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidWebhook("webhook body is not UTF-8") from None
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise InvalidWebhook("webhook body is not JSON") from None
+    return normalise_event(event)
 
 
 # ---- mapping helpers (pure; tested directly) -------------------------------------------------

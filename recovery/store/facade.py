@@ -293,9 +293,9 @@ class Store:
         )
 
     async def record_webhook(
-        self, event: WebhookEvent, payload: dict[str, Any]
+        self, event: WebhookEvent, payload: dict[str, Any], *, account: str | None = None
     ) -> tuple[bool, WebhookOutcome]:
-        return await webhooks.record_webhook(self.pool, event, payload)
+        return await webhooks.record_webhook(self.pool, event, payload, account=account)
 
     # ---- simulator PSP ledger (simulator.py) ------------------------------------------------
 

@@ -96,17 +96,22 @@ async def set_psp_credentials(
 
 
 async def record_webhook(
-    pool: asyncpg.Pool, event: WebhookEvent, payload: dict[str, Any]
+    pool: asyncpg.Pool,
+    event: WebhookEvent,
+    payload: dict[str, Any],
+    *,
+    account: str | None = None,
 ) -> tuple[bool, WebhookOutcome]:
-    """Record a verified PSP event once; queue the signal it means for its recovery (which
-    `recovery.webhook_routing` decides). Returns (new, outcome). Events for payments we do
-    not know are recorded, not errors."""
+    """Record a verified PSP event once per account that signed it (`account`: the merchant
+    whose own PSP account sent it; None: the environment's); queue the signal it means for
+    its recovery (which `recovery.webhook_routing` decides). Returns (new, outcome). Events
+    for payments we do not know are recorded, not errors."""
     async with transaction(pool) as conn:
         row_id = await conn.fetchval(
-            "INSERT INTO webhook_events (psp, event_id, kind, psp_type, merchant_id,"
+            "INSERT INTO webhook_events (psp, account, event_id, kind, psp_type, merchant_id,"
             " payment_ref, recovery_id, psp_payment_id, outcome, payload)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'recorded',$9)"
-            " ON CONFLICT (psp, event_id) DO NOTHING RETURNING id",
+            " VALUES ($1,$10,$2,$3,$4,$5,$6,$7,$8,'recorded',$9)"
+            " ON CONFLICT (psp, account, event_id) DO NOTHING RETURNING id",
             event.psp,
             event.event_id,
             event.kind,
@@ -116,10 +121,12 @@ async def record_webhook(
             event.recovery_id,
             event.psp_payment_id,
             payload,
+            account or "",
         )
         if row_id is None:
             return False, WebhookOutcome.DUPLICATE
-        route = route_webhook(event, await _payment_facts(conn, event), now=datetime.now(UTC))
+        facts = await _payment_facts(conn, event, account)
+        route = route_webhook(event, facts, account=account, now=datetime.now(UTC))
         if (succeeded := route.succeeded) and event.merchant_id and event.payment_ref:
             received = await receive_payment(
                 conn,
@@ -147,10 +154,12 @@ async def record_webhook(
         return True, route.outcome
 
 
-async def _payment_facts(conn: asyncpg.Connection, event: WebhookEvent) -> PaymentFacts | None:
+async def _payment_facts(
+    conn: asyncpg.Connection, event: WebhookEvent, account: str | None
+) -> PaymentFacts | None:
     """Lock the payment the event names and read what routing it needs; None when the
-    event names no payment of ours."""
-    if not (event.merchant_id and event.payment_ref and names_a_payment(event)):
+    event names no payment of ours (or one of another merchant than the account's)."""
+    if not (event.merchant_id and event.payment_ref and names_a_payment(event, account)):
         return None
     if not await lock_payment(conn, event.merchant_id, event.payment_ref):
         return None

@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from recovery.constants import workflow_id_for
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
+from recovery.psp.sealing import CredentialsCipher
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body
-from tests.integration.conftest import Stack, running_stack
+from tests.integration.conftest import Stack, add_merchant, running_stack
 from tests.integration.test_api import (
     INGEST,
     _has_next_attempt,
@@ -197,51 +199,216 @@ async def test_webhook_for_an_unknown_payment_is_acknowledged_and_recorded(
     assert r.status_code == 200 and r.json()["outcome"] == "ignored"
 
 
-async def test_a_signed_razorpay_webhook_recovers(psp_api: Stack) -> None:
-    api = psp_api
-    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm="token_ok")
-    body["currency"] = "inr"
-    body["customer"] = {"id": "cust_e2e", "email": "c@example.com"}
-    ref = body["payment_ref"]
-    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, ref))
-    event = {
+# ---- webhooks per PSP account: signed identity, a merchant's own account, tenant isolation --
+
+
+def razorpay_event(event: str, merchant_id: str, ref: str, payment_id: str) -> dict:
+    status = "failed" if event == "payment.failed" else "captured"
+    return {
         "entity": "event",
         "account_id": "acc_1",
-        "event": "payment.captured",
+        "event": event,
         "contains": ["payment"],
         "created_at": int(time.time()),
         "payload": {
             "payment": {
                 "entity": {
-                    "id": "pay_e2e1",
+                    "id": payment_id,
                     "entity": "payment",
                     "amount": 4999,
                     "currency": "INR",
-                    "status": "captured",
-                    "order_id": "order_e2e",
-                    "method": "upi",
-                    "notes": {"merchant_id": api.merchant_id, "payment_ref": ref},
+                    "status": status,
+                    "order_id": f"order_{payment_id}",
+                    "method": "card",
+                    "error_code": "BAD_REQUEST_ERROR" if status == "failed" else None,
+                    "error_reason": "insufficient_funds" if status == "failed" else None,
+                    "notes": {"merchant_id": merchant_id, "payment_ref": ref},
                     "created_at": int(time.time()),
                 }
             }
         },
     }
+
+
+def razorpay_signed(event: dict, secret: str, event_id: str) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(event).encode()
-    sig = hmac.new(RAZORPAY_WHSEC.encode(), raw, hashlib.sha256).hexdigest()
+    return raw, {
+        "X-Razorpay-Signature": hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
+        "X-Razorpay-Event-Id": event_id,
+        "Content-Type": "application/json",
+    }
+
+
+async def razorpay_failure(api: Stack, customer_id: str = "cust_e2e") -> str:
+    """Ingest a Razorpay funds failure; its ref once its first attempt is scheduled."""
+    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm="token_ok")
+    body["currency"] = "inr"
+    body["customer"] = {"id": customer_id, "email": "c@example.com"}
+    r = await api.http.post(INGEST, json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
+    return body["payment_ref"]
+
+
+async def own_account(api: Stack, merchant_id: str, psp: str, **values: str) -> None:
+    """The merchant's own PSP credentials, sealed as `recovery psp set` stores them; its API
+    base is a closed local port, so nothing here can reach a real PSP."""
+    values = {"api_base": "http://127.0.0.1:9", **values}
+    sealed = CredentialsCipher(api.settings.credentials_keys()).seal(merchant_id, psp, values)
+    await api.store.set_psp_credentials(merchant_id, psp, sealed.key_id, sealed.blob)
+
+
+async def test_one_signed_razorpay_body_with_fresh_event_id_headers_counts_once(
+    psp_api: Stack,
+) -> None:
+    api = psp_api
+    ref = await razorpay_failure(api)
+    event = razorpay_event("payment.failed", api.merchant_id, ref, "pay_replayed1")
+    answers = []
+    for header_id in ("evt_first", "evt_replay_1", "evt_replay_2"):
+        raw, headers = razorpay_signed(event, RAZORPAY_WHSEC, header_id)
+        r = await api.http.post("/v1/webhooks/razorpay", content=raw, headers=headers)
+        assert r.status_code == 200, r.text
+        answers.append((r.json()["duplicate"], r.json()["outcome"]))
+    assert answers == [
+        (False, "signalled_payment_failed"),
+        (True, "duplicate"),
+        (True, "duplicate"),
+    ]
+    stored = await api.store.pool.fetchval(
+        "SELECT count(*) FROM webhook_events WHERE psp_payment_id = 'pay_replayed1'"
+    )
+    queued = await api.store.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE workflow_id = $1",
+        workflow_id_for(api.merchant_id, ref),
+    )
+    assert (stored, queued) == (1, 2)  # the ingest and one webhook failure
+
+
+async def test_a_merchant_own_razorpay_account_verifies_with_its_own_secret(
+    psp_api: Stack,
+) -> None:
+    api = psp_api
+    own_secret = "merchant-own-razorpay-webhook-secret"
+    await own_account(
+        api,
+        api.merchant_id,
+        "razorpay",
+        key_id="rzp_test_own",
+        key_secret="rzp_own_key_secret",
+        webhook_secret=own_secret,
+    )
+    ref = await razorpay_failure(api)
+    own_url = f"/v1/webhooks/razorpay/{api.merchant_id}"
+    event = razorpay_event("payment.captured", api.merchant_id, ref, "pay_own1")
+    with_env_secret = razorpay_signed(event, RAZORPAY_WHSEC, "e1")
+    with_own_secret = razorpay_signed(event, own_secret, "e2")
+
+    r = await api.http.post(own_url, content=with_env_secret[0], headers=with_env_secret[1])
+    assert_envelope(r, 400, "invalid_webhook")
+    r = await api.http.post(
+        "/v1/webhooks/razorpay", content=with_own_secret[0], headers=with_own_secret[1]
+    )
+    assert_envelope(r, 400, "invalid_webhook")
+    assert (await recovery(api, ref))["status"] == "active"
+
+    r = await api.http.post(own_url, content=with_own_secret[0], headers=with_own_secret[1])
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "received": True,
+        "duplicate": False,
+        "outcome": "signalled_payment_succeeded",
+    }
+
+    async def recovered() -> bool:
+        assert (await recovery(api, ref))["status"] == "recovered"
+        return True
+
+    await eventually(recovered)
+
+
+async def test_a_merchant_own_account_acts_on_its_own_payments_only(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    """Merchant B holds its own webhook secret, so it can sign anything: an event naming
+    merchant A's payment, under the id A's real event will carry. Neither may touch A."""
+    api = psp_api
+    other, _ = await add_merchant(api.store)
+    other_secret = "whsec_other_merchant_0123456789"
+    await own_account(api, other, "stripe", api_key="sk_test_other", webhook_secret=other_secret)
+    saved = create_customer_with_card(stripe_base, CARD_OK)
+    ref = await stripe_failure(api, saved.customer_id, saved.payment_method_id)
+    event = stripe_event("payment_intent.succeeded", pi(api.merchant_id, ref))
+
+    body, headers = stripe_signed(event, secret=other_secret)
+    r = await api.http.post(f"/v1/webhooks/stripe/{other}", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["duplicate"], r.json()["outcome"]) == (False, "other_merchant")
+    rec = await recovery(api, ref)
+    assert rec["status"] == "active" and rec["attempts"] == []
+
+    body, headers = stripe_signed(event)  # A's real event, same id, from the environment's
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["duplicate"], r.json()["outcome"]) == (False, "signalled_payment_succeeded")
+
+    async def recovered() -> bool:
+        assert (await recovery(api, ref))["status"] == "recovered"
+        return True
+
+    await eventually(recovered)
+
+
+async def test_an_account_without_a_webhook_secret_is_a_clear_422_alike_for_any_merchant(
+    psp_api: Stack,
+) -> None:
+    api = psp_api
+    await own_account(api, api.merchant_id, "stripe", api_key="sk_test_no_webhooks")
+    body, headers = stripe_signed(stripe_event("customer.created", {"id": "cus_1"}))
+    messages = set()
+    for merchant in (api.merchant_id, "mer_does_not_exist"):
+        r = await api.http.post(f"/v1/webhooks/stripe/{merchant}", content=body, headers=headers)
+        messages.add(assert_envelope(r, 422, "psp_not_configured")["message"])
+    assert len(messages) == 1
+    r = await api.http.post(f"/v1/webhooks/stripe/{'m' * 300}", content=body, headers=headers)
+    assert r.status_code == 422
+
+
+async def test_the_environment_webhook_secret_alone_verifies(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store,
+        pg_dsn,
+        address,
+        worker=False,
+        stripe_webhook_secret=STRIPE_WHSEC,
+        razorpay_webhook_secret=RAZORPAY_WHSEC,
+    ) as api:
+        assert api.settings.stripe_api_key is None and api.settings.razorpay_key_id is None
+        body, headers = stripe_signed(stripe_event("customer.created", {"id": "cus_1"}))
+        r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+        assert r.status_code == 200 and r.json()["outcome"] == "ignored", r.text
+        event = razorpay_event("payment.captured", api.merchant_id, "never_seen", "pay_env1")
+        raw, headers = razorpay_signed(event, RAZORPAY_WHSEC, "e1")
+        r = await api.http.post("/v1/webhooks/razorpay", content=raw, headers=headers)
+        assert r.status_code == 200 and r.json()["outcome"] == "unknown_payment", r.text
+
+
+async def test_a_signed_razorpay_webhook_recovers(psp_api: Stack) -> None:
+    api = psp_api
+    ref = await razorpay_failure(api)
+    raw, headers = razorpay_signed(
+        razorpay_event("payment.captured", api.merchant_id, ref, "pay_e2e1"),
+        RAZORPAY_WHSEC,
+        "evt_rzp_e2e_1",
+    )
     bad = await api.http.post(
         "/v1/webhooks/razorpay", content=raw, headers={"X-Razorpay-Signature": "0" * 64}
     )
     assert_envelope(bad, 400, "invalid_webhook")
-    r = await api.http.post(
-        "/v1/webhooks/razorpay",
-        content=raw,
-        headers={
-            "X-Razorpay-Signature": sig,
-            "X-Razorpay-Event-Id": "evt_rzp_e2e_1",
-            "Content-Type": "application/json",
-        },
-    )
+    r = await api.http.post("/v1/webhooks/razorpay", content=raw, headers=headers)
     assert r.status_code == 200 and r.json()["outcome"] == "signalled_payment_succeeded", r.text
 
     async def recovered() -> bool:

@@ -12,9 +12,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from recovery.store import Store
-from tests.helpers import eventually, failure_body
+from tests.helpers import eventually
 from tests.integration.conftest import Stack, running_stack
-from tests.integration.test_api import INGEST, recovery
+from tests.integration.test_api import recovery
+from tests.integration.test_psp_end_to_end import razorpay_failure
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 
 
@@ -41,20 +42,6 @@ async def rzp_api(
         yield stack
 
 
-async def razorpay_failure(api: Stack) -> str:
-    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm="token_ok")
-    body["currency"] = "inr"
-    body["customer"] = {"id": "cust_Gaurav0000001", "email": "c@example.com"}
-    r = await api.http.post(INGEST, json=body, headers=api.auth())
-    assert r.status_code == 202, r.text
-
-    async def scheduled() -> bool:
-        return (await recovery(api, body["payment_ref"]))["next_attempt_at"] is not None
-
-    await eventually(scheduled)
-    return body["payment_ref"]
-
-
 async def open_link(api: Stack, rzp: FakeRazorpay, ref: str) -> str:
     """Issue a retry link and open its checkout: the Razorpay Payment Link's id."""
     r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/link", headers=api.auth())
@@ -79,7 +66,7 @@ async def test_link_b_after_link_a_recovered_takes_no_money(
     rzp_api: Stack, rzp: FakeRazorpay
 ) -> None:
     api = rzp_api
-    ref = await razorpay_failure(api)
+    ref = await razorpay_failure(api, "cust_Gaurav0000001")
     first, second = await open_link(api, rzp, ref), await open_link(api, rzp, ref)
     link = rzp.payment_links[first]
     assert time.time() + 15 * 60 < link["expire_by"]  # it expires, and with our link
@@ -103,7 +90,7 @@ async def test_a_link_opened_before_a_cancel_takes_no_money_after_it(
     rzp_api: Stack, rzp: FakeRazorpay
 ) -> None:
     api = rzp_api
-    ref = await razorpay_failure(api)
+    ref = await razorpay_failure(api, "cust_Gaurav0000001")
     link_id = await open_link(api, rzp, ref)
     r = await api.http.post(
         f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "x"}, headers=api.auth()
@@ -125,7 +112,7 @@ async def test_both_links_paid_before_closing_refunds_the_second(
     rzp_api: Stack, rzp: FakeRazorpay
 ) -> None:
     api = rzp_api
-    ref = await razorpay_failure(api)
+    ref = await razorpay_failure(api, "cust_Gaurav0000001")
     first, second = await open_link(api, rzp, ref), await open_link(api, rzp, ref)
     for link_id in (first, second):
         rzp.pay_payment_link(link_id)

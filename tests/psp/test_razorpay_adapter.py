@@ -661,7 +661,11 @@ async def test_payment_captured_webhook_is_payment_succeeded(
     )
     event = verify(adapter, body, headers)
     assert event.kind == "payment_succeeded" and event.psp == "razorpay"
-    assert event.event_id == "evt_Captured000001" and event.psp_type == "payment.captured"
+    signed = json.loads(body)
+    assert (
+        event.event_id == f"payment.captured/payment={paid.psp_payment_id}/{signed['created_at']}"
+    )
+    assert event.psp_type == "payment.captured"
     assert (event.merchant_id, event.payment_ref, event.recovery_id) == ("m_1", "order_42", "rec_1")
     assert event.psp_payment_id == paid.psp_payment_id
     assert (event.amount, event.currency) == (4999, "inr")
@@ -723,6 +727,21 @@ async def test_other_events_are_ignored(
     event = verify(adapter, *rzp.signed_webhook(name, **ids))
     assert event.kind == "ignored" and event.psp_type == name
     assert event.payment_ref == "order_42"  # still recorded against the payment
+
+
+async def test_the_event_id_is_what_razorpay_signed_never_the_event_id_header(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    paid = await adapter.create_payment_intent(charge())
+    body, headers = rzp.signed_webhook("payment.failed", payment_id=paid.psp_payment_id)
+    ids = set()
+    for header in ("evt_1", "evt_2", "evt_3"):
+        ids.add(verify(adapter, body, {**headers, "X-Razorpay-Event-Id": header}).event_id)
+    assert len(ids) == 1
+    signed = json.loads(body)
+    later = json.dumps({**signed, "created_at": signed["created_at"] + 1}).encode()
+    again = verify(adapter, later, {"X-Razorpay-Signature": sign(later, rzp.webhook_secret)})
+    assert again.event_id not in ids  # a new delivery of a new event, e.g. a late capture
 
 
 def test_header_names_are_case_insensitive_and_event_id_falls_back_to_a_body_hash(

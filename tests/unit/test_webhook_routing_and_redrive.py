@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from recovery.errors import NotFound, RecoveryNotExhausted
-from recovery.models import Customer, Failure, FailureEvent, PaymentMethod
-from recovery.psp.base import WebhookEvent
+from recovery.models import Customer, Failure, FailureEvent, PaymentMethod, WebhookEvent
 from recovery.redrive import check_redrivable, redrive_event
 from recovery.webhook_routing import (
     OpenRecovery,
@@ -62,6 +61,22 @@ def test_a_failure_joins_the_open_recovery_unless_known_or_ended() -> None:
     assert route.failed.event_id == "stripe:evt_1" and route.failed.recovery_id == "rec_1"
     assert route.failed.payment_method.type == "card" and route.failed.occurred_at == NOW
     assert route.failed.failure.code == "payment_failed"
+
+
+@pytest.mark.parametrize(
+    "kind", ["payment_succeeded", "checkout_completed", "payment_failed", "payment_refunded"]
+)
+def test_a_merchant_own_account_speaks_for_its_own_payments_only(kind: str) -> None:
+    theirs = event(kind, merchant_id="another_merchant")
+    assert not names_a_payment(theirs, account="m")
+    facts = PaymentFacts(OPEN, False)
+    route = route_webhook(theirs, facts, now=NOW, account="m")
+    assert route.outcome is WebhookOutcome.OTHER_MERCHANT
+    assert route.succeeded is None and route.failed is None
+    assert route_webhook(event(kind), facts, now=NOW, account="m").outcome is not (
+        WebhookOutcome.OTHER_MERCHANT
+    )
+    assert route_webhook(theirs, facts, now=NOW).outcome is not WebhookOutcome.OTHER_MERCHANT
 
 
 def test_only_an_exhausted_recovery_is_redriven() -> None:
