@@ -27,7 +27,6 @@ from tests.helpers import failure_body
 from tests.integration.conftest import Stack, running_stack
 from tests.integration.servers import TemporalDevServer
 from tests.psp.localstripe_server import (
-    CARD_OK,
     TEST_API_KEY,
     create_customer_with_card,
     localstripe,
@@ -151,7 +150,11 @@ async def test_soak_sigkills_during_stripe_charges(
             customers: dict[str, str] = {}
 
             def body() -> dict:
-                card = create_customer_with_card(stripe_base, CARD_OK)
+                # A card of its own per recovery: localstripe fingerprints a card by its
+                # number, and the network limits (rightly) hold a card charged 9+ times a day,
+                # which would leave nothing in flight to kill.
+                number = f"4242{len(customers):012d}"
+                card = create_customer_with_card(stripe_base, number)
                 b = failure_body(psp="stripe", pm=card.payment_method_id)
                 b["customer"] = {"id": card.customer_id, "email": "soak@example.com"}
                 customers[b["payment_ref"]] = card.customer_id
