@@ -16,16 +16,29 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import asyncpg
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from recovery.constants import OUTBOX_START_REFUND, SIGNAL_PAYMENT_FAILED
+from recovery.constants import (
+    OUTBOX_START_REFUND,
+    SIGNAL_PAYMENT_FAILED,
+    SIGNAL_PAYMENT_METHOD_UPDATED,
+    SIGNAL_PAYMENT_SUCCEEDED,
+)
 from recovery.errors import Unavailable
-from recovery.models import PaymentSucceeded, RefundRequest
+from recovery.models import PaymentMethodUpdate, PaymentSucceeded, RefundRequest
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
 from recovery.temporal import deliver_failure, start_refund
 
 log = logging.getLogger("recovery.relay")
+
+
+RUNNING_SIGNALS: dict[str, type[BaseModel]] = {
+    SIGNAL_PAYMENT_SUCCEEDED: PaymentSucceeded,
+    SIGNAL_PAYMENT_METHOD_UPDATED: PaymentMethodUpdate,
+}
+"""Outbox signals for a running recovery, by name, with their payload's type."""
 
 
 class OutboxRelay:
@@ -83,7 +96,7 @@ class OutboxRelay:
         try:
             await handle.signal(
                 row.signal,
-                PaymentSucceeded.model_validate(row.payload),
+                RUNNING_SIGNALS[row.signal].model_validate(row.payload),
                 rpc_timeout=self._rpc_timeout,
             )
         except RPCError as e:

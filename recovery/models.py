@@ -372,7 +372,12 @@ class FinishResult(BaseModel):
 
 
 WebhookKind = Literal[
-    "payment_succeeded", "payment_failed", "payment_refunded", "checkout_completed", "ignored"
+    "payment_succeeded",
+    "payment_failed",
+    "payment_refunded",
+    "checkout_completed",
+    "payment_method_updated",
+    "ignored",
 ]
 
 
@@ -390,4 +395,7 @@ class WebhookEvent(BaseModel):
     amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
     currency: Annotated[str, StringConstraints(max_length=10)] | None = None
     failure: Failure | None = None
+    # payment_method_updated: the PSP customer whose new method our recoveries switch to
+    customer_id: Id | None = None
+    payment_method: PaymentMethod | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -22,6 +22,7 @@ from recovery.models import (
 from recovery.payments import Disposition
 
 _NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded")
+_FOR_A_CUSTOMER = ("payment_method_updated",)  # the store finds the customer's recoveries
 _PAID = ("payment_succeeded", "checkout_completed")
 
 
@@ -40,6 +41,8 @@ class WebhookOutcome(StrEnum):
     PAID_AFTER_END = "paid_after_end"
     REFUNDING_DUPLICATE = "refunding_duplicate_payment"
     OTHER_MERCHANT = "other_merchant"  # a merchant's own account naming another's payment
+    SIGNALLED_PAYMENT_METHOD_UPDATED = "signalled_payment_method_updated"
+    NO_OPEN_RECOVERY = "no_open_recovery"  # a new method of a customer with nothing to recover
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def other_merchant(event: WebhookEvent, account: str | None) -> bool:
 def names_a_payment(event: WebhookEvent, account: str | None = None) -> bool:
     """Whether the event may concern one of our payments: then the store locks and reads it."""
     return (
-        event.kind not in _NOT_FOR_A_RECOVERY
+        event.kind not in _NOT_FOR_A_RECOVERY + _FOR_A_CUSTOMER
         and bool(event.merchant_id and event.payment_ref)
         and not other_merchant(event, account)
     )
@@ -115,6 +118,8 @@ def route_webhook(
         return WebhookRoute(WebhookOutcome.OTHER_MERCHANT)
     if event.kind in _NOT_FOR_A_RECOVERY:
         return WebhookRoute(WebhookOutcome(event.kind))
+    if event.kind in _FOR_A_CUSTOMER:
+        return WebhookRoute(WebhookOutcome.NO_OPEN_RECOVERY)  # the store signals any it finds
     if facts is None or not (event.merchant_id and event.payment_ref):
         return WebhookRoute(WebhookOutcome.UNKNOWN_PAYMENT)
     if event.kind in _PAID:

@@ -570,6 +570,8 @@ def normalise_event(event: Any) -> WebhookEvent:
 
     kind: WebhookKind = "ignored"
     payment_id: str | None = None
+    customer_id: str | None = None
+    new_method: PaymentMethod | None = None
     amount = obj.get("amount")
     failure: Failure | None = None
     match event_type:
@@ -583,6 +585,8 @@ def normalise_event(event: Any) -> WebhookEvent:
         case "charge.refunded":
             kind, payment_id = "payment_refunded", _object_id(obj.get("payment_intent"))
             amount = obj.get("amount_refunded") or amount
+        case "customer.updated" if (method := _new_default_method(data)) is not None:
+            kind, customer_id, new_method = "payment_method_updated", _object_id(obj), method
         case "checkout.session.completed" | "checkout.session.async_payment_succeeded":
             # A session completed with a delayed method is `unpaid` until
             # `async_payment_succeeded`: only a paid session recovers the payment.
@@ -604,8 +608,32 @@ def normalise_event(event: Any) -> WebhookEvent:
         amount=amount if isinstance(amount, int) else None,
         currency=_text(obj.get("currency"), _SHORT),
         failure=failure,
+        customer_id=customer_id,
+        payment_method=new_method,
         raw=event,
     )
+
+
+def _new_default_method(data: object) -> PaymentMethod | None:
+    """The customer's new default payment method when a `customer.updated` event changed it
+    (`data.previous_attributes.invoice_settings.default_payment_method`), else None.
+
+    The customer updating a card sets it (the Customer Portal, the merchant's own page).
+    `payment_method.attached` is not such a sign: our own Checkout Sessions attach the card
+    a customer pays with (`setup_future_usage`), so attempting on it would charge the card
+    that just paid."""
+    if not isinstance(data, Mapping):
+        return None
+    obj, previous = data.get("object"), data.get("previous_attributes")
+    if not isinstance(obj, Mapping) or not isinstance(previous, Mapping):
+        return None
+    before, now = previous.get("invoice_settings"), obj.get("invoice_settings")
+    if not isinstance(before, Mapping) or "default_payment_method" not in before:
+        return None
+    method = _object_id(now.get("default_payment_method")) if isinstance(now, Mapping) else None
+    if method is None or method == _object_id(before.get("default_payment_method")):
+        return None
+    return PaymentMethod(type="card", id=method)
 
 
 def _auth_code(failure: Failure | None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+from pydantic import BaseModel
 
 from recovery.constants import SIGNAL_PAYMENT_SUCCEEDED, workflow_id_for
 from recovery.models import FailureEvent, PaymentSucceeded
@@ -42,10 +43,18 @@ async def queue_payment_succeeded(
     conn: asyncpg.Connection, workflow_id: str, signal: PaymentSucceeded
 ) -> None:
     """Queue `payment_succeeded` for a running recovery, in the caller's transaction."""
+    await queue_signal(conn, workflow_id, SIGNAL_PAYMENT_SUCCEEDED, signal)
+
+
+async def queue_signal(
+    conn: asyncpg.Connection, workflow_id: str, name: str, signal: BaseModel
+) -> None:
+    """Queue signal `name` for a running recovery, in the caller's transaction (the relay
+    reads its payload back as `api.relay.RUNNING_SIGNALS[name]`)."""
     await conn.execute(
         "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
         workflow_id,
-        SIGNAL_PAYMENT_SUCCEEDED,
+        name,
         signal.model_dump(mode="json"),
     )
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)

@@ -7,17 +7,18 @@ from typing import Any
 
 import asyncpg
 
-from recovery.constants import workflow_id_for
-from recovery.models import WebhookEvent
+from recovery.constants import SIGNAL_PAYMENT_METHOD_UPDATED, workflow_id_for
+from recovery.models import PaymentMethodUpdate, WebhookEvent
 from recovery.payments import Disposition, payment_identity
 from recovery.store.db import connection, lock_payment, transaction
-from recovery.store.outbox import queue_failure, queue_payment_succeeded
+from recovery.store.outbox import queue_failure, queue_payment_succeeded, queue_signal
 from recovery.store.payments import receive_payment
 from recovery.store.records import StoredPSPCredentials
 from recovery.webhook_routing import (
     OpenRecovery,
     PaymentFacts,
     WebhookOutcome,
+    WebhookRoute,
     names_a_payment,
     paid_route,
     route_webhook,
@@ -148,6 +149,8 @@ async def record_webhook(
                 )
         if route.failed is not None:
             await queue_failure(conn, route.failed)
+        if event.kind == "payment_method_updated" and await _switch_method(conn, event, account):
+            route = WebhookRoute(WebhookOutcome.SIGNALLED_PAYMENT_METHOD_UPDATED)
         await conn.execute(
             "UPDATE webhook_events SET outcome = $2 WHERE id = $1", row_id, route.outcome.value
         )
@@ -182,3 +185,33 @@ async def _payment_facts(
         open_recovery=OpenRecovery(**dict(row)) if row else None,
         failure_already_known=already_failed,
     )
+
+
+async def _switch_method(conn: asyncpg.Connection, event: WebhookEvent, account: str | None) -> int:
+    """Queue `payment_method_updated` for every open recovery of the event's PSP customer
+    that the sending account charges (a merchant's own account: that merchant's; the
+    environment's: merchants without their own credentials for the PSP) and that does not
+    use that method already. Each payment is locked, as for any webhook. Returns how many."""
+    method = event.payment_method
+    if not (event.customer_id and method and method.id):
+        return 0
+    rows = await conn.fetch(
+        "SELECT r.merchant_id, r.payment_ref FROM recoveries r"
+        " JOIN transactions t USING (merchant_id, payment_ref)"
+        " WHERE r.ended_at IS NULL AND t.psp = $1 AND t.customer_id = $2"
+        " AND t.payment_method_id IS DISTINCT FROM $3"
+        " AND CASE WHEN $4::text IS NULL THEN NOT EXISTS (SELECT 1 FROM"
+        "   merchant_psp_credentials c WHERE c.merchant_id = r.merchant_id AND c.psp = $1)"
+        "   ELSE r.merchant_id = $4 END"
+        " ORDER BY r.merchant_id, r.payment_ref",
+        event.psp,
+        event.customer_id,
+        method.id,
+        account,
+    )
+    update = PaymentMethodUpdate(payment_method=method, actor=f"{event.psp}_webhook")
+    for row in rows:
+        if await lock_payment(conn, row["merchant_id"], row["payment_ref"]):
+            workflow_id = workflow_id_for(row["merchant_id"], row["payment_ref"])
+            await queue_signal(conn, workflow_id, SIGNAL_PAYMENT_METHOD_UPDATED, update)
+    return len(rows)

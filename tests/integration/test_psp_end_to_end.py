@@ -396,6 +396,67 @@ async def test_the_environment_webhook_secret_alone_verifies(
         assert r.status_code == 200 and r.json()["outcome"] == "unknown_payment", r.text
 
 
+def customer_updated(customer_id: str, new_default: str | None, old_default: str | None) -> dict:
+    """Stripe's `customer.updated` for a changed default payment method: the object as it is
+    now, `previous_attributes` with what changed (docs.stripe.com/api/events/object)."""
+    event = stripe_event(
+        "customer.updated",
+        {
+            "id": customer_id,
+            "object": "customer",
+            "invoice_settings": {"default_payment_method": new_default},
+            "metadata": {},
+        },
+    )
+    event["data"]["previous_attributes"] = {
+        "invoice_settings": {"default_payment_method": old_default}
+    }
+    return event
+
+
+async def test_a_new_default_card_at_stripe_is_attempted_at_once(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, saved.payment_method_id)
+    new_card = attach_card(stripe_base, saved.customer_id, CARD_OK, make_default=True)
+
+    async def post(event: dict, url: str = "/v1/webhooks/stripe", secret: str = STRIPE_WHSEC):
+        body, headers = stripe_signed(event, secret=secret)
+        r = await api.http.post(url, content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()["outcome"]
+
+    # not a sign of a new card: an attach (our own checkouts attach the card just paid with),
+    # another field changed, or another merchant's own account naming this customer
+    attached = {"id": new_card, "object": "payment_method", "customer": saved.customer_id}
+    assert await post(stripe_event("payment_method.attached", attached)) == "ignored"
+    email = stripe_event("customer.updated", {"id": saved.customer_id, "object": "customer"})
+    email["data"]["previous_attributes"] = {"email": "old@example.com"}
+    assert await post(email) == "ignored"
+    other, _ = await add_merchant(api.store)
+    other_secret = "whsec_other_merchant_0123456789"
+    await own_account(api, other, "stripe", api_key="sk_test_other", webhook_secret=other_secret)
+    theirs = customer_updated(saved.customer_id, new_card, saved.payment_method_id)
+    assert await post(theirs, f"/v1/webhooks/stripe/{other}", other_secret) == "no_open_recovery"
+    rec = await recovery(api, ref)
+    assert rec["attempts"] == [] and rec["next_attempt_at"] is not None
+
+    changed = customer_updated(saved.customer_id, new_card, saved.payment_method_id)
+    assert await post(changed) == "signalled_payment_method_updated"
+
+    async def recovered() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        return rec
+
+    rec = await eventually(recovered, within=30)
+    assert [a["outcome"] for a in rec["attempts"]] == ["succeeded"]
+    charges = successful_charges(stripe_base, saved.customer_id)
+    assert [c["payment_method"] for c in charges] == [new_card]
+
+
 async def test_a_signed_razorpay_webhook_recovers(psp_api: Stack) -> None:
     api = psp_api
     ref = await razorpay_failure(api)

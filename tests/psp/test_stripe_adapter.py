@@ -41,6 +41,7 @@ from recovery.psp.stripe import (
     canonical_status,
     charge_result,
     checkout_expiry,
+    normalise_event,
 )
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
@@ -1063,3 +1064,28 @@ async def test_no_card_to_resolve_is_rejected(adapter: StripeAdapter, stripe_bas
     bare = stripe_client(stripe_base).v1.customers.create({})
     with pytest.raises(StripeRequestRejected):
         await adapter.resolve_card(Customer(id=bare.id), PaymentMethod())
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "expected"),
+    [
+        ({"default_payment_method": "pm_new"}, {"default_payment_method": "pm_old"}, "pm_new"),
+        ({"default_payment_method": {"id": "pm_new"}}, {"default_payment_method": None}, "pm_new"),
+        ({"default_payment_method": "pm_same"}, {"default_payment_method": "pm_same"}, None),
+        ({"default_payment_method": None}, {"default_payment_method": "pm_old"}, None),
+        ({"default_payment_method": "pm_new"}, {"footer": "x"}, None),
+        ({"default_payment_method": "pm_new"}, None, None),
+    ],
+)
+def test_customer_updated_is_a_new_method_only_when_its_default_changed(
+    now: dict, before: dict | None, expected: str | None
+) -> None:
+    data: dict = {"object": {"id": "cus_1", "object": "customer", "invoice_settings": now}}
+    if before is not None:
+        data["previous_attributes"] = {"invoice_settings": before}
+    event = normalise_event({"id": "evt_1", "type": "customer.updated", "data": data})
+    if expected is None:
+        assert event.kind == "ignored" and event.payment_method is None
+    else:
+        assert event.kind == "payment_method_updated" and event.customer_id == "cus_1"
+        assert event.payment_method is not None and event.payment_method.id == expected
