@@ -30,25 +30,18 @@ WebhookVerifier = Callable[[bytes, Mapping[str, str]], WebhookEvent]
 """Verify a webhook's signature over its raw body and normalise it (`InvalidWebhook` if not)."""
 
 
-def _secret(value: object) -> str | None:
-    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
-
-
 def build_adapter(creds: Credentials) -> PSPAdapter:
     match creds:
         case StripeCredentials():
             from recovery.psp.stripe import StripeAdapter
 
-            return StripeAdapter(
-                creds.api_key.get_secret_value(), _secret(creds.webhook_secret), creds.api_base
-            )
+            return StripeAdapter(creds.api_key.get_secret_value(), creds.api_base)
         case RazorpayCredentials():
             from recovery.psp.razorpay import RazorpayAdapter
 
             return RazorpayAdapter(
                 creds.key_id,
                 creds.key_secret.get_secret_value(),
-                _secret(creds.webhook_secret),
                 creds.api_base,
             )
 

@@ -449,7 +449,6 @@ class RazorpayAdapter:
         self,
         key_id: str,
         key_secret: str,
-        webhook_secret: str | None,
         api_base: str | None = None,
         max_workers: int = 8,
         *,
@@ -464,7 +463,6 @@ class RazorpayAdapter:
             raise RazorpayConfigError("Razorpay needs a key id and a key secret")
         self._key_id = key_id
         self._key_secret = key_secret
-        self._webhook_secret = webhook_secret or None
         self._api_base = _normalise_base(api_base)
         self._timeout = timeout
         self._charge_budget = charge_budget
@@ -871,10 +869,6 @@ class RazorpayAdapter:
             payment_id=payment_id,
             signature=signature,
         )
-
-    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """`verify_webhook` with this account's webhook secret."""
-        return verify_webhook(self._webhook_secret, payload, headers)
 
     # ---- HTTP plumbing ---------------------------------------------------------------------
 

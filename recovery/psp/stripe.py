@@ -156,19 +156,14 @@ class StripeAdapter:
     def __init__(
         self,
         api_key: str,
-        webhook_secret: str | None,
         api_base: str | None = None,
-        webhook_tolerance_seconds: int = WEBHOOK_TOLERANCE_SECONDS,
         *,
         timeout_seconds: float = 30.0,
     ) -> None:
+        """Charges, lookups, checkouts and refunds; webhooks need no adapter
+        (`verify_webhook` takes the account's webhook secret alone)."""
         if not api_key:
             raise ValueError("a Stripe API key is required")
-        if webhook_tolerance_seconds <= 0:
-            # The SDK skips the timestamp check altogether for a tolerance of 0.
-            raise ValueError("webhook_tolerance_seconds must be positive")
-        self._webhook_secret = webhook_secret or None
-        self._tolerance = webhook_tolerance_seconds
         # httpx for the async methods; no sync client (nothing here may block the loop).
         self._http = stripe.HTTPXClient(timeout=timeout_seconds)
         self._client = stripe.StripeClient(
@@ -397,11 +392,8 @@ class StripeAdapter:
         except stripe.StripeError as err:
             raise translate_error(err) from err
 
-    # ---- webhooks -----------------------------------------------------------------------
 
-    def verify_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        """`verify_webhook` with this account's webhook secret."""
-        return verify_webhook(self._webhook_secret, payload, headers, self._tolerance)
+# ---- webhooks (the account's webhook secret alone; no adapter) -------------------------------
 
 
 def verify_webhook(
@@ -413,6 +405,9 @@ def verify_webhook(
     """Verify `Stripe-Signature` with the SDK (HMAC-SHA256 over "{t}.{body}", constant time,
     the timestamp within the tolerance) and normalise the event. Only the webhook secret is
     needed: no API key. The event id is the signed body's `id`."""
+    if tolerance_seconds <= 0:
+        # The SDK skips the timestamp check altogether for a tolerance of 0.
+        raise ValueError("the webhook tolerance must be positive")
     if not secret:
         raise InvalidWebhook("Stripe webhooks are not configured (no webhook secret)")
     signature = _header(headers, "Stripe-Signature")

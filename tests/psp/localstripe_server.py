@@ -5,7 +5,7 @@ webhooks) runs as a subprocess bound to 127.0.0.1. Nothing here reaches the inte
 
     with localstripe() as base_url:                      # e.g. "http://127.0.0.1:41234"
         card = create_customer_with_card(base_url, CARD_OK)
-        adapter = StripeAdapter(TEST_API_KEY, secret, api_base=base_url)
+        adapter = StripeAdapter(TEST_API_KEY, api_base=base_url)
         ...
         assert len(successful_charges(base_url, card.customer_id)) == 1
 

@@ -3,8 +3,7 @@
 Start it with `fake_razorpay()`::
 
     with fake_razorpay() as rzp:
-        adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, rzp.webhook_secret,
-                                  api_base=rzp.base_url)
+        adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
         ...
         assert len(rzp.payments) == 1
 

@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 import pytest
 
-from recovery.models import ChargeRequest, Customer, Failure, PaymentMethod
+from recovery.models import ChargeRequest, Customer, Failure, PaymentMethod, WebhookEvent
 from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
@@ -34,6 +34,7 @@ from recovery.psp.razorpay import (
     map_payment_status,
     map_refund_status,
     reference_for,
+    verify_webhook,
 )
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay, sign
 
@@ -49,9 +50,7 @@ def rzp() -> Iterator[FakeRazorpay]:
 
 @pytest.fixture
 def adapter(rzp: FakeRazorpay) -> Iterator[RazorpayAdapter]:
-    a = RazorpayAdapter(
-        rzp.key_id, rzp.key_secret, rzp.webhook_secret, api_base=rzp.base_url, timeout=5.0
-    )
+    a = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0)
     yield a
     a.close()
 
@@ -292,9 +291,7 @@ async def test_an_attempted_order_whose_payment_is_not_listed_yet_is_not_charged
 async def test_a_timeout_is_transient_and_the_retry_finds_the_payment(
     rzp: FakeRazorpay,
 ) -> None:
-    impatient = RazorpayAdapter(
-        rzp.key_id, rzp.key_secret, None, api_base=rzp.base_url, timeout=0.3
-    )
+    impatient = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=0.3)
     try:
         with pytest.raises(TransientPSPError, match="timed out"):
             await impatient.create_payment_intent(charge("token_slow"))
@@ -336,7 +333,7 @@ async def test_a_charge_stops_within_its_budget_however_slow_each_call(
     """Reproduced bug: the chain of up to six calls could outlast the activity's
     start-to-close, so a retry ran beside it. The budget bounds the whole chain."""
     bounded = RazorpayAdapter(
-        rzp.key_id, rzp.key_secret, None, api_base=rzp.base_url, timeout=5.0, charge_budget=0.5
+        rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0, charge_budget=0.5
     )
     try:
         started = time.monotonic()
@@ -349,7 +346,7 @@ async def test_a_charge_stops_within_its_budget_however_slow_each_call(
 
 async def test_connection_refused_is_transient() -> None:
     nowhere = RazorpayAdapter(
-        "rzp_test_x", "secret", None, api_base=f"http://127.0.0.1:{free_port()}", timeout=2
+        "rzp_test_x", "secret", api_base=f"http://127.0.0.1:{free_port()}", timeout=2
     )
     try:
         with pytest.raises(TransientPSPError):
@@ -390,7 +387,7 @@ async def test_a_429_token_is_transient_then_charges_once(
 
 
 async def test_wrong_credentials_are_an_auth_error_not_transient(rzp: FakeRazorpay) -> None:
-    wrong = RazorpayAdapter(rzp.key_id, "not-the-secret", None, api_base=rzp.base_url)
+    wrong = RazorpayAdapter(rzp.key_id, "not-the-secret", api_base=rzp.base_url)
     try:
         with pytest.raises(RazorpayAuthError) as caught:
             await wrong.create_payment_intent(charge())
@@ -403,7 +400,7 @@ async def test_wrong_credentials_are_an_auth_error_not_transient(rzp: FakeRazorp
 
 def test_missing_credentials_are_refused_at_construction() -> None:
     with pytest.raises(RazorpayConfigError):
-        RazorpayAdapter("", "secret", None)
+        RazorpayAdapter("", "secret")
 
 
 @pytest.mark.parametrize(
@@ -527,7 +524,7 @@ async def test_retrieve_an_unknown_payment_is_a_request_error(adapter: RazorpayA
 
 
 async def test_an_api_base_ending_in_v1_works(rzp: FakeRazorpay) -> None:
-    a = RazorpayAdapter(rzp.key_id, rzp.key_secret, None, api_base=rzp.base_url + "/v1/")
+    a = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url + "/v1/")
     try:
         result = await a.create_payment_intent(charge())
         assert (await a.retrieve_payment_intent(result.psp_payment_id or "")).status == "succeeded"
@@ -648,8 +645,9 @@ async def test_a_link_refused_for_another_reason_is_a_request_error(
 # ---- webhooks ------------------------------------------------------------------------------
 
 
-def verify(adapter: RazorpayAdapter, body: bytes, headers: dict[str, str]) -> Any:
-    return adapter.verify_webhook(body, headers)
+def verify(rzp: FakeRazorpay, body: bytes, headers: dict[str, str]) -> WebhookEvent:
+    """As the webhook route does: the account's webhook secret alone."""
+    return verify_webhook(rzp.webhook_secret, body, headers)
 
 
 async def test_payment_captured_webhook_is_payment_succeeded(
@@ -659,7 +657,7 @@ async def test_payment_captured_webhook_is_payment_succeeded(
     body, headers = rzp.signed_webhook(
         "payment.captured", payment_id=paid.psp_payment_id, event_id="evt_Captured000001"
     )
-    event = verify(adapter, body, headers)
+    event = verify(rzp, body, headers)
     assert event.kind == "payment_succeeded" and event.psp == "razorpay"
     signed = json.loads(body)
     assert (
@@ -676,7 +674,7 @@ async def test_payment_failed_webhook_carries_the_failure(
     rzp: FakeRazorpay, adapter: RazorpayAdapter
 ) -> None:
     failed = await adapter.create_payment_intent(charge("token_insufficient"))
-    event = verify(adapter, *rzp.signed_webhook("payment.failed", payment_id=failed.psp_payment_id))
+    event = verify(rzp, *rzp.signed_webhook("payment.failed", payment_id=failed.psp_payment_id))
     assert event.kind == "payment_failed" and event.payment_ref == "order_42"
     assert event.failure is not None
     assert (event.failure.code, event.failure.decline_code) == (
@@ -690,7 +688,7 @@ async def test_refund_processed_webhook_is_payment_refunded(
 ) -> None:
     pay_id = (await adapter.create_payment_intent(charge())).psp_payment_id or ""
     refund = await adapter.refund_payment(pay_id, amount=1500, idempotency_key="r-1")
-    event = verify(adapter, *rzp.signed_webhook("refund.processed", refund_id=refund.psp_refund_id))
+    event = verify(rzp, *rzp.signed_webhook("refund.processed", refund_id=refund.psp_refund_id))
     assert event.kind == "payment_refunded"
     assert event.psp_payment_id == pay_id and event.amount == 1500 and event.currency == "inr"
     assert (event.merchant_id, event.recovery_id) == ("m_1", "rec_1")
@@ -702,7 +700,7 @@ async def test_payment_link_paid_webhook_is_checkout_completed(
     link = await adapter.create_checkout_session(checkout())
     callback = rzp.pay_payment_link(link.psp_checkout_id)
     event = verify(
-        adapter, *rzp.signed_webhook("payment_link.paid", payment_link_id=link.psp_checkout_id)
+        rzp, *rzp.signed_webhook("payment_link.paid", payment_link_id=link.psp_checkout_id)
     )
     assert event.kind == "checkout_completed"
     assert event.psp_payment_id == callback["razorpay_payment_id"]
@@ -724,7 +722,7 @@ async def test_other_events_are_ignored(
                 )
             ).psp_refund_id
         }
-    event = verify(adapter, *rzp.signed_webhook(name, **ids))
+    event = verify(rzp, *rzp.signed_webhook(name, **ids))
     assert event.kind == "ignored" and event.psp_type == name
     assert event.payment_ref == "order_42"  # still recorded against the payment
 
@@ -736,11 +734,11 @@ async def test_the_event_id_is_what_razorpay_signed_never_the_event_id_header(
     body, headers = rzp.signed_webhook("payment.failed", payment_id=paid.psp_payment_id)
     ids = set()
     for header in ("evt_1", "evt_2", "evt_3"):
-        ids.add(verify(adapter, body, {**headers, "X-Razorpay-Event-Id": header}).event_id)
+        ids.add(verify(rzp, body, {**headers, "X-Razorpay-Event-Id": header}).event_id)
     assert len(ids) == 1
     signed = json.loads(body)
     later = json.dumps({**signed, "created_at": signed["created_at"] + 1}).encode()
-    again = verify(adapter, later, {"X-Razorpay-Signature": sign(later, rzp.webhook_secret)})
+    again = verify(rzp, later, {"X-Razorpay-Signature": sign(later, rzp.webhook_secret)})
     assert again.event_id not in ids  # a new delivery of a new event, e.g. a late capture
 
 
@@ -749,9 +747,9 @@ def test_header_names_are_case_insensitive_and_event_id_falls_back_to_a_body_has
 ) -> None:
     body = json.dumps({"entity": "event", "event": "payment.authorized", "payload": {}}).encode()
     headers = {"x-razorpay-signature": sign(body, rzp.webhook_secret)}
-    event = verify(adapter, body, headers)
+    event = verify(rzp, body, headers)
     assert event.event_id == "body_sha256:" + hashlib.sha256(body).hexdigest()
-    assert verify(adapter, body, headers).event_id == event.event_id  # stable on redelivery
+    assert verify(rzp, body, headers).event_id == event.event_id  # stable on redelivery
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong-secret", "missing", "empty", "not-hex"])
@@ -772,7 +770,7 @@ def test_bad_signatures_are_invalid_webhooks(
         case "not-hex":
             headers["X-Razorpay-Signature"] = "zz\u00e9" * 20
     with pytest.raises(InvalidWebhook):
-        verify(adapter, body, headers)
+        verify(rzp, body, headers)
 
 
 @pytest.mark.parametrize(
@@ -782,15 +780,14 @@ def test_signed_bodies_that_are_not_events_are_invalid(
     rzp: FakeRazorpay, adapter: RazorpayAdapter, body: bytes
 ) -> None:
     with pytest.raises(InvalidWebhook):
-        verify(adapter, body, {"X-Razorpay-Signature": sign(body, rzp.webhook_secret)})
+        verify(rzp, body, {"X-Razorpay-Signature": sign(body, rzp.webhook_secret)})
 
 
-def test_without_a_webhook_secret_every_webhook_is_invalid(rzp: FakeRazorpay) -> None:
-    a = RazorpayAdapter(rzp.key_id, rzp.key_secret, None, api_base=rzp.base_url)
+def test_without_a_webhook_secret_every_webhook_is_invalid() -> None:
     body = b"{}"
-    with pytest.raises(InvalidWebhook):
-        a.verify_webhook(body, {"X-Razorpay-Signature": sign(body, "")})
-    a.close()
+    for secret in (None, ""):
+        with pytest.raises(InvalidWebhook):
+            verify_webhook(secret, body, {"X-Razorpay-Signature": sign(body, "")})
 
 
 def test_webhook_verification_never_logs_payload_or_secret(
@@ -799,8 +796,8 @@ def test_webhook_verification_never_logs_payload_or_secret(
     caplog.set_level(logging.DEBUG)
     body = b'{"event": "payment.captured", "payload": {"secret_marker": 1}}'
     with pytest.raises(InvalidWebhook) as caught:
-        verify(adapter, body, {"X-Razorpay-Signature": sign(body, "wrong")})
-    verify(adapter, body, {"X-Razorpay-Signature": sign(body, rzp.webhook_secret)})
+        verify(rzp, body, {"X-Razorpay-Signature": sign(body, "wrong")})
+    verify(rzp, body, {"X-Razorpay-Signature": sign(body, rzp.webhook_secret)})
     text = caplog.text + str(caught.value) + repr(adapter)
     assert "secret_marker" not in text
     assert rzp.webhook_secret not in text and rzp.key_secret not in text

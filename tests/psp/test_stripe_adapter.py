@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +24,14 @@ import pytest
 import stripe
 
 from recovery.classifier import classify
-from recovery.models import ChargeRequest, ClassifyRequest, Customer, Failure, PaymentMethod
+from recovery.models import (
+    ChargeRequest,
+    ClassifyRequest,
+    Customer,
+    Failure,
+    PaymentMethod,
+    WebhookEvent,
+)
 from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
@@ -42,6 +49,7 @@ from recovery.psp.stripe import (
     charge_result,
     checkout_expiry,
     normalise_event,
+    verify_webhook,
 )
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
@@ -97,7 +105,7 @@ def stripe_base() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def adapter(stripe_base: str) -> AsyncIterator[StripeAdapter]:
-    a = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET, api_base=stripe_base)
+    a = StripeAdapter(TEST_API_KEY, api_base=stripe_base)
     yield a
     await a.aclose()
 
@@ -418,7 +426,7 @@ async def test_localstripes_own_signed_webhooks_verify(
             remaining = deadline - time.monotonic()
             assert remaining > 0, "localstripe sent no webhook for the payment"
             got = await asyncio.to_thread(capture.received.get, timeout=remaining)
-            event = adapter.verify_webhook(got.body, got.headers)
+            event = verify(got.body, got.headers)
 
     assert event.kind == "payment_succeeded"
     assert (event.merchant_id, event.payment_ref, event.recovery_id) == (
@@ -449,6 +457,10 @@ async def test_reset_forgets_objects_and_saved_responses(
 # ---- webhooks, signed here -------------------------------------------------------------------
 
 
+def verify(body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+    return verify_webhook(WEBHOOK_SECRET, body, headers)
+
+
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
     """Stripe's scheme: t=<unix time>,v1=HMAC-SHA256(secret, "<t>.<body>")."""
     t = int(time.time()) if at is None else at
@@ -471,7 +483,6 @@ OUR_METADATA = {"merchant_id": "m_1", "payment_ref": "order_42", "recovery_id": 
 
 
 def test_a_signed_payment_succeeded_event_is_verified_and_normalised() -> None:
-    adapter = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET)
     body = event_body(
         "payment_intent.succeeded",
         {
@@ -485,7 +496,7 @@ def test_a_signed_payment_succeeded_event_is_verified_and_normalised() -> None:
         },
     )
 
-    event = adapter.verify_webhook(body, {"Stripe-Signature": sign(body)})
+    event = verify(body, {"Stripe-Signature": sign(body)})
 
     assert event.psp == "stripe" and event.kind == "payment_succeeded"
     assert event.psp_type == "payment_intent.succeeded"
@@ -499,11 +510,10 @@ def test_a_signed_payment_succeeded_event_is_verified_and_normalised() -> None:
     assert event.failure is None
     # Header names are case-insensitive, and several v1 signatures (a rotated secret) pass.
     rotated = f"{sign(body, 'whsec_old')},{sign(body).split(',')[1]}"
-    assert adapter.verify_webhook(body, {"stripe-signature": rotated}).kind == "payment_succeeded"
+    assert verify(body, {"stripe-signature": rotated}).kind == "payment_succeeded"
 
 
 def test_a_payment_failed_event_carries_the_decline() -> None:
-    adapter = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET)
     body = event_body(
         "payment_intent.payment_failed",
         {
@@ -524,7 +534,7 @@ def test_a_payment_failed_event_carries_the_decline() -> None:
         },
     )
 
-    event = adapter.verify_webhook(body, {"Stripe-Signature": sign(body)})
+    event = verify(body, {"Stripe-Signature": sign(body)})
 
     assert event.kind == "payment_failed"
     assert event.failure == Failure(
@@ -577,10 +587,9 @@ def test_a_payment_failed_event_carries_the_decline() -> None:
 def test_other_events_are_normalised(
     event_type: str, obj: dict[str, Any], kind: str, payment_id: str | None, amount: int | None
 ) -> None:
-    adapter = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET)
     body = event_body(event_type, obj)
 
-    event = adapter.verify_webhook(body, {"Stripe-Signature": sign(body)})
+    event = verify(body, {"Stripe-Signature": sign(body)})
 
     assert (event.kind, event.psp_payment_id, event.amount) == (kind, payment_id, amount)
     assert event.psp_type == event_type
@@ -615,9 +624,8 @@ def _bad_webhooks() -> list[tuple[str, bytes, dict[str, str]]]:
 
 @pytest.mark.parametrize(("case", "body", "headers"), _bad_webhooks(), ids=lambda v: str(v)[:20])
 def test_bad_webhooks_are_refused(case: str, body: bytes, headers: dict[str, str]) -> None:
-    adapter = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET, webhook_tolerance_seconds=300)
     with pytest.raises(InvalidWebhook) as caught:
-        adapter.verify_webhook(body, headers)
+        verify(body, headers)
     # Nothing of the secret or the payload leaks into the error, nor into its chain.
     assert WEBHOOK_SECRET not in str(caught.value)
     assert caught.value.__cause__ is None
@@ -627,16 +635,20 @@ def test_bad_webhooks_are_refused(case: str, body: bytes, headers: dict[str, str
 def test_webhooks_are_refused_without_a_secret() -> None:
     body = event_body("payment_intent.succeeded", {"id": "pi_1", "metadata": {}})
     with pytest.raises(InvalidWebhook):
-        StripeAdapter(TEST_API_KEY, None).verify_webhook(body, {"Stripe-Signature": sign(body)})
+        verify_webhook(None, body, {"Stripe-Signature": sign(body)})
+
+
+def test_a_tolerance_of_zero_is_refused() -> None:
+    """The SDK skips the timestamp check for 0: a replayed old signature would pass."""
+    body = event_body("payment_intent.succeeded", {"id": "pi_1", "metadata": {}})
+    with pytest.raises(ValueError, match="tolerance must be positive"):
+        verify_webhook(WEBHOOK_SECRET, body, {"Stripe-Signature": sign(body)}, 0)
 
 
 def test_within_tolerance_is_accepted() -> None:
-    adapter = StripeAdapter(TEST_API_KEY, WEBHOOK_SECRET, webhook_tolerance_seconds=300)
     body = event_body("payment_intent.succeeded", {"id": "pi_1", "metadata": {}})
     at = int(time.time()) - 200
-    assert adapter.verify_webhook(body, {"Stripe-Signature": sign(body, at=at)}).kind == (
-        "payment_succeeded"
-    )
+    assert verify(body, {"Stripe-Signature": sign(body, at=at)}).kind == ("payment_succeeded")
 
 
 # ---- status mapping --------------------------------------------------------------------------
@@ -767,7 +779,7 @@ capture_server = fake_stripe  # a webhook receiver is the same thing: record, an
 
 @contextlib.asynccontextmanager
 async def adapter_for(url: str, **kwargs: Any) -> AsyncIterator[StripeAdapter]:
-    a = StripeAdapter("sk_test_fake", WEBHOOK_SECRET, api_base=url, **kwargs)
+    a = StripeAdapter("sk_test_fake", api_base=url, **kwargs)
     try:
         yield a
     finally:
