@@ -43,6 +43,7 @@ class WebhookOutcome(StrEnum):
     OTHER_MERCHANT = "other_merchant"  # a merchant's own account naming another's payment
     SIGNALLED_PAYMENT_METHOD_UPDATED = "signalled_payment_method_updated"
     NO_OPEN_RECOVERY = "no_open_recovery"  # a new method of a customer with nothing to recover
+    TOKEN_RECORDED = "token_recorded"  # a confirmed token whose customer is not known yet
 
 
 @dataclass(frozen=True)

@@ -940,7 +940,8 @@ def verify_webhook(secret: str | None, payload: bytes, headers: Mapping[str, str
     header: one captured body replayed with fresh headers is the same event. Events:
     ``payment.captured`` -> payment_succeeded, ``payment.failed`` -> payment_failed,
     ``refund.processed`` -> payment_refunded (Razorpay has no ``payment.refunded`` event),
-    ``payment_link.paid`` -> checkout_completed. ``order.paid`` is ignored: Razorpay sends it
+    ``payment_link.paid`` -> checkout_completed, ``token.confirmed`` -> payment_method_updated
+    (see `normalise_event`). ``order.paid`` is ignored: Razorpay sends it
     together with ``payment.captured`` for the same payment, which alone decides success.
     Everything else (``payment.authorized``, ``refund.created``, ...) is ignored. Our ids come
     from the notes we put on every order, payment and link."""
@@ -999,7 +1000,13 @@ def _amount(entity: Mapping[str, Any] | None) -> int | None:
 
 
 def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
-    """A verified Razorpay event body as our `WebhookEvent`."""
+    """A verified Razorpay event body as our `WebhookEvent`.
+
+    A customer's new card or mandate is a token that Razorpay confirms (``token.confirmed``;
+    razorpay.com/docs/api/payments/recurring-payments/webhooks). That event's token entity
+    names no customer in Razorpay's samples; the authorisation payment that registered the
+    token does (``customer_id``, ``token_id``). So every payment event carries the token it
+    names and its customer, and the store joins the two (`recovery.store.webhooks`)."""
     event_type = body.get("event")
     payload = body.get("payload")
     if not isinstance(event_type, str) or not isinstance(payload, dict):
@@ -1008,6 +1015,9 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
     refund = _entity(payload, "refund")
     link = _entity(payload, "payment_link")
     order = _entity(payload, "order")
+    token = _entity(payload, "token")
+    customer_id = _text(payment.get("customer_id")) if payment else None
+    method = _token_method(payment, payment.get("token_id")) if payment else None
 
     kind: WebhookKind
     failure: Failure | None = None
@@ -1034,6 +1044,11 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
             kind = "checkout_completed"
             notes_from = [link, payment, order]
             amount_from = payment or link
+        case "token.confirmed" if token is not None:
+            kind = "payment_method_updated"
+            notes_from = []
+            customer_id = _text(token.get("customer_id"))  # absent in Razorpay's samples
+            method = _token_method(token, token.get("id"))
         case _:
             kind = "ignored"
             notes_from = [link, payment, order, refund]
@@ -1054,5 +1069,14 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
         amount=_amount(amount_from),
         currency=_lower(amount_from.get("currency")) if amount_from else None,
         failure=failure,
+        customer_id=customer_id,
+        payment_method=method,
         raw=dict(body),
     )
+
+
+def _token_method(entity: Mapping[str, Any], token_id: object) -> PaymentMethod | None:
+    """The saved token an entity names, as the payment method our charges use."""
+    if not isinstance(token_id, str) or not token_id:
+        return None
+    return PaymentMethod(type=_text(entity.get("method")) or "card", id=token_id)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from recovery.constants import SIGNAL_PAYMENT_METHOD_UPDATED, workflow_id_for
-from recovery.models import PaymentMethodUpdate, WebhookEvent
+from recovery.models import PaymentMethod, PaymentMethodUpdate, WebhookEvent
 from recovery.payments import Disposition, payment_identity
 from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.outbox import queue_failure, queue_payment_succeeded, queue_signal
@@ -23,6 +23,13 @@ from recovery.webhook_routing import (
     paid_route,
     route_webhook,
 )
+
+_NOTHING_DONE = (
+    WebhookOutcome.IGNORED,
+    WebhookOutcome.UNKNOWN_PAYMENT,
+    WebhookOutcome.NO_OPEN_RECOVERY,
+)
+"""Outcomes a method switch replaces: the event did nothing else."""
 
 _CREDENTIALS = "SELECT merchant_id, psp, credentials, key_id, sealed, updated_at"
 
@@ -149,7 +156,14 @@ async def record_webhook(
                 )
         if route.failed is not None:
             await queue_failure(conn, route.failed)
-        if event.kind == "payment_method_updated" and await _switch_method(conn, event, account):
+        switch = await _method_switch(conn, event, account)
+        if switch is None and event.kind == "payment_method_updated" and not event.customer_id:
+            route = WebhookRoute(WebhookOutcome.TOKEN_RECORDED)
+        elif (
+            switch is not None
+            and await _switch_method(conn, event.psp, *switch, account)
+            and route.outcome in _NOTHING_DONE
+        ):
             route = WebhookRoute(WebhookOutcome.SIGNALLED_PAYMENT_METHOD_UPDATED)
         await conn.execute(
             "UPDATE webhook_events SET outcome = $2 WHERE id = $1", row_id, route.outcome.value
@@ -187,14 +201,60 @@ async def _payment_facts(
     )
 
 
-async def _switch_method(conn: asyncpg.Connection, event: WebhookEvent, account: str | None) -> int:
-    """Queue `payment_method_updated` for every open recovery of the event's PSP customer
-    that the sending account charges (a merchant's own account: that merchant's; the
-    environment's: merchants without their own credentials for the PSP) and that does not
-    use that method already. Each payment is locked, as for any webhook. Returns how many."""
+async def _method_switch(
+    conn: asyncpg.Connection, event: WebhookEvent, account: str | None
+) -> tuple[str, PaymentMethod] | None:
+    """The (PSP customer, new method) the event tells us to switch to, if any. An event that
+    names both (Stripe's changed default) says so itself. Razorpay's `token.confirmed` names
+    no customer; the payment that registered the token does, and they may come in either
+    order: `psp_tokens` keeps what each said, and the switch happens when both are known,
+    once per token."""
     method = event.payment_method
-    if not (event.customer_id and method and method.id):
-        return 0
+    if not (method and method.id):
+        return None
+    confirms = event.kind == "payment_method_updated"
+    if confirms and event.customer_id:
+        return event.customer_id, method
+    if not (confirms or event.customer_id):
+        return None
+    await conn.execute(
+        "INSERT INTO psp_tokens AS t (psp, account, token_id, method, customer_id, confirmed_at)"
+        " VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END)"
+        " ON CONFLICT (psp, account, token_id) DO UPDATE SET"
+        " customer_id = COALESCE(t.customer_id, EXCLUDED.customer_id),"
+        " confirmed_at = COALESCE(t.confirmed_at, EXCLUDED.confirmed_at),"
+        " method = CASE WHEN $6 THEN EXCLUDED.method ELSE t.method END",
+        event.psp,
+        account or "",
+        method.id,
+        method.type,
+        event.customer_id,
+        confirms,
+    )
+    row = await conn.fetchrow(
+        "UPDATE psp_tokens SET switched_at = now() WHERE psp = $1 AND account = $2"
+        " AND token_id = $3 AND customer_id IS NOT NULL AND confirmed_at IS NOT NULL"
+        " AND switched_at IS NULL RETURNING customer_id, method",
+        event.psp,
+        account or "",
+        method.id,
+    )
+    if row is None:
+        return None
+    return row["customer_id"], PaymentMethod(type=row["method"], id=method.id)
+
+
+async def _switch_method(
+    conn: asyncpg.Connection,
+    psp: str,
+    customer_id: str,
+    method: PaymentMethod,
+    account: str | None,
+) -> int:
+    """Queue `payment_method_updated` for every open recovery of the PSP customer that the
+    sending account charges (a merchant's own account: that merchant's; the environment's:
+    merchants without their own credentials for the PSP) and that does not use that method
+    already. Each payment is locked, as for any webhook. Returns how many."""
     rows = await conn.fetch(
         "SELECT r.merchant_id, r.payment_ref FROM recoveries r"
         " JOIN transactions t USING (merchant_id, payment_ref)"
@@ -204,12 +264,12 @@ async def _switch_method(conn: asyncpg.Connection, event: WebhookEvent, account:
         "   merchant_psp_credentials c WHERE c.merchant_id = r.merchant_id AND c.psp = $1)"
         "   ELSE r.merchant_id = $4 END"
         " ORDER BY r.merchant_id, r.payment_ref",
-        event.psp,
-        event.customer_id,
+        psp,
+        customer_id,
         method.id,
         account,
     )
-    update = PaymentMethodUpdate(payment_method=method, actor=f"{event.psp}_webhook")
+    update = PaymentMethodUpdate(payment_method=method, actor=f"{psp}_webhook")
     for row in rows:
         if await lock_payment(conn, row["merchant_id"], row["payment_ref"]):
             workflow_id = workflow_id_for(row["merchant_id"], row["payment_ref"])

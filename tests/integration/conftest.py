@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from recovery.auth import generate_key, register_key
 from recovery.settings import Settings
 from recovery.store import Store
 from recovery.temporal import connect_client
+from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
 
 
@@ -91,4 +92,27 @@ async def running_stack(
 async def api(store: Store, pg_dsn: str, dev_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
     address = dev_env.client.service_client.config.target_host
     async with running_stack(store, pg_dsn, address) as stack:
+        yield stack
+
+
+@pytest.fixture
+def rzp() -> Iterator[FakeRazorpay]:
+    with fake_razorpay() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def rzp_api(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, rzp: FakeRazorpay
+) -> AsyncIterator[Stack]:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store,
+        pg_dsn,
+        address,
+        razorpay_key_id=rzp.key_id,
+        razorpay_key_secret=rzp.key_secret,
+        razorpay_webhook_secret=rzp.webhook_secret,
+        razorpay_api_base=rzp.base_url,
+    ) as stack:
         yield stack

@@ -5,41 +5,15 @@ takes no money; the link is created to expire with ours."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from recovery.store import Store
 from tests.helpers import eventually
-from tests.integration.conftest import Stack, running_stack
+from tests.integration.conftest import Stack
 from tests.integration.test_api import recovery
 from tests.integration.test_psp_end_to_end import razorpay_failure
-from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
-
-
-@pytest.fixture
-def rzp() -> Iterator[FakeRazorpay]:
-    with fake_razorpay() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def rzp_api(
-    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, rzp: FakeRazorpay
-) -> AsyncIterator[Stack]:
-    address = dev_env.client.service_client.config.target_host
-    async with running_stack(
-        store,
-        pg_dsn,
-        address,
-        razorpay_key_id=rzp.key_id,
-        razorpay_key_secret=rzp.key_secret,
-        razorpay_webhook_secret=rzp.webhook_secret,
-        razorpay_api_base=rzp.base_url,
-    ) as stack:
-        yield stack
+from tests.psp.razorpay_server import FakeRazorpay
 
 
 async def open_link(api: Stack, rzp: FakeRazorpay, ref: str) -> str:

@@ -46,7 +46,9 @@ Customers: ``GET /v1/customers/{id}`` knows the customers added with `add_custom
 ``<id>@example.com`` and contact ``+919000090000``.
 
 For end-to-end tests: `pay_payment_link` plays the customer paying a link (and returns the
-signed callback parameters), `set_payment_status` moves a payment on, and `signed_webhook`
+signed callback parameters), `register_token` plays a customer registering a new card for
+recurring payments (Razorpay's authorisation transaction), `set_payment_status` moves a
+payment on, and `signed_webhook`
 builds a webhook body from the stored entities with its ``X-Razorpay-Signature`` and
 ``X-Razorpay-Event-Id`` headers, ready to POST to ``/v1/webhooks/razorpay``.
 """
@@ -294,6 +296,34 @@ class FakeRazorpay:
             self.tokens[token_id] = token
         return dict(token)
 
+    def register_token(self, customer_id: str, token_id: str | None = None) -> tuple[str, str]:
+        """The customer registers a card for recurring payments: Razorpay's authorisation
+        transaction (razorpay.com/docs/payments/recurring-payments/cards): an order with
+        the token parameters, a captured payment of the authorisation amount that names
+        the customer and the new token, and the token, confirmed. Returns (payment id, token
+        id); the webhooks are `payment.captured` for the payment and `token.confirmed` for
+        the token, whose entity, as in Razorpay's samples, names no customer."""
+        with self.lock:
+            token = self.add_token(token_id or new_id("token"))
+            token["recurring_details"] = {"status": "confirmed", "failure_reason": None}
+            token["max_amount"] = 1_000_000_00
+            self.tokens[token["id"]] = token
+            order = self._new_order(
+                amount=100, currency="INR", receipt=None, notes=None, payment_capture=True
+            )
+            payment = self._new_payment(
+                order,
+                status="captured",
+                email=f"{customer_id}@example.com",
+                contact="+919000090000",
+                customer_id=customer_id,
+                token_id=token["id"],
+                description="Card registration",
+                notes=None,
+            )
+            order.update(status="paid", amount_paid=100, amount_due=0)
+        return payment["id"], token["id"]
+
     def add_customer(
         self,
         customer_id: str | None = None,
@@ -425,11 +455,15 @@ class FakeRazorpay:
         refund_id: str | None = None,
         payment_link_id: str | None = None,
         order_id: str | None = None,
+        token_id: str | None = None,
     ) -> bytes:
         """A Razorpay webhook body for `event` from the stored entities (razorpay.com/docs/
-        webhooks/payments, /refunds, /payment-links, /orders sample payloads)."""
+        webhooks/payments, /refunds, /payment-links, /orders, and the recurring payments'
+        token events' sample payloads)."""
         with self.lock:
             payload: dict[str, Any] = {}
+            if token_id is not None:
+                payload["token"] = {"entity": dict(self.tokens[token_id])}
             if payment_link_id is not None:
                 link = self.payment_links[payment_link_id]
                 payload["payment_link"] = {"entity": dict(link)}

@@ -708,6 +708,23 @@ async def test_payment_link_paid_webhook_is_checkout_completed(
     assert (event.amount, event.currency) == (4999, "inr")
 
 
+def test_a_confirmed_token_is_a_new_payment_method_whose_customer_its_payment_names(
+    rzp: FakeRazorpay,
+) -> None:
+    registration, token = rzp.register_token("cust_NewCard000001")
+    confirmed = verify(rzp, *rzp.signed_webhook("token.confirmed", token_id=token))
+    assert confirmed.kind == "payment_method_updated" and confirmed.customer_id is None
+    assert confirmed.payment_method == PaymentMethod(type="card", id=token)
+    assert confirmed.event_id.startswith(f"token.confirmed/token={token}/")
+    paid = verify(rzp, *rzp.signed_webhook("payment.captured", payment_id=registration))
+    assert paid.customer_id == "cust_NewCard000001"
+    assert paid.payment_method == PaymentMethod(id=token)
+    assert paid.merchant_id is None  # not one of our payments
+    # a token event that is not a confirmation changes nothing
+    paused = verify(rzp, *rzp.signed_webhook("token.paused", token_id=token))
+    assert paused.kind == "ignored"
+
+
 @pytest.mark.parametrize("name", ["order.paid", "payment.authorized", "refund.created"])
 async def test_other_events_are_ignored(
     rzp: FakeRazorpay, adapter: RazorpayAdapter, name: str
