@@ -3,10 +3,12 @@ activities, Postgres and the simulator PSP, on a time-skipping server of each ex
 
 Hypothesis drives random sequences of failures (ingested, as the API and the PSPs' webhooks
 deliver them, first ones and repeated ones), expedites, pauses and resumes, checkouts paid
-through retry links, and time passing, for one card across several recoveries, under random
-policies. Whatever happens: no rolling window ever holds more attempts on the card than its
-network (and the merchant's policy) allows, no attempt is charged without its attempt row,
-and no recovery keeps two payments (a second one is refunded)."""
+through retry links (at once, or opened now and paid later: several back to back, or while
+a charge is in flight, before the recovery has heard of the last payment), and time
+passing, for one card across several recoveries, under random policies. Whatever happens: no
+rolling window ever holds more attempts on the card than its network (and the merchant's
+policy) allows, no attempt is charged without its attempt row, and no recovery keeps two
+payments (a second one is refunded)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -48,7 +50,7 @@ steps = st.lists(
     st.one_of(
         st.tuples(st.just("failure"), st.integers(0, len(SCRIPTS) - 1)),
         st.tuples(
-            st.sampled_from(["again", "expedite", "pause", "resume", "checkout"]),
+            st.sampled_from(["again", "expedite", "pause", "resume", "checkout", "open", "pay"]),
             st.integers(0, 3),
         ),
         st.tuples(st.just("wait"), st.integers(1, 96)),  # hours
@@ -65,12 +67,20 @@ class World:
         self.store, self.env, self.task_queue, self.merchant = store, env, task_queue, merchant
         self.card = f"card{uuid.uuid4().hex[:8]}"
         self.payments: list[tuple[str, str]] = []  # (payment_ref, payment method id)
+        self.checkouts: list[str] = []  # opened and not paid yet, of any recovery
 
     @property
     def client(self) -> Client:
         return self.env.client
 
     async def step(self, kind: str, n: int) -> None:
+        if kind == "pay":
+            # The customer pays a checkout opened earlier; nothing is relayed before the next
+            # step, so another checkout, or a charge, may take money before the recovery knows.
+            if self.checkouts:
+                checkout = self.checkouts.pop(n % len(self.checkouts))
+                assert await self.store.pay_simulator_checkout(checkout) in ("paid", "closed")
+            return
         if kind == "failure":
             pm = f"pm_sim_{SCRIPTS[n]}@{self.card}"
             ref = f"order_{uuid.uuid4().hex[:10]}"
@@ -94,7 +104,9 @@ class World:
                     case "resume":
                         await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="property"))
                     case "checkout":
-                        await self._pay_through_a_link(ref)
+                        await self.store.pay_simulator_checkout(await self._open_checkout(ref))
+                    case "open":
+                        self.checkouts.append(await self._open_checkout(ref))
             except WorkflowUpdateFailedError:
                 pass  # refused (nothing to expedite), as the API answers 409
             except RPCError:
@@ -107,8 +119,8 @@ class World:
         res = await ingest(self.store, self.merchant, failure_body(ref, pm=pm))
         assert res.outcome is IngestOutcome.ACCEPTED, res
 
-    async def _pay_through_a_link(self, ref: str) -> None:
-        """Support issues a link; the customer opens its checkout and pays."""
+    async def _open_checkout(self, ref: str) -> str:
+        """Support issues a link; the customer opens its checkout."""
         link_id, _ = await self.store.add_link(
             self.merchant,
             ref,
@@ -121,7 +133,7 @@ class World:
             return "simulator", checkout_id, f"http://127.0.0.1:9/pay/simulator/{checkout_id}"
 
         await self.store.link_checkout(link_id, create, simulator_return_url="http://127.0.0.1:9")
-        await self.store.pay_simulator_checkout(checkout_id)
+        return checkout_id
 
     async def settle(self) -> None:
         """Resume every recovery and let them all run to their end."""
@@ -137,7 +149,15 @@ class World:
             await self.client.get_workflow_handle(
                 names.workflow_id_for(self.merchant, ref)
             ).result()
-        await relay(self.store, self.client, self.task_queue)
+        await relay(self.store, self.client, self.task_queue)  # refunds the last charge found
+        duplicates = await self.store.pool.fetch(
+            "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+            self.merchant,
+        )
+        for d in duplicates:
+            await self.client.get_workflow_handle(
+                names.refund_workflow_id(self.merchant, d["id"])
+            ).result()
 
 
 async def assert_money_rules(store: Store, merchant: str, policy: RetryPolicy) -> None:
@@ -188,6 +208,14 @@ async def assert_money_rules(store: Store, merchant: str, policy: RetryPolicy) -
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(policy=policies, world=steps)
+@example(  # two checkouts open, both paid before the recovery hears of the first
+    policy=RetryPolicy(),
+    world=[("failure", 0), ("open", 0), ("open", 0), ("pay", 0), ("pay", 0)],
+)
+@example(  # the customer pays while the expedited charge that will succeed is in flight
+    policy=RetryPolicy(),
+    world=[("failure", 1), ("open", 0), ("expedite", 0), ("pay", 0), ("wait", 48)],
+)
 async def test_no_path_exceeds_a_network_limit_or_keeps_two_payments(
     store: Store, policy: RetryPolicy, world: list[tuple[str, int]]
 ) -> None:
