@@ -29,7 +29,9 @@ Where the codes come from (looked up in each provider's own documentation):
   error type, not a reason, so like Stripe's generic codes they decide last.
 - `PENDING_CODES`: Razorpay reasons for a payment that may still complete
   (``payment_pending`` "late authorization", ``collect_request_pending``,
-  ``deemed_transaction``, ``payment_pending_approval``). Checked first and for every PSP
+  ``deemed_transaction``, ``payment_pending_approval``), and the Razorpay adapter's own
+  ``recurring_debit_pending`` / ``mandate_debit_pending`` for a debit on a token that is
+  still ``created`` (a pre-debit notice, a bank's file cycle). Checked first and for every PSP
   (the workflow reports a charge still ``processing`` as ``payment_pending`` whatever the
   PSP): charging again while a payment may complete is the one mistake we must never make.
 - `WORKFLOW_CODES`: codes our own workflow reports (``payment_pending_expired``: a pending
@@ -249,6 +251,26 @@ PENDING_LONG = Outcome(
     "The payment's status is only known later (deemed transaction or pending approval); "
     "wait up to a day for its final status before doing anything else.",
 )
+PENDING_DEBIT = Outcome(
+    "pending_debit",
+    Category.UPI_PENDING,
+    Action.AWAIT_STATUS,
+    48 * HOUR,
+    48 * HOUR,
+    "A recurring debit on a card or UPI mandate is waiting out the 24 h pre-debit notice and "
+    "the PSP's own retries (Razorpay: 24-36 hours); wait up to two days for its final "
+    "status and never charge again meanwhile.",
+)
+PENDING_MANDATE_DEBIT = Outcome(
+    "pending_mandate_debit",
+    Category.UPI_PENDING,
+    Action.AWAIT_STATUS,
+    5 * DAY,
+    5 * DAY,
+    "A debit on a bank-account mandate (eMandate, NACH) is processed by the bank in "
+    "working-day files; wait up to five days (a weekend and bank holidays included) for its "
+    "final status and never charge again meanwhile.",
+)
 PENDING_EXPIRED = Outcome(
     "pending_expired",
     Category.UNKNOWN,
@@ -286,6 +308,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     OUTAGE,
     PENDING,
     PENDING_LONG,
+    PENDING_DEBIT,
+    PENDING_MANDATE_DEBIT,
     PENDING_EXPIRED,
     UNKNOWN,
 )
@@ -540,6 +564,9 @@ PENDING_CODES: Mapping[str, Outcome] = {
     "collect_request_pending": PENDING,
     "deemed_transaction": PENDING_LONG,
     "payment_pending_approval": PENDING_LONG,
+    # the Razorpay adapter's codes for a recurring debit still `created` (recovery/psp/razorpay)
+    "recurring_debit_pending": PENDING_DEBIT,
+    "mandate_debit_pending": PENDING_MANDATE_DEBIT,
 }
 
 WORKFLOW_CODES: Mapping[str, Outcome] = {

@@ -137,6 +137,14 @@ OUTCOME_UNKNOWN = Failure(
 # that is after the recovery window.
 CARD_WINDOW_PATCH = "card-limits-rolling-window"
 PENDING_POLL_EVERY = timedelta(minutes=5)
+# Recoveries after this patch wait for a pending payment as long as its PSP says it can take
+# (a Razorpay recurring debit waits out a 24 h pre-debit notice: the result's own failure
+# code, e.g. `recurring_debit_pending`, names the wait, where it used to read as a 30-minute
+# `payment_pending`), poll it less often the longer it takes (5 minutes, doubling, at most
+# PENDING_POLL_MAX), and check earlier pending payments before reserving an attempt on the
+# card, so a debit still pending never takes a place in the card-network limits.
+PATIENT_PENDING_PATCH = "patient-pending-debits"
+PENDING_POLL_MAX = timedelta(hours=1)
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
@@ -227,9 +235,12 @@ def _ending_of(result: ChargeResult, what: str) -> Ending | None:
             return None
 
 
-def _failure_of(result: ChargeResult) -> Failure:
-    """What an attempt that did not succeed tells the classifier."""
+def _failure_of(result: ChargeResult, *, patient: bool = False) -> Failure:
+    """What an attempt that did not succeed tells the classifier (a pending one: its PSP's
+    word on how long it may take, when it has one and the recovery is `patient`)."""
     if result.status == "processing":
+        if patient and result.failure is not None:
+            return result.failure
         return Failure(code="payment_pending")
     if result.status == "requires_action":  # 3-D Secure or similar: only the customer can
         return result.failure or Failure(code="authentication_required")
@@ -262,6 +273,8 @@ class PaymentRecoveryWorkflow:
         self._shown_event: tuple[object, ...] | None = None  # what search attributes show
         self._bounded = False  # BOUNDED_CHARGES_PATCH
         self._unsettled: list[str] = []  # PSP ids of payments that may still complete
+        self._patient = False  # PATIENT_PENDING_PATCH
+        self._attempt_of: dict[str, int] = {}  # pending PSP payment id -> its attempt's index
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -374,6 +387,7 @@ class PaymentRecoveryWorkflow:
         if self._exact:
             self._refile_inbox()
         self._bounded = workflow.patched(BOUNDED_CHARGES_PATCH)
+        self._patient = self._bounded and workflow.patched(PATIENT_PENDING_PATCH)
 
         if not await workflow.execute_activity_method(
             RecoveryActivityDefs.recovery_is_open, first.recovery_id, **_STORE
@@ -526,7 +540,7 @@ class PaymentRecoveryWorkflow:
                     return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
                 if self._bounded and (ending := _ending_of(outcome, "the pending payment")):
                     return ending
-                return _failure_of(outcome)
+                return _failure_of(outcome, patient=self._patient)
             while True:
                 wake = await self._sleep(until - workflow.now(), self._pending_wakes())
                 if wake is not Wake.PAUSE_CHANGED:
@@ -579,6 +593,9 @@ class PaymentRecoveryWorkflow:
     async def _attempt_now(self) -> Failure | Ending:
         """One charge (within the card-network limits), with the newest payment method."""
         self._take_new_method()
+        if self._patient and self._unsettled:  # no place in the card's limits meanwhile
+            if (earlier := await self._recheck_unsettled()) is not None:
+                return earlier
         if self._card_limits and workflow.patched(CARD_WINDOW_PATCH):
             if (held := await self._within_card_limits()) is not None:
                 return held
@@ -600,9 +617,11 @@ class PaymentRecoveryWorkflow:
             return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
         if result.status == "processing":
             self._pending_payment = result.psp_payment_id
+            if result.psp_payment_id:
+                self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
         if self._bounded and (ending := _ending_of(result, f"attempt {len(self._state.attempts)}")):
             return ending
-        return _failure_of(result)
+        return _failure_of(result, patient=self._patient)
 
     async def _recheck_unsettled(self) -> Failure | Ending | None:
         """Check every earlier payment that may still complete, before a new charge: one that
@@ -617,8 +636,9 @@ class PaymentRecoveryWorkflow:
                 )
             if result.status == "processing":
                 self._pending_payment = psp_payment_id
-                return Failure(code="payment_pending")
+                return _failure_of(result, patient=self._patient)
             self._unsettled.remove(psp_payment_id)
+            self._settle_attempt(psp_payment_id, result)
             if result.status == "succeeded":
                 return Ending(RecoveryStatus.RECOVERED, "an earlier pending payment completed")
         return None
@@ -718,8 +738,11 @@ class PaymentRecoveryWorkflow:
         arrives, or `until`. Returns the settled result (an expired failure when it is still
         pending at `until`), or None when woken by a signal."""
         psp = self._current_event().psp
+        every = PENDING_POLL_EVERY
         while workflow.now() < until:
-            wait = min(PENDING_POLL_EVERY, until - workflow.now())
+            wait = min(every, until - workflow.now())
+            if self._patient:
+                every = min(every * 2, PENDING_POLL_MAX)
             match await self._sleep(wait, self._pending_wakes()):
                 case Wake.TIMER:
                     pass
@@ -730,9 +753,19 @@ class PaymentRecoveryWorkflow:
                     return None
             result = await self._payment_status(psp_payment_id, psp)
             if result.status != "processing":
+                self._settle_attempt(psp_payment_id, result)
                 return result
         # still pending at the deadline: it counts as expired, as without polling
         return ChargeResult(status="failed", psp_payment_id=psp_payment_id, failure=PENDING_EXPIRED)
+
+    def _settle_attempt(self, psp_payment_id: str, result: ChargeResult) -> None:
+        """The attempt that left `psp_payment_id` pending shows how it ended."""
+        if self._patient and (i := self._attempt_of.pop(psp_payment_id, None)) is not None:
+            attempt = self._state.attempts[i]
+            attempt.outcome = _outcome_of(result)
+            attempt.code = (
+                (result.failure.decline_code or result.failure.code) if result.failure else None
+            )
 
     async def _payment_status(self, psp_payment_id: str, psp: str | None = None) -> ChargeResult:
         """A payment's status at the PSP (a success is recorded as a payment received)."""

@@ -389,15 +389,48 @@ def failure_from_error(error: RazorpayErrorBody) -> Failure:
     return failure if not failure.is_empty() else Failure(code="BAD_REQUEST_ERROR")
 
 
+RECURRING_DEBIT_PENDING = "recurring_debit_pending"
+"""Our code for a debit on a card or UPI token that Razorpay has accepted and not yet made:
+it waits out the 24 h pre-debit notice and Razorpay's retries ("it may take between 24-36
+hours for the subsequent payment to reflect", "do not create another subsequent payment
+until you get the status of the previous one": Razorpay, "Create Subsequent Payments",
+razorpay.com/docs/payments/payment-gateway/s2s-integration/recurring-payments/upi/
+subsequent-payments)."""
+MANDATE_DEBIT_PENDING = "mandate_debit_pending"
+"""The same for a bank-account mandate (``emandate``, ``nach``): banks debit those in files,
+in working-day cycles ("the payment entity returned will be in the created state since the
+charge system of these banks are file-based": the same page), so it takes days."""
+_MANDATE_METHODS = frozenset({"emandate", "nach"})
+
+
+def pending_debit(payment: Mapping[str, Any]) -> Failure | None:
+    """What a recurring debit still ``created`` at Razorpay tells the classifier (how long
+    it may take), or None when the payment is no such debit."""
+    if payment.get("status") != "created" or not payment.get("token_id"):
+        return None
+    if payment.get("method") in _MANDATE_METHODS:
+        return Failure(
+            code=MANDATE_DEBIT_PENDING,
+            message="the mandate debit is with the customer's bank (file-based, days)",
+        )
+    return Failure(
+        code=RECURRING_DEBIT_PENDING,
+        message="the recurring debit waits out the pre-debit notice (24-36 hours)",
+    )
+
+
 def charge_result(payment: Mapping[str, Any]) -> ChargeResult:
-    """A payment entity as our canonical result."""
+    """A payment entity as our canonical result (a pending recurring debit says how long it
+    may take, `pending_debit`)."""
     native = payment.get("status")
     if not _is_payment_status(native):
         raise RazorpayResponseError(f"Razorpay payment has an unknown status {native!r}")
     status = map_payment_status(native)
     failure = failure_from_payment(payment) if status is PaymentStatus.FAILED else None
     return ChargeResult(
-        status=status.value, psp_payment_id=_text(payment.get("id")), failure=failure
+        status=status.value,
+        psp_payment_id=_text(payment.get("id")),
+        failure=failure or pending_debit(payment),
     )
 
 

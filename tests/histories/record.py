@@ -42,6 +42,7 @@ from recovery.settings import Settings
 from recovery.store import Store
 from tests.conftest import venv_binary
 from tests.helpers import failure_body, ingest, relay, wait_for_state
+from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
 
 HERE = Path(__file__).parent
@@ -194,6 +195,19 @@ async def pending_rechecked_then_settled(
 
 REPLAY_PENDING_PAYMENT = "sim_replay_pending"
 
+RAZORPAY: list[FakeRazorpay] = []  # the local fake Razorpay of this recording run
+
+
+async def razorpay_debit_waited_out(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """A Razorpay recurring debit stays `created` for 30 hours (the pre-debit notice); it is
+    polled, less and less often, and then captured."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await env.sleep(timedelta(hours=29))
+    RAZORPAY[0].advance(30 * 3600)
+
 
 async def pending_failure_polled(
     env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
@@ -321,6 +335,15 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         {"pm": "pm_sim_decline_insufficient_funds@card_past_window"},
         card_limit_past_the_window,
     ),
+    # since the patient-pending-debits patch (the local fake Razorpay)
+    "patient_razorpay_debit_waited_out": (
+        {
+            "psp": "razorpay",
+            "pm": "token_replayDebit01",
+            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000001"}},
+        },
+        razorpay_debit_waited_out,
+    ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
     "bounded_card_window_deferred_then_attempted": (
@@ -390,13 +413,23 @@ async def main() -> None:
             search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
         )
     )
-    settings = Settings(environment="development", allow_simulator=True)
+    rzp = fake_razorpay(debit_delay=30 * 3600)
+    RAZORPAY.append(rzp.__enter__())
+    settings = Settings(
+        environment="development",
+        allow_simulator=True,
+        razorpay_key_id=RAZORPAY[0].key_id,
+        razorpay_key_secret=RAZORPAY[0].key_secret,
+        razorpay_api_base=RAZORPAY[0].base_url,
+    )
     async with build_worker(env.client, store, "replay", settings=settings):
         for name, (spec, driver) in SCENARIOS.items():
             out = HERE / f"{name}.json"
             if out.exists():
                 continue
-            body = failure_body(f"replay-{name}", **spec)
+            spec = dict(spec)
+            overrides = spec.pop("_body", {})
+            body = failure_body(f"replay-{name}", **spec) | overrides
             res = await ingest(store, MERCHANT, body)
             await relay(store, env.client, "replay")
             first_run = env.client.get_workflow_handle(res.body["workflow_id"])
@@ -412,6 +445,7 @@ async def main() -> None:
             out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
             print("wrote", out)
         await record_refund(env, store)
+    rzp.__exit__(None, None, None)
     await env.shutdown()
     await store.close()
 

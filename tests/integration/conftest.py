@@ -97,7 +97,7 @@ async def api(store: Store, pg_dsn: str, dev_env: WorkflowEnvironment) -> AsyncI
 
 @pytest.fixture
 def rzp() -> Iterator[FakeRazorpay]:
-    with fake_razorpay() as fake:
+    with fake_razorpay(debit_delay=0) as fake:  # instant debits: see test_razorpay_debits
         yield fake
 
 

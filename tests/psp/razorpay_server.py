@@ -38,6 +38,19 @@ Outcomes of a recurring payment are scripted by the token id:
   as if the answer were lost; later requests behave like ``token_ok``;
 - ``token_slow``: creates the payment, then answers only after ``slow_seconds``.
 
+Recurring debits are not final at once, as in production: Razorpay sends the customer a
+pre-debit notification, attempts the debit in the 25th hour after it, may retry, and says
+"it may take between 24-36 hours for the subsequent payment to reflect" ("Create Subsequent
+Payments", razorpay.com/docs/payments/payment-gateway/s2s-integration/recurring-payments/
+upi/subsequent-payments; the RBI's e-mandate rules ask the same 24 h notice for cards).
+So a debit stays ``created`` for ``debit_delay`` seconds (default `RECURRING_DEBIT_DELAY`,
+25 h) of the fake's own clock, then reaches its scripted outcome (captured, or ``failed``
+for ``token_failed_async``). The clock is real time plus whatever `advance` added, so a
+test on a time-skipping Temporal server moves the fake's time along with the workflow's.
+``debit_delay=0`` gives the instant outcomes tests of other behaviours rely on.
+``GET /v1/orders/{id}/payments`` does not list a payment still ``created`` (the order counts
+it in ``attempts``), as Razorpay's listing does not.
+
 Any endpoint can also be made to fail with `FakeRazorpay.inject` (status, error code, a raw
 non-JSON body, a delay, a dropped connection, before or after the request takes effect).
 
@@ -94,6 +107,10 @@ DECLINES: dict[str, dict[str, str]] = {
     },
 }
 """Tokens whose recurring payment is declined in the HTTP answer (400 + error object)."""
+
+RECURRING_DEBIT_DELAY = 25 * 3600.0
+"""Seconds a recurring debit stays ``created``: the 24 h pre-debit notice, then the debit
+"attempted in the 25th hour" (Razorpay, "Create Subsequent Payments", see above)."""
 
 ASYNC_FAILURE = {
     "code": "BAD_REQUEST_ERROR",
@@ -193,6 +210,8 @@ class FakeRazorpay:
     slow_seconds: float = 2.0
     refund_status: str = "processed"
     """Status given to new refunds: ``processed`` or ``pending``."""
+    debit_delay: float = RECURRING_DEBIT_DELAY
+    """Seconds of the fake's clock a recurring debit stays ``created`` before its outcome."""
 
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -208,6 +227,8 @@ class FakeRazorpay:
         self._faults: list[Fault] = []
         self._spent_tokens: set[str] = set()
         self._payment_capture: dict[str, bool] = {}
+        self._clock_offset = 0.0
+        self._due: dict[str, tuple[float, str]] = {}  # payment id -> (when, final status)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -269,16 +290,40 @@ class FakeRazorpay:
 
     # ---- controls --------------------------------------------------------------------------
 
+    def now(self) -> float:
+        """The fake's clock: real time plus what `advance` added."""
+        return time.time() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock on; debits now due reach their outcome."""
+        with self.lock:
+            self._clock_offset += seconds
+            self._settle_due()
+
+    def _settle_due(self) -> None:
+        now = self.now()
+        for payment_id, (when, status) in list(self._due.items()):
+            if when <= now:
+                del self._due[payment_id]
+                if self.payments_by_id[payment_id]["status"] == "created":
+                    self.set_payment_status(payment_id, status)
+
     def add_token(
-        self, token_id: str, *, network: str = "Visa", card_id: str | None = None
+        self,
+        token_id: str,
+        *,
+        network: str = "Visa",
+        card_id: str | None = None,
+        method: str = "card",
     ) -> dict[str, Any]:
-        """A saved card token, shaped like Razorpay's token entity; `card_id` (Razorpay's
-        ``card_...``) is shared by the tokens of one card."""
+        """A saved token, shaped like Razorpay's token entity: a card (`card_id`, Razorpay's
+        ``card_...``, is shared by the tokens of one card), or with `method` ``upi``,
+        ``emandate`` or ``nach`` a mandate; its debits carry its method."""
         token = {
             "id": token_id,
             "entity": "token",
             "token": token_id.removeprefix("token_"),
-            "method": "card",
+            "method": method,
             "recurring": True,
             "card": {
                 "entity": "card",
@@ -606,6 +651,7 @@ class FakeRazorpay:
     ) -> _Reply:
         with self.lock:
             self.requests.append(RecordedRequest(method, path, query, body))
+            self._settle_due()
         if not self._authorised(auth):
             return _Reply(
                 401,
@@ -707,7 +753,11 @@ class FakeRazorpay:
         with self.lock:
             if id not in self.orders:
                 return _not_found()
-            items = [dict(p) for p in reversed(self.payments_by_id.values()) if p["order_id"] == id]
+            items = [
+                dict(p)
+                for p in reversed(self.payments_by_id.values())
+                if p["order_id"] == id and p["status"] != "created"  # not listed while created
+            ]
         return 200, _collection(items, query)
 
     # payments
@@ -758,6 +808,9 @@ class FakeRazorpay:
                 status = "failed"
             if status is None:
                 status = "captured" if capture else "authorized"
+            final = status
+            if self.debit_delay > 0 and token not in DECLINES and token != "token_pending":
+                status = "created"  # the pre-debit notice first; the debit in the 25th hour
             payment = self._new_payment(
                 order,
                 status=status,
@@ -767,9 +820,12 @@ class FakeRazorpay:
                 token_id=token,
                 description=body.get("description"),
                 notes=body.get("notes"),
+                method=self.tokens.get(token, {}).get("method", "card"),
             )
             if status == "captured":
                 _mark_order_paid(order)
+            if status != final:
+                self._due[payment["id"]] = (self.now() + self.debit_delay, final)
             if token in DECLINES:
                 _fill_error(payment, DECLINES[token])
                 error = dict(DECLINES[token])

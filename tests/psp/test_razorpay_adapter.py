@@ -44,7 +44,7 @@ NOTES = {"merchant_id": "m_1", "payment_ref": "order_42", "recovery_id": "rec_1"
 
 @pytest.fixture
 def rzp() -> Iterator[FakeRazorpay]:
-    with fake_razorpay(slow_seconds=1.0) as fake:
+    with fake_razorpay(slow_seconds=1.0, debit_delay=0) as fake:
         yield fake
 
 
@@ -176,12 +176,53 @@ async def test_a_payment_that_fails_after_being_accepted_is_a_failed_result(
     )
 
 
-@pytest.mark.parametrize("token", ["token_pending", "token_authorized"])
+@pytest.mark.parametrize(
+    ("token", "failure"),
+    [
+        # a debit on a token not yet made says how long it may take (the classifier's wait)
+        ("token_pending", Failure(code="recurring_debit_pending")),
+        ("token_authorized", None),  # authorised: Razorpay captures it by itself, soon
+    ],
+)
 async def test_created_and_authorized_payments_are_processing(
-    adapter: RazorpayAdapter, token: str
+    adapter: RazorpayAdapter, token: str, failure: Failure | None
 ) -> None:
     result = await adapter.create_payment_intent(charge(token))
-    assert result.status == "processing" and result.failure is None
+    assert result.status == "processing"
+    assert (result.failure and Failure(code=result.failure.code)) == failure
+
+
+async def test_a_mandate_debit_still_created_is_pending_for_days(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    rzp.debit_delay = 3 * 24 * 3600.0
+    rzp.add_token("token_Mandate0000001", method="emandate")
+    result = await adapter.create_payment_intent(charge("token_Mandate0000001"))
+    assert result.status == "processing"
+    assert result.failure is not None and result.failure.code == "mandate_debit_pending"
+    rzp.advance(3 * 24 * 3600.0)
+    settled = await adapter.retrieve_payment_intent(str(result.psp_payment_id))
+    assert settled.status == "succeeded" and settled.failure is None
+
+
+async def test_a_lost_answer_on_a_debit_razorpay_does_not_list_yet_never_charges_again(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """As in production, a debit still `created` (the 24 h pre-debit notice) is not in its
+    order's payment list: the retry after a lost answer must wait, never debit again."""
+    rzp.debit_delay = 25 * 3600.0
+    rzp.inject("POST", RECURRING, drop=True, after=True)  # debit accepted, answer lost
+    with pytest.raises(TransientPSPError):
+        await adapter.create_payment_intent(charge())
+    for _ in range(3):
+        with pytest.raises(TransientPSPError, match="not listed yet"):
+            await adapter.create_payment_intent(charge())
+        with pytest.raises(TransientPSPError, match="not listed yet"):
+            await adapter.find_charge(charge())
+    rzp.advance(25 * 3600.0)  # debited: now it is listed
+    result = await adapter.create_payment_intent(charge())
+    assert result.status == "succeeded"
+    assert len(rzp.payments) == 1 and len(rzp.requests_to("POST", RECURRING)) == 1
 
 
 async def test_the_same_idempotency_key_charges_once(

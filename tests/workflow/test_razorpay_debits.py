@@ -1,0 +1,143 @@
+"""Razorpay recurring debits are waited out for as long as Razorpay can take, and charged
+once (time-skipping server, real activities and Postgres, the real `razorpay` SDK against
+the local fake, whose debits stay `created` for a while as in production: a 24 h pre-debit
+notice, then the debit, "24-36 hours" on cards and UPI, days on bank mandates).
+
+Reproduced bug: the workflow read every pending charge as a 30-minute `payment_pending`,
+then wrote it off, showed a next attempt a day later and reserved it on the card, and so on
+every day until the debit settled: nothing but the re-check stood between a debit still
+pending and a second one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from recovery.models import RecoveryState
+from recovery.policy import RetryPolicy
+from recovery.settings import Settings
+from recovery.store import Store
+from tests.helpers import failure_body, ingest, relay, run_out, wait_for_state, workflow_state
+from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
+from tests.workflow.test_bounded_charges import expedited
+from worker.main import build_worker
+
+RECURRING = r"/v1/payments/create/recurring"
+HOUR = 3600.0
+
+
+@pytest.fixture
+def rzp() -> Iterator[FakeRazorpay]:
+    with fake_razorpay() as fake:  # the realistic default: debits take a while
+        yield fake
+
+
+@pytest.fixture
+async def env(
+    ts_env: WorkflowEnvironment, store: Store, rzp: FakeRazorpay
+) -> AsyncIterator[tuple[Client, str]]:
+    task_queue = f"tq-{uuid.uuid4()}"
+    settings = Settings(
+        environment="development",
+        razorpay_key_id=rzp.key_id,
+        razorpay_key_secret=rzp.key_secret,
+        razorpay_api_base=rzp.base_url,
+    )
+    async with build_worker(ts_env.client, store, task_queue, settings=settings):
+        yield ts_env.client, task_queue
+
+
+async def charged_once_and_pending(
+    store: Store, env: tuple[Client, str], merchant: str, token: str
+) -> WorkflowHandle:
+    """A Razorpay funds failure on `token`, expedited: its one debit is now pending."""
+    client, task_queue = env
+    await store.save_policy(merchant, RetryPolicy(payday_snap_days=0), "test")
+    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm=token)
+    body["currency"] = "inr"
+    body["customer"] = {"id": "cust_Debit0000001", "email": "c@example.com"}
+    res = await ingest(store, merchant, body)
+    await relay(store, client, task_queue)
+    handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
+    await expedited(handle)
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    return handle
+
+
+async def waiting_for_the_debit(handle: WorkflowHandle) -> RecoveryState:
+    s = await workflow_state(handle)
+    assert s.status == "active", s.ended_reason
+    assert [a.outcome for a in s.attempts] == ["processing"]
+    assert s.next_attempt_at is None, f"a next attempt shown while the debit is pending: {s}"
+    assert s.category == "upi_pending"
+    return s
+
+
+@pytest.mark.parametrize(
+    ("method", "delay_hours", "checked_at_hours"),
+    [("card", 36, 35), ("upi", 30, 29), ("emandate", 4 * 24, 4 * 24 - 2)],
+)
+async def test_a_pending_razorpay_debit_is_waited_out_and_charged_once(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+    method: str,
+    delay_hours: int,
+    checked_at_hours: int,
+) -> None:
+    rzp.debit_delay = delay_hours * HOUR
+    token = f"token_{method}Debit001"
+    rzp.add_token(token, method=method)
+    handle = await charged_once_and_pending(store, env, merchant, token)
+
+    await ts_env.sleep(timedelta(hours=checked_at_hours))  # the workflow polls meanwhile
+    s = await waiting_for_the_debit(handle)
+    assert len(rzp.requests_to("POST", RECURRING)) == 1
+    polls = len(rzp.requests_to("GET", r"/v1/payments/pay_\w+"))
+    assert 2 <= polls <= checked_at_hours + 8, f"{polls} polls in {checked_at_hours} h"
+
+    rzp.advance(delay_hours * HOUR)  # Razorpay debits it now
+    result = await run_out(ts_env, handle)
+    assert result.status == "recovered", result.ended_reason
+    assert [a.outcome for a in result.attempts] == ["succeeded"]
+    assert len(rzp.requests_to("POST", RECURRING)) == 1 and len(rzp.orders) == 1
+    assert [p["status"] for p in rzp.payments] == ["captured"]
+    rec = await store.get_recovery(merchant, s.payment_ref)
+    assert [a.outcome for a in rec.attempts] == ["succeeded"] and rec.paid_by is not None
+    cards = await store.pool.fetchval(
+        "SELECT count(*) FROM attempt_cards WHERE merchant_id = $1", merchant
+    )
+    assert cards == 1, "the pending debit took one place in the card's limits, once"
+
+
+async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """Razorpay: "do not create another subsequent payment until you get the status of the
+    previous one". The next debit comes only after the first one failed."""
+    rzp.debit_delay = 30 * HOUR
+    handle = await charged_once_and_pending(store, env, merchant, "token_failed_async")
+    await ts_env.sleep(timedelta(hours=29))
+    await waiting_for_the_debit(handle)
+    rzp.advance(30 * HOUR)  # it fails (card declined) at last
+    await ts_env.sleep(timedelta(hours=2))
+    s = await workflow_state(handle)
+    assert [a.outcome for a in s.attempts] == ["failed"], s
+    assert s.next_attempt_at is not None
+    assert len(rzp.requests_to("POST", RECURRING)) == 1
+    result = await run_out(ts_env, handle)
+    statuses = [p["status"] for p in rzp.payments]
+    # every later debit was made only once the one before had failed
+    assert all(status == "failed" for status in statuses[:-1]), statuses
+    assert len(result.attempts) == len(statuses) >= 2
