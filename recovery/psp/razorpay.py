@@ -35,7 +35,9 @@ Idempotency: Razorpay has no idempotency header for these calls, so the attempt'
 fits Razorpay's 40 characters, else a deterministic hash of it), and the order is looked up
 by receipt before anything is created. One order per key, one payment per order. An order
 that counts an attempt (``attempts`` > 0) but whose payment Razorpay does not list yet makes
-the retry wait (a transient error) instead of charging again. Limits: ``receipt`` is not
+the retry wait (a transient error) instead of charging again. A new order is charged only once
+the receipt lookup lists it (Razorpay's listing may lag a new order; a retry that could not
+see it would make a second one and charge that too). Limits: ``receipt`` is not
 unique at Razorpay, so two executions of the same attempt running *at the same time* could
 both find nothing and both create an order (Temporal runs one execution of an activity at a
 time; they only overlap when a timed-out execution is still running, which is why a charge's
@@ -636,21 +638,41 @@ class RazorpayAdapter:
                     timeout=self._request_timeout(),
                 ),
             )
+            self._await_listed(receipt, str(order["id"]))
         return self._charge_order(order, req, customer_id, token, notes)
 
-    def _existing_order(
-        self, receipt: str, req: ChargeRequest
-    ) -> tuple[dict[str, Any] | None, Mapping[str, Any] | None]:
-        """(the attempt's order, its deciding payment), either may be None."""
+    def _orders_with_receipt(self, receipt: str) -> list[dict[str, Any]]:
         found = self._call(
             "order lookup",
             lambda c: c.order.all(
                 {"receipt": receipt, "count": 100}, timeout=self._request_timeout()
             ),
         )
+        return [o for o in _items(found) if o.get("receipt") == receipt]
+
+    def _await_listed(self, receipt: str, order_id: str) -> None:
+        """Charge a new order only once the receipt lookup lists it. A retry after a lost
+        answer knows the attempt's order by that lookup alone, and Razorpay's listing may lag
+        a new order: one charged before it is listed could be charged again on a second
+        order. Not listed within the budget (or `timeout`): a transient error, and nothing
+        was charged on it."""
+        deadline: float | None = getattr(self._local, "deadline", None)
+        give_up = deadline if deadline is not None else time.monotonic() + self._timeout
+        pause = 0.1
+        while not any(o.get("id") == order_id for o in self._orders_with_receipt(receipt)):
+            if time.monotonic() + pause >= give_up:
+                raise RazorpayTransientError(
+                    f"Razorpay order {order_id} is not listed by its receipt yet"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    def _existing_order(
+        self, receipt: str, req: ChargeRequest
+    ) -> tuple[dict[str, Any] | None, Mapping[str, Any] | None]:
+        """(the attempt's order, its deciding payment), either may be None."""
         orders = sorted(
-            (o for o in _items(found) if o.get("receipt") == receipt),
-            key=lambda o: int(o.get("created_at") or 0),
+            self._orders_with_receipt(receipt), key=lambda o: int(o.get("created_at") or 0)
         )
         for order in orders:
             if order.get("amount") != req.amount or _lower(order.get("currency")) != req.currency:

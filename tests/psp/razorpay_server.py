@@ -49,7 +49,9 @@ for ``token_failed_async``). The clock is real time plus whatever `advance` adde
 test on a time-skipping Temporal server moves the fake's time along with the workflow's.
 ``debit_delay=0`` gives the instant outcomes tests of other behaviours rely on.
 ``GET /v1/orders/{id}/payments`` does not list a payment still ``created`` (the order counts
-it in ``attempts``), as Razorpay's listing does not.
+it in ``attempts``), as Razorpay's listing does not. ``GET /v1/orders?receipt=`` lists a new
+order only ``order_list_lag`` seconds after it was created (a search index behind the
+writes; ``GET /v1/orders/{id}`` has it at once).
 
 Any endpoint can also be made to fail with `FakeRazorpay.inject` (status, error code, a raw
 non-JSON body, a delay, a dropped connection, before or after the request takes effect).
@@ -212,6 +214,8 @@ class FakeRazorpay:
     """Status given to new refunds: ``processed`` or ``pending``."""
     debit_delay: float = RECURRING_DEBIT_DELAY
     """Seconds of the fake's clock a recurring debit stays ``created`` before its outcome."""
+    order_list_lag: float = 0.0
+    """Seconds (of real time) before ``GET /v1/orders?receipt=`` lists a new order."""
 
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -228,6 +232,7 @@ class FakeRazorpay:
         self._spent_tokens: set[str] = set()
         self._payment_capture: dict[str, bool] = {}
         self._clock_offset = 0.0
+        self._listed_from: dict[str, float] = {}  # order id -> when the search lists it
         self._due: dict[str, tuple[float, str]] = {}  # payment id -> (when, final status)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -578,6 +583,7 @@ class FakeRazorpay:
             "notes": notes or [],
             "created_at": int(time.time()),
         }
+        self._listed_from[order["id"]] = time.monotonic() + self.order_list_lag
         self.orders[order["id"]] = order
         self._payment_capture[order["id"]] = payment_capture
         return order
@@ -737,10 +743,12 @@ class FakeRazorpay:
 
     def _list_orders(self, *, query: dict[str, str], **_: Any) -> tuple[int, Any]:
         with self.lock:
+            now = time.monotonic()
             items = [
                 dict(o)
                 for o in reversed(self.orders.values())
-                if "receipt" not in query or o["receipt"] == query["receipt"]
+                if ("receipt" not in query or o["receipt"] == query["receipt"])
+                and self._listed_from.get(o["id"], 0.0) <= now
             ]
         return 200, _collection(items, query)
 

@@ -329,6 +329,35 @@ async def test_an_attempted_order_whose_payment_is_not_listed_yet_is_not_charged
     assert len(rzp.payments) == 1 and len(rzp.requests_to("POST", RECURRING)) == 1
 
 
+async def test_a_lost_answer_right_after_a_new_order_never_charges_a_second_order(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """Reproduced: Razorpay's receipt lookup may lag a new order. The try charged it and
+    lost the answer; the retry, not seeing the order yet, made a second order and charged
+    that too. Now an order is charged only once the lookup lists it."""
+    rzp.order_list_lag = 1.0
+    rzp.inject("POST", RECURRING, drop=True, after=True)  # charged, answer lost
+    with pytest.raises(TransientPSPError):
+        await adapter.create_payment_intent(charge())
+    result = await adapter.create_payment_intent(charge())  # the retry, at once
+    assert result.status == "succeeded"
+    assert len(rzp.payments) == 1 and len(rzp.requests_to("POST", RECURRING)) == 1
+    assert len(rzp.orders) == 1
+
+
+async def test_an_order_never_listed_within_the_budget_is_not_charged(rzp: FakeRazorpay) -> None:
+    rzp.order_list_lag = 60.0
+    impatient = RazorpayAdapter(
+        rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0, charge_budget=1.0
+    )
+    try:
+        with pytest.raises(TransientPSPError, match="not listed by its receipt yet"):
+            await impatient.create_payment_intent(charge())
+    finally:
+        impatient.close()
+    assert len(rzp.orders) == 1 and rzp.payments == []
+
+
 async def test_a_timeout_is_transient_and_the_retry_finds_the_payment(
     rzp: FakeRazorpay,
 ) -> None:
