@@ -193,7 +193,7 @@ class RecoveryActivities(RecoveryActivityDefs):
 
     @activity.defn(name="finish_recovery")
     async def finish_recovery(self, req: FinishRequest) -> FinishResult:
-        return await self._store.finish(req.state, req.seen_event_ids)
+        return await self._store.finish(req.state, req.seen_event_ids, req.pending_payments)
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:

@@ -22,17 +22,26 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from recovery.constants import (
     OUTBOX_START_REFUND,
+    OUTBOX_START_WATCH,
+    REFUND_WORKFLOW,
     SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_METHOD_UPDATED,
     SIGNAL_PAYMENT_SUCCEEDED,
+    WATCH_WORKFLOW,
 )
 from recovery.errors import Unavailable
-from recovery.models import PaymentMethodUpdate, PaymentSucceeded, RefundRequest
+from recovery.models import PaymentLookup, PaymentMethodUpdate, PaymentSucceeded, RefundRequest
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
-from recovery.temporal import deliver_failure, start_refund
+from recovery.temporal import deliver_failure, start_once
 
 log = logging.getLogger("recovery.relay")
 
+
+STARTS: dict[str, tuple[str, type[BaseModel]]] = {
+    OUTBOX_START_REFUND: (REFUND_WORKFLOW, RefundRequest),
+    OUTBOX_START_WATCH: (WATCH_WORKFLOW, PaymentLookup),
+}
+"""Outbox rows that start a workflow of their own: (workflow type, its argument's model)."""
 
 RUNNING_SIGNALS: dict[str, type[BaseModel]] = {
     SIGNAL_PAYMENT_SUCCEEDED: PaymentSucceeded,
@@ -73,11 +82,13 @@ class OutboxRelay:
                         task_queue=self._task_queue,
                         rpc_timeout=self._rpc_timeout,
                     )
-                elif row.signal == OUTBOX_START_REFUND:
-                    await start_refund(
+                elif row.signal in STARTS:
+                    workflow_type, arg = STARTS[row.signal]
+                    await start_once(
                         self._client,
+                        workflow_type,
                         row.workflow_id,
-                        RefundRequest.model_validate(row.payload),
+                        arg.model_validate(row.payload),
                         task_queue=self._task_queue,
                         rpc_timeout=self._rpc_timeout,
                     )

@@ -29,8 +29,11 @@ NOTHING_TO_EXPEDITE = "nothing_to_expedite"
 QUERY_STATE = "state"
 
 REFUND_WORKFLOW = "RefundDuplicatePaymentWorkflow"
+WATCH_WORKFLOW = "WatchPendingPaymentWorkflow"
 # An outbox row of this kind starts a refund workflow (others signal a recovery).
 OUTBOX_START_REFUND = "start_refund"
+# ... and of this kind a WatchPendingPaymentWorkflow.
+OUTBOX_START_WATCH = "start_watch"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"
 
@@ -67,6 +70,11 @@ def workflow_id_for(merchant_id: str, payment_ref: str) -> str:
 def refund_workflow_id(merchant_id: str, received_payment_id: str) -> str:
     """The one workflow that refunds a payment made twice."""
     return f"refund/{merchant_id}/{received_payment_id}"
+
+
+def watch_workflow_id(merchant_id: str, psp: str, psp_payment_id: str) -> str:
+    """The one workflow that watches a payment left pending when its recovery ended."""
+    return f"pending/{merchant_id}/{psp}/{psp_payment_id}"
 
 
 def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:

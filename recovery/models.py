@@ -362,6 +362,8 @@ class RecoveryState(BaseModel):
 class FinishRequest(BaseModel):
     state: RecoveryState
     seen_event_ids: list[str]
+    # PSP ids of payments of this recovery still pending at the PSP: watched after the end
+    pending_payments: list[str] = []
 
 
 class FinishResult(BaseModel):

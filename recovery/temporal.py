@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -11,7 +12,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 
 from recovery import constants as names
-from recovery.models import FailureEvent, RecoveryInput, RefundRequest
+from recovery.models import FailureEvent, RecoveryInput
 from recovery.settings import Settings
 
 
@@ -68,20 +69,22 @@ async def deliver_failure(
     )
 
 
-async def start_refund(
+async def start_once(
     client: Client,
+    workflow_type: str,
     workflow_id: str,
-    req: RefundRequest,
+    arg: BaseModel,
     *,
     task_queue: str,
     rpc_timeout: timedelta | None = None,
 ) -> None:
-    """Start the refund of a duplicate payment; one already started is as good (the relay
-    may deliver the same row twice)."""
+    """Start a workflow the outbox asks for (a duplicate payment's refund, a pending
+    payment's watcher) once per id; one already started is as good (the relay may deliver
+    the same row twice)."""
     try:
         await client.start_workflow(
-            names.REFUND_WORKFLOW,
-            req,
+            workflow_type,
+            arg,
             id=workflow_id,
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -30,6 +30,7 @@ from recovery.settings import Settings, settings_or_exit
 from recovery.store import Store
 from recovery.temporal import connect_client
 from workflows.maintenance import MaintenanceWorkflow
+from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
 
@@ -58,7 +59,12 @@ def build_worker(
         max_cached_workflows=tuning.worker_max_cached_workflows,
         # On SIGTERM, activities in flight get this long to finish before they are cancelled.
         graceful_shutdown_timeout=timedelta(seconds=tuning.worker_graceful_shutdown_seconds),
-        workflows=[PaymentRecoveryWorkflow, RefundDuplicatePaymentWorkflow, MaintenanceWorkflow],
+        workflows=[
+            PaymentRecoveryWorkflow,
+            RefundDuplicatePaymentWorkflow,
+            WatchPendingPaymentWorkflow,
+            MaintenanceWorkflow,
+        ],
         activities=[
             recovery.classify_failure,
             recovery.recovery_is_open,

@@ -145,6 +145,12 @@ PENDING_POLL_EVERY = timedelta(minutes=5)
 # card, so a debit still pending never takes a place in the card-network limits.
 PATIENT_PENDING_PATCH = "patient-pending-debits"
 PENDING_POLL_MAX = timedelta(hours=1)
+# Recoveries after this patch that end while a payment of theirs is still pending at the PSP
+# (a debit waiting out its pre-debit notice when the customer paid by a link, a cancel, the
+# window's end) have a WatchPendingPaymentWorkflow started for it through the outbox, in the
+# transaction that ends them: when it settles it is recorded (a duplicate refunded, a payment
+# after the end shown), never dropped.
+WATCH_PENDING_PATCH = "watch-pending-after-end"
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
@@ -996,10 +1002,13 @@ class PaymentRecoveryWorkflow:
         self._state.ended_reason = reason
         self._set_status(status)
         workflow.upsert_search_attributes([names.SA_NEXT_ATTEMPT_AT.value_unset()])
+        pending = self._still_pending()
         while True:
             done = await workflow.execute_activity_method(
                 RecoveryActivityDefs.finish_recovery,
-                FinishRequest(state=self._state, seen_event_ids=sorted(self._seen)),
+                FinishRequest(
+                    state=self._state, seen_event_ids=sorted(self._seen), pending_payments=pending
+                ),
                 **_STORE,
             )
             if done.finished:
@@ -1016,6 +1025,16 @@ class PaymentRecoveryWorkflow:
                 **_STORE,
             )
         return await self._close()
+
+    def _still_pending(self) -> list[str]:
+        """PSP ids of this recovery's payments that may still complete as it ends: each is
+        watched after the end (`WATCH_PENDING_PATCH`)."""
+        if not self._patient:
+            return []
+        paid = self._succeeded.psp_payment_id if self._succeeded else None
+        pending = [p for p in dict.fromkeys([*self._unsettled, self._pending_payment]) if p]
+        pending = [p for p in pending if p != paid]
+        return pending if pending and workflow.patched(WATCH_PENDING_PATCH) else []
 
     async def _close(self) -> RecoveryState:
         await workflow.wait_condition(workflow.all_handlers_finished)

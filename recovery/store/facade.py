@@ -127,8 +127,13 @@ class Store:
     async def save_state(self, state: RecoveryState) -> None:
         await recoveries.save_state(self.pool, state)
 
-    async def finish(self, state: RecoveryState, seen_event_ids: Sequence[str]) -> FinishResult:
-        return await recoveries.finish(self.pool, state, seen_event_ids)
+    async def finish(
+        self,
+        state: RecoveryState,
+        seen_event_ids: Sequence[str],
+        pending_payments: Sequence[str] = (),
+    ) -> FinishResult:
+        return await recoveries.finish(self.pool, state, seen_event_ids, pending_payments)
 
     async def recovery_is_open(self, recovery_id: str) -> bool:
         return await recoveries.recovery_is_open(self.pool, recovery_id)

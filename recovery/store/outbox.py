@@ -8,8 +8,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 from pydantic import BaseModel
 
-from recovery.constants import SIGNAL_PAYMENT_SUCCEEDED, workflow_id_for
-from recovery.models import FailureEvent, PaymentSucceeded
+from recovery.constants import (
+    OUTBOX_START_WATCH,
+    SIGNAL_PAYMENT_SUCCEEDED,
+    watch_workflow_id,
+    workflow_id_for,
+)
+from recovery.models import FailureEvent, PaymentLookup, PaymentSucceeded
 from recovery.store.db import connection, transaction
 from recovery.store.records import OutboxRow
 
@@ -44,6 +49,17 @@ async def queue_payment_succeeded(
 ) -> None:
     """Queue `payment_succeeded` for a running recovery, in the caller's transaction."""
     await queue_signal(conn, workflow_id, SIGNAL_PAYMENT_SUCCEEDED, signal)
+
+
+async def queue_watch(conn: asyncpg.Connection, payment: PaymentLookup) -> None:
+    """Queue the start of the watcher of a payment still pending when its recovery ended
+    (a WatchPendingPaymentWorkflow), in the caller's transaction."""
+    await queue_signal(
+        conn,
+        watch_workflow_id(payment.merchant_id, payment.psp, payment.psp_payment_id),
+        OUTBOX_START_WATCH,
+        payment,
+    )
 
 
 async def queue_signal(

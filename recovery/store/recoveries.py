@@ -13,7 +13,7 @@ import asyncpg
 
 from recovery.constants import workflow_id_for
 from recovery.errors import NotFound, RecoveryError
-from recovery.models import Attempt, FailureEvent, FinishResult, RecoveryState
+from recovery.models import Attempt, FailureEvent, FinishResult, PaymentLookup, RecoveryState
 from recovery.redrive import check_redrivable, redrive_event
 from recovery.store.db import (
     RECOVERY_COLUMNS,
@@ -24,7 +24,7 @@ from recovery.store.db import (
     new_id,
     transaction,
 )
-from recovery.store.outbox import queue_failure
+from recovery.store.outbox import queue_failure, queue_watch
 from recovery.store.records import RecoveryRecord
 
 
@@ -100,9 +100,13 @@ async def save_state(pool: asyncpg.Pool, state: RecoveryState) -> None:
 
 
 async def finish(
-    pool: asyncpg.Pool, state: RecoveryState, seen_event_ids: Sequence[str]
+    pool: asyncpg.Pool,
+    state: RecoveryState,
+    seen_event_ids: Sequence[str],
+    pending_payments: Sequence[str] = (),
 ) -> FinishResult:
-    """End a recovery, unless events joined it that its workflow has not yet seen.
+    """End a recovery, unless events joined it that its workflow has not yet seen; in the
+    same transaction, queue a watcher for each of its payments still pending at the PSP.
 
     Runs under the payment's row lock, like ingest, so a failure event either joins the
     recovery before it ends (and is returned here as unseen) or starts the next one.
@@ -133,6 +137,16 @@ async def finish(
             state.ended_reason,
             state.policy_version,
         )
+        for psp_payment_id in pending_payments:
+            await queue_watch(
+                conn,
+                PaymentLookup(
+                    merchant_id=state.merchant_id,
+                    psp=state.psp or "",
+                    psp_payment_id=psp_payment_id,
+                    payment_ref=state.payment_ref,
+                ),
+            )
         return FinishResult(finished=True)
 
 

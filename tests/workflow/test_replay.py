@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
 
@@ -21,7 +22,11 @@ HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
 
 def replayer() -> Replayer:
     return Replayer(
-        workflows=[PaymentRecoveryWorkflow, RefundDuplicatePaymentWorkflow],
+        workflows=[
+            PaymentRecoveryWorkflow,
+            RefundDuplicatePaymentWorkflow,
+            WatchPendingPaymentWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
 

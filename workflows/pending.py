@@ -1,0 +1,64 @@
+"""WatchPendingPaymentWorkflow: a payment still pending at the PSP when its recovery ended
+is watched until it settles, so that nothing a customer pays is dropped.
+
+Started by the outbox relay: the transaction that ends the recovery queues it (so it
+survives any crash), for each payment the workflow names as still pending. It asks the PSP
+every few minutes at first, less often later (at most every `POLL_MAX`), for up to
+`WATCH_FOR`. The `check_payment_status` activity records what it finds: a success is a
+payment received, which on a recovered recovery is a duplicate (refunded through the outbox)
+and on a cancelled or exhausted one is shown as paid after the end; a failure settles the
+attempt's row. A webhook for the payment records it the same way, earlier. Deterministic
+code only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from recovery import constants as names
+    from recovery.activity_defs import RecoveryActivityDefs
+    from recovery.models import ChargeResult, PaymentLookup
+
+POLL_FIRST = timedelta(minutes=5)
+POLL_MAX = timedelta(hours=2)
+# Longer than any PSP keeps a payment pending: Razorpay's bank-mandate debits take days and
+# an authorised payment nobody captures is refunded within 5 days; SEPA/ACH debits settle
+# within a few business days.
+WATCH_FOR = timedelta(days=14)
+
+
+@workflow.defn(name=names.WATCH_WORKFLOW)
+class WatchPendingPaymentWorkflow:
+    @workflow.run
+    async def run(self, req: PaymentLookup) -> ChargeResult:
+        until = workflow.now() + WATCH_FOR
+        every = POLL_FIRST
+        result = ChargeResult(status="processing", psp_payment_id=req.psp_payment_id)
+        while workflow.now() < until:
+            await workflow.sleep(min(every, until - workflow.now()))
+            every = min(every * 2, POLL_MAX)
+            try:
+                result = await workflow.execute_activity_method(
+                    RecoveryActivityDefs.check_payment_status,
+                    req,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    schedule_to_close_timeout=timedelta(days=1),
+                    retry_policy=RetryPolicy(
+                        maximum_interval=timedelta(minutes=30),
+                        non_retryable_error_types=["PSPNotConfigured"],
+                    ),
+                )
+            except ActivityError as e:  # the PSP did not answer today: ask again later
+                workflow.logger.warning("payment %s not checked: %s", req.psp_payment_id, e)
+                continue
+            if result.status != "processing":
+                return result
+        workflow.logger.warning(
+            "payment %s still pending after %s: no longer watched", req.psp_payment_id, WATCH_FOR
+        )
+        return result
