@@ -273,6 +273,31 @@ class RecoveryActivities(RecoveryActivityDefs):
         log.info("duplicate payment %s refund: %s", paid.id, outcome.status)
         return outcome
 
+    @activity.defn(name="check_refund")
+    async def check_refund(self, req: RefundRequest) -> RefundOutcome:
+        """The current status of a duplicate payment's refund that was pending, recorded."""
+        paid = await self._store.received_payment(req.received_payment_id)
+        if paid is None:
+            raise ApplicationError("no such received payment", type="NotFound", non_retryable=True)
+        if paid.refund_status == "succeeded":
+            return RefundOutcome(status="succeeded", psp_refund_id=paid.refund_id)
+        if paid.refund_status != "pending" or not paid.refund_id:
+            return RefundOutcome(
+                status="failed", psp_refund_id=paid.refund_id, error=paid.refund_error
+            )
+        try:
+            psp = await self._psps.for_merchant(paid.merchant_id, paid.psp)
+            result = await psp.retrieve_refund(paid.refund_id)
+        except TransientPSPError as e:
+            raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
+        error = "the PSP reported that the refund failed" if result.status == "failed" else None
+        if result.status != "pending":
+            await self._store.record_refund(
+                paid.id, status=result.status, refund_id=result.psp_refund_id, error=error
+            )
+            log.info("duplicate payment %s refund settled: %s", paid.id, result.status)
+        return RefundOutcome(status=result.status, psp_refund_id=result.psp_refund_id, error=error)
+
     async def _refund(self, paid: ReceivedPayment) -> RefundOutcome:
         if not paid.psp_payment_id:
             return RefundOutcome(status="failed", error="the PSP's id of the payment is unknown")

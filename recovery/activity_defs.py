@@ -93,3 +93,7 @@ class RecoveryActivityDefs:
     @activity.defn(name="refund_duplicate_payment")
     async def refund_duplicate_payment(self, req: RefundRequest) -> RefundOutcome:
         raise NotImplementedError
+
+    @activity.defn(name="check_refund")
+    async def check_refund(self, req: RefundRequest) -> RefundOutcome:
+        raise NotImplementedError

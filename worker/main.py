@@ -79,6 +79,7 @@ def build_worker(
             recovery.charge_payment,
             recovery.find_attempt_charge,
             recovery.refund_duplicate_payment,
+            recovery.check_refund,
             maintenance.prune_expired_records,
         ],
     )

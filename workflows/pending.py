@@ -17,7 +17,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+
+from workflows.polling import poll
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
@@ -36,29 +37,27 @@ WATCH_FOR = timedelta(days=14)
 class WatchPendingPaymentWorkflow:
     @workflow.run
     async def run(self, req: PaymentLookup) -> ChargeResult:
-        until = workflow.now() + WATCH_FOR
-        every = POLL_FIRST
-        result = ChargeResult(status="processing", psp_payment_id=req.psp_payment_id)
-        while workflow.now() < until:
-            await workflow.sleep(min(every, until - workflow.now()))
-            every = min(every * 2, POLL_MAX)
-            try:
-                result = await workflow.execute_activity_method(
-                    RecoveryActivityDefs.check_payment_status,
-                    req,
-                    start_to_close_timeout=timedelta(seconds=60),
-                    schedule_to_close_timeout=timedelta(days=1),
-                    retry_policy=RetryPolicy(
-                        maximum_interval=timedelta(minutes=30),
-                        non_retryable_error_types=["PSPNotConfigured"],
-                    ),
-                )
-            except ActivityError as e:  # the PSP did not answer today: ask again later
-                workflow.logger.warning("payment %s not checked: %s", req.psp_payment_id, e)
-                continue
-            if result.status != "processing":
-                return result
-        workflow.logger.warning(
-            "payment %s still pending after %s: no longer watched", req.psp_payment_id, WATCH_FOR
+        result = await poll(
+            lambda: workflow.execute_activity_method(
+                RecoveryActivityDefs.check_payment_status,
+                req,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(days=1),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(minutes=30),
+                    non_retryable_error_types=["PSPNotConfigured"],
+                ),
+            ),
+            lambda r: r.status != "processing",
+            first=POLL_FIRST,
+            most=POLL_MAX,
+            until=workflow.now() + WATCH_FOR,
+            what=f"payment {req.psp_payment_id}",
         )
-        return result
+        if result is None or result.status == "processing":
+            workflow.logger.warning(
+                "payment %s still pending after %s: no longer watched",
+                req.psp_payment_id,
+                WATCH_FOR,
+            )
+        return result or ChargeResult(status="processing", psp_payment_id=req.psp_payment_id)

@@ -124,6 +124,8 @@ class PSPStore(Protocol):
         """The simulated charge made with this idempotency key, if any."""
         ...
 
+    async def simulator_refund_amount(self, refund_id: str) -> int: ...
+
     async def simulator_refund(self, psp_payment_id: str, amount: int | None, key: str) -> str:
         """Refund a simulated payment once per idempotency key; the refund's id."""
         ...
@@ -164,3 +166,8 @@ class PSPAdapter(Protocol):
     async def refund_payment(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult: ...
+
+    async def retrieve_refund(self, psp_refund_id: str) -> RefundResult:
+        """A refund's current status (a `pending` one settles later: Razorpay's normal
+        refunds take working days, Stripe's can too)."""
+        ...

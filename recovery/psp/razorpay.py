@@ -45,8 +45,8 @@ whole chain of calls runs within ``charge_budget``, below the activity's start-t
 A recurring request whose answer was lost *and* that Razorpay has not yet counted on its
 order when the retry looks would be sent again. An attempt whose tries all failed is settled
 by `find_charge` (its order's payment, by receipt), never by charging again. Refunds use
-the same scheme with the refund's ``receipt`` (looked up among the payment's refunds, first
-100); Payment Links use ``reference_id``, which Razorpay itself keeps unique.
+Razorpay's ``X-Refund-Idempotency`` header; Payment Links use ``reference_id``, which
+Razorpay itself keeps unique.
 
 Statuses: one exhaustive ``match`` per native status type (`map_payment_status`,
 `map_refund_status`), like hyperswitch's Razorpay connector. A status this adapter does not
@@ -72,6 +72,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -281,7 +282,8 @@ def classify_error(operation: str, error: RazorpayErrorBody) -> Exception:
     message = f"Razorpay {operation} failed ({error.summary()})"
     if status == 401:
         return RazorpayAuthError(message, error=error)
-    if status is None or status == 429 or status >= 500:
+    if status is None or status in (409, 429) or status >= 500:
+        # 409: the same idempotent request is still being processed (refunds): ask again
         return RazorpayTransientError(message, error=error)
     if (error.code or "").upper() in _TRANSIENT_CODES:
         return RazorpayTransientError(message, error=error)
@@ -315,6 +317,16 @@ def reference_for(idempotency_key: str) -> str:
     if len(idempotency_key) <= MAX_REFERENCE_LENGTH:
         return idempotency_key
     return "h_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[: MAX_REFERENCE_LENGTH - 2]
+
+
+def refund_idempotency_header(idempotency_key: str) -> str:
+    """Our refund key as Razorpay's ``X-Refund-Idempotency`` accepts one: at least 10 of
+    ``[A-Za-z0-9_-]`` (razorpay.com/docs/api/refunds/normal-refunds-idempotent). A key that
+    already is one is used as is; any other is its readable part plus a hash of it."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{10,64}", idempotency_key):
+        return idempotency_key
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", idempotency_key)[:40]
+    return f"{readable}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
 
 
 def _text(value: object) -> str | None:
@@ -790,28 +802,35 @@ class RazorpayAdapter:
     def refund_payment_sync(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult:
-        """Refund once per `idempotency_key`: the refund's ``receipt`` carries it, and the
-        payment's refunds are searched for that receipt before a new one is created. `amount`
+        """Refund once per `idempotency_key`, by Razorpay's own refund idempotency: the
+        ``X-Refund-Idempotency`` header (`refund_idempotency_header`) with the same body on
+        every try answers the first refund; one still being processed is a 409 (transient:
+        ask again). The ``receipt`` and notes carry the key too, for reconciliation. `amount`
         None refunds the whole (remaining) amount."""
-        receipt = reference_for(idempotency_key)
-        existing = self._call(
-            "refund lookup",
-            lambda c: c.payment.fetch_multiple_refund(
-                psp_payment_id, {"count": 100}, timeout=self._request_timeout()
-            ),
-        )
-        for refund in _items(existing):
-            if refund.get("receipt") == receipt:
-                return refund_result(refund)
         body: dict[str, Any] = {
-            "receipt": receipt,
+            "receipt": reference_for(idempotency_key),
             "notes": {"idempotency_key": idempotency_key[:256]},
         }
         if amount is not None:
             body["amount"] = amount
+        headers = {"X-Refund-Idempotency": refund_idempotency_header(idempotency_key)}
         refund = self._call(
             "refund create",
-            lambda c: c.payment.refund(psp_payment_id, body, timeout=self._request_timeout()),
+            lambda c: c.payment.refund(
+                psp_payment_id, body, headers=headers, timeout=self._request_timeout()
+            ),
+        )
+        return refund_result(refund)
+
+    async def retrieve_refund(self, psp_refund_id: str) -> RefundResult:
+        return await self._in_pool(self.retrieve_refund_sync, psp_refund_id)
+
+    def retrieve_refund_sync(self, psp_refund_id: str) -> RefundResult:
+        """``GET /v1/refunds/{id}``: a normal refund is ``pending`` until the bank has it
+        (Razorpay: 5-7 working days), then ``processed`` (or ``failed``)."""
+        refund = self._call(
+            "refund fetch",
+            lambda c: c.refund.fetch(psp_refund_id, timeout=self._request_timeout()),
         )
         return refund_result(refund)
 

@@ -130,6 +130,11 @@ class SimulatorPSP:
     async def close_checkout(self, psp_checkout_id: str) -> None:
         """The store closes the simulator's checkouts with their links."""
 
+    async def retrieve_refund(self, psp_refund_id: str) -> RefundResult:
+        """The simulator refunds at once."""
+        amount = await self._store.simulator_refund_amount(psp_refund_id)
+        return RefundResult(psp_refund_id=psp_refund_id, status="succeeded", amount=amount)
+
     async def refund_payment(
         self, psp_payment_id: str, *, amount: int | None, idempotency_key: str
     ) -> RefundResult:

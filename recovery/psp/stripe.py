@@ -147,6 +147,17 @@ def refund_status(status: StripeRefundStatus) -> Literal["succeeded", "pending",
             assert_never(status)
 
 
+def _refund_result(refund: dict[str, Any], amount: int | None = None) -> RefundResult:
+    status = refund.get("status")
+    if status not in get_args(StripeRefundStatus) or not isinstance(refund.get("id"), str):
+        raise StripeUnexpectedResponse(f"unexpected refund from Stripe (status {status!r})")
+    return RefundResult(
+        psp_refund_id=refund["id"],
+        status=refund_status(cast(StripeRefundStatus, status)),
+        amount=int(refund.get("amount") or amount or 0),
+    )
+
+
 class StripeAdapter:
     """`PSPAdapter` for Stripe. One instance holds one `StripeClient` (one merchant account)
     and one httpx connection pool; call `aclose()` when done with it."""
@@ -322,14 +333,14 @@ class StripeAdapter:
             ).to_dict()
         except stripe.StripeError as err:
             raise translate_error(err) from err
-        status = refund.get("status")
-        if status not in get_args(StripeRefundStatus) or not isinstance(refund.get("id"), str):
-            raise StripeUnexpectedResponse(f"unexpected refund from Stripe (status {status!r})")
-        return RefundResult(
-            psp_refund_id=refund["id"],
-            status=refund_status(cast(StripeRefundStatus, status)),
-            amount=int(refund.get("amount") or amount or 0),
-        )
+        return _refund_result(refund, amount)
+
+    async def retrieve_refund(self, psp_refund_id: str) -> RefundResult:
+        try:
+            refund = (await self._client.v1.refunds.retrieve_async(psp_refund_id)).to_dict()
+        except stripe.StripeError as err:
+            raise translate_error(err) from err
+        return _refund_result(refund)
 
     # ---- hosted page --------------------------------------------------------------------
 

@@ -340,6 +340,9 @@ class Store:
             self.pool, payment_id, status=status, refund_id=refund_id, error=error
         )
 
+    async def simulator_refund_amount(self, refund_id: str) -> int:
+        return await simulator.simulator_refund_amount(self.pool, refund_id)
+
     async def simulator_refund(self, psp_payment_id: str, amount: int | None, key: str) -> str:
         return await simulator.simulator_refund(self.pool, psp_payment_id, amount, key)
 

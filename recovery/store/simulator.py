@@ -72,6 +72,16 @@ async def simulator_payment(
     return _status(row["status"]), row["decline_code"]
 
 
+async def simulator_refund_amount(pool: asyncpg.Pool, refund_id: str) -> int:
+    async with connection(pool) as conn:
+        amount = await conn.fetchval(
+            "SELECT amount FROM simulator_refunds WHERE id = $1", refund_id
+        )
+    if amount is None:
+        raise NotFound(f"no simulated refund {refund_id!r}")
+    return int(amount)
+
+
 async def simulator_refund(
     pool: asyncpg.Pool, psp_payment_id: str, amount: int | None, idempotency_key: str
 ) -> str:

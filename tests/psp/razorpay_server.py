@@ -17,6 +17,7 @@ error envelope ``{"error": {"code", "description", "field", "source", "step", "r
     GET  /v1/orders/{id}                 GET /v1/orders/{id}/payments
     POST /v1/payments/create/recurring   GET /v1/payments/{id}
     POST /v1/payments/{id}/refund        GET /v1/payments/{id}/refunds
+    GET  /v1/refunds/{id}
     GET  /v1/customers/{id}
     POST /v1/payment_links               GET /v1/payment_links?reference_id=&payment_id=
     GET  /v1/payment_links/{id}
@@ -176,6 +177,7 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,6 +235,7 @@ class FakeRazorpay:
         self._payment_capture: dict[str, bool] = {}
         self._clock_offset = 0.0
         self._listed_from: dict[str, float] = {}  # order id -> when the search lists it
+        self._refund_keys: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (refund, body)
         self._due: dict[str, tuple[float, str]] = {}  # payment id -> (when, final status)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -445,6 +448,13 @@ class FakeRazorpay:
                 _mark_order_paid(order)
             return payment
 
+    def set_refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
+        """Move a refund on: a ``pending`` one to ``processed`` (or ``failed``)."""
+        with self.lock:
+            refund = self.refunds[refund_id]
+            refund["status"] = status
+            return dict(refund)
+
     def pay_payment_link(self, link_id: str, *, method: str = "card") -> dict[str, str]:
         """The customer pays the link: an order and a captured payment are created, the link
         becomes ``paid``. Returns the callback query parameters Razorpay would append to
@@ -653,10 +663,17 @@ class FakeRazorpay:
         return None
 
     def handle(
-        self, method: str, path: str, query: dict[str, str], body: Any, auth: str | None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: Any,
+        auth: str | None,
+        headers: dict[str, str] | None = None,
     ) -> _Reply:
+        headers = headers or {}
         with self.lock:
-            self.requests.append(RecordedRequest(method, path, query, body))
+            self.requests.append(RecordedRequest(method, path, query, body, headers))
             self._settle_due()
         if not self._authorised(auth):
             return _Reply(
@@ -666,7 +683,7 @@ class FakeRazorpay:
         fault = self._take_fault(method, path)
         if fault is not None and not fault.after:
             return _fault_reply(fault)
-        status, answer, delay = self._route(method, path, query, body)
+        status, answer, delay = self._route(method, path, query, body, headers)
         if fault is not None:
             reply = _fault_reply(fault)
             reply.delay += delay
@@ -686,7 +703,7 @@ class FakeRazorpay:
         )
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], body: Any
+        self, method: str, path: str, query: dict[str, str], body: Any, headers: dict[str, str]
     ) -> tuple[int, Any, float]:
         routes: list[tuple[str, str, Any]] = [
             ("POST", r"/v1/orders", self._create_order),
@@ -697,6 +714,7 @@ class FakeRazorpay:
             ("GET", r"/v1/payments/(?P<id>[^/]+)", self._fetch_payment),
             ("POST", r"/v1/payments/(?P<id>[^/]+)/refund", self._create_refund),
             ("GET", r"/v1/payments/(?P<id>[^/]+)/refunds", self._payment_refunds),
+            ("GET", r"/v1/refunds/(?P<id>[^/]+)", self._fetch_refund),
             ("GET", r"/v1/customers/(?P<id>[^/]+)", self._fetch_customer),
             ("GET", r"/v1/customers/(?P<id>[^/]+)/tokens/(?P<token>[^/]+)", self._fetch_token),
             ("POST", r"/v1/payment_links/?", self._create_link),
@@ -708,7 +726,10 @@ class FakeRazorpay:
             m = re.fullmatch(pattern, path)
             if route_method == method and m is not None:
                 result = handler(
-                    query=query, body=body if isinstance(body, dict) else {}, **m.groupdict()
+                    query=query,
+                    body=body if isinstance(body, dict) else {},
+                    headers=headers,
+                    **m.groupdict(),
                 )
                 if len(result) == 2:
                     return result[0], result[1], 0.0
@@ -870,8 +891,30 @@ class FakeRazorpay:
 
     # refunds
 
-    def _create_refund(self, *, id: str, body: dict[str, Any], **_: Any) -> tuple[int, Any]:
+    def _create_refund(
+        self, *, id: str, body: dict[str, Any], headers: dict[str, str], **_: Any
+    ) -> tuple[int, Any]:
+        """`POST /v1/payments/{id}/refund`, idempotent under ``X-Refund-Idempotency``
+        (razorpay.com/docs/api/refunds/normal-refunds-idempotent): a key of at least 10
+        characters of ``[A-Za-z0-9_-]``; the same key and body answer the first refund, the
+        same key with another body is refused."""
+        key = headers.get("x-refund-idempotency")
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9_-]{10,}", key):
+            return _validation(
+                "The idempotency key must be at least 10 characters of letters, numbers,"
+                " hyphens and underscores.",
+                "X-Refund-Idempotency",
+            )
         with self.lock:
+            if key is not None and key in self._refund_keys:
+                refund_id, first_body = self._refund_keys[key]
+                if first_body != body:
+                    return 400, error_body(
+                        "Different request with the same idempotency key has already been"
+                        " processed.",
+                        field=None,
+                    )
+                return 200, dict(self.refunds[refund_id])
             payment = self.payments_by_id.get(id)
             if payment is None:
                 return _not_found()
@@ -908,12 +951,19 @@ class FakeRazorpay:
                 "speed_requested": body.get("speed", "normal"),
             }
             self.refunds[refund["id"]] = refund
+            if key is not None:
+                self._refund_keys[key] = (refund["id"], dict(body))
             payment["amount_refunded"] += amount
             full = payment["amount_refunded"] == payment["amount"]
             payment["refund_status"] = "full" if full else "partial"
             if full:
                 payment["status"] = "refunded"
             return 200, dict(refund)
+
+    def _fetch_refund(self, *, id: str, **_: Any) -> tuple[int, Any]:
+        with self.lock:
+            refund = self.refunds.get(id)
+            return (200, dict(refund)) if refund else _not_found()
 
     def _payment_refunds(self, *, id: str, query: dict[str, str], **_: Any) -> tuple[int, Any]:
         with self.lock:
@@ -1092,7 +1142,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         reply = self.server_fake.handle(
-            method, parts.path.rstrip("/") or "/", query, body, self.headers.get("Authorization")
+            method,
+            parts.path.rstrip("/") or "/",
+            query,
+            body,
+            self.headers.get("Authorization"),
+            {k.lower(): v for k, v in self.headers.items()},
         )
         if reply.delay:
             time.sleep(reply.delay)

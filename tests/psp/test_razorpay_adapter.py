@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from recovery.psp.razorpay import (
     map_payment_status,
     map_refund_status,
     reference_for,
+    refund_idempotency_header,
     verify_webhook,
 )
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay, sign
@@ -618,7 +620,10 @@ async def test_refund_twice_with_one_key_refunds_once(
     assert first.status == "succeeded" and first.amount == 4999
     [refund] = rzp.refunds.values()
     assert refund["id"] == first.psp_refund_id and refund["receipt"] == "refund-1"
-    assert len(rzp.requests_to("POST", rf"/v1/payments/{pay_id}/refund")) == 1
+    # Razorpay's own refund idempotency: one key on both tries, one refund
+    sent = rzp.requests_to("POST", rf"/v1/payments/{pay_id}/refund")
+    keys = {r.headers.get("x-refund-idempotency") for r in sent}
+    assert len(sent) == 2 and keys == {refund_idempotency_header("refund-1")}
     assert (await adapter.retrieve_payment_intent(pay_id)).status == "refunded"
 
 
@@ -641,6 +646,39 @@ async def test_partial_refunds_with_different_keys_and_pending_status(
         "amount": 1000,
     }
     assert (await adapter.retrieve_payment_intent(pay_id)).status == "succeeded"
+    assert await adapter.retrieve_refund(a.psp_refund_id) == a  # still with the bank
+    rzp.set_refund_status(a.psp_refund_id, "processed")
+    assert (await adapter.retrieve_refund(a.psp_refund_id)).status == "succeeded"
+    rzp.set_refund_status(b.psp_refund_id, "failed")
+    assert (await adapter.retrieve_refund(b.psp_refund_id)).status == "failed"
+
+
+async def test_a_refund_whose_answer_was_lost_is_not_made_twice(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    pay_id = (await adapter.create_payment_intent(charge())).psp_payment_id or ""
+    rzp.inject("POST", rf"/v1/payments/{pay_id}/refund", drop=True, after=True)  # refunded
+    with pytest.raises(TransientPSPError):
+        await adapter.refund_payment(pay_id, amount=4999, idempotency_key="refund:pay_dup1")
+    again = await adapter.refund_payment(pay_id, amount=4999, idempotency_key="refund:pay_dup1")
+    [refund] = rzp.refunds.values()
+    assert again.psp_refund_id == refund["id"] and again.status == "succeeded"
+
+
+def test_refund_idempotency_headers_are_what_razorpay_accepts() -> None:
+    for key in ("refund:pay_dup1", "r", "x" * 300, "refund-0000000001", "a b/c"):
+        header = refund_idempotency_header(key)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{10,}", header), header
+        assert header == refund_idempotency_header(key)
+    assert refund_idempotency_header("refund-0000000001") == "refund-0000000001"
+    assert refund_idempotency_header("refund:a") != refund_idempotency_header("refund_a")
+
+
+async def test_one_refund_key_with_another_body_is_refused(adapter: RazorpayAdapter) -> None:
+    pay_id = (await adapter.create_payment_intent(charge())).psp_payment_id or ""
+    await adapter.refund_payment(pay_id, amount=1000, idempotency_key="refund-0000000001")
+    with pytest.raises(RazorpayRequestError, match="Different request"):
+        await adapter.refund_payment(pay_id, amount=2000, idempotency_key="refund-0000000001")
 
 
 async def test_refunding_more_than_captured_is_a_request_error(

@@ -380,6 +380,8 @@ async def test_retrieve_and_refund(adapter: StripeAdapter, stripe_base: str) -> 
     assert replayed.psp_refund_id == partial.psp_refund_id
     assert (await adapter.retrieve_payment_intent(paid.psp_payment_id)).status == "succeeded"
 
+    assert await adapter.retrieve_refund(partial.psp_refund_id) == partial
+
     rest = await adapter.refund_payment(paid.psp_payment_id, amount=3999, idempotency_key="rf-2")
     assert rest.amount == 3999
     assert (await adapter.retrieve_payment_intent(paid.psp_payment_id)).status == "refunded"

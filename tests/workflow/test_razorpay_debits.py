@@ -1,5 +1,6 @@
 """Razorpay recurring debits are waited out for as long as Razorpay can take, and charged
-once (time-skipping server, real activities and Postgres, the real `razorpay` SDK against
+once; a debit still pending at the end is watched; a pending refund is checked until it
+settles (time-skipping server, real activities and Postgres, the real `razorpay` SDK against
 the local fake, whose debits stay `created` for a while as in production: a 24 h pre-debit
 notice, then the debit, "24-36 hours" on cards and UPI, days on bank mandates).
 
@@ -19,8 +20,18 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
-from recovery.models import ChargeResult, RecoveryState, RefundOutcome, WebhookEvent
+from recovery.models import (
+    ChargeRequest,
+    ChargeResult,
+    Customer,
+    Failure,
+    PaymentMethod,
+    RecoveryState,
+    RefundOutcome,
+    WebhookEvent,
+)
 from recovery.policy import RetryPolicy
+from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body, ingest, relay, run_out, wait_for_state, workflow_state
@@ -54,9 +65,10 @@ async def env(
 
 
 async def charged_once_and_pending(
-    store: Store, env: tuple[Client, str], merchant: str, token: str
+    store: Store, env: tuple[Client, str], merchant: str, token: str, outcome: str = "processing"
 ) -> WorkflowHandle:
-    """A Razorpay funds failure on `token`, expedited: its one debit is now pending."""
+    """A Razorpay funds failure on `token`, expedited: its one debit is now pending (or has
+    the `outcome` given)."""
     client, task_queue = env
     await store.save_policy(merchant, RetryPolicy(payday_snap_days=0), "test")
     body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm=token)
@@ -66,7 +78,7 @@ async def charged_once_and_pending(
     await relay(store, client, task_queue)
     handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
     await expedited(handle)
-    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == [outcome])
     return handle
 
 
@@ -201,3 +213,78 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
         ("pay_PaidByLink0001", "recovered", None),
         (debit["id"], "duplicate", "succeeded"),
     ]
+
+
+async def test_a_pending_razorpay_refund_is_checked_until_processed(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """Reproduced: Razorpay answers a normal refund `pending` (it takes working days); the
+    refund workflow recorded `pending` and ended, so a refund that was processed, or that
+    failed and left the customer paid twice, never showed."""
+    client, task_queue = env
+    rzp.debit_delay = 0
+    rzp.refund_status = "pending"
+    handle = await charged_once_and_pending(
+        store, env, merchant, "token_RefundPend01", outcome="succeeded"
+    )
+    result = await handle.result()
+    assert result.status == "recovered", result.ended_reason
+    # the customer also paid at Razorpay another way: a second captured payment
+    adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
+    try:
+        other = await adapter.create_payment_intent(
+            ChargeRequest(
+                merchant_id=merchant,
+                recovery_id="elsewhere",
+                payment_ref=result.payment_ref,
+                attempt=1,
+                idempotency_key="paid-elsewhere-1",
+                psp="razorpay",
+                amount=4999,
+                currency="inr",
+                customer=Customer(id="cust_Debit0000001", email="c@example.com"),
+                payment_method=PaymentMethod(type="card", id="token_Elsewhere001"),
+                original_failure=Failure(code="card_declined"),
+            )
+        )
+    finally:
+        adapter.close()
+    second = rzp.payments_by_id[other.psp_payment_id or ""]
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id="evt_second_payment",
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=merchant,
+            payment_ref=result.payment_ref,
+            psp_payment_id=second["id"],
+        ),
+        {},
+    )
+    await relay(store, client, task_queue)  # starts the refund
+    [dup] = await store.pool.fetch(
+        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+        merchant,
+    )
+    refund_wf = client.get_workflow_handle(
+        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
+    )
+    await ts_env.sleep(timedelta(days=2))  # pending at Razorpay meanwhile, checked
+    paid = await store.received_payment(dup["id"])
+    assert paid is not None and paid.refund_status == "pending"
+    [refund] = rzp.refunds.values()
+    assert refund["payment_id"] == second["id"]
+    rzp.set_refund_status(refund["id"], "processed")  # the bank has it
+    await ts_env.sleep(timedelta(hours=7))
+    outcome = await refund_wf.result()
+    assert outcome.status == "succeeded" and outcome.psp_refund_id == refund["id"]
+    paid = await store.received_payment(dup["id"])
+    assert paid is not None and paid.refund_status == "succeeded" and paid.refunded_at
+    assert len(rzp.refunds) == 1
+    checks = rzp.requests_to("GET", rf"/v1/refunds/{refund['id']}")
+    assert 2 <= len(checks) <= 20, len(checks)
