@@ -444,6 +444,17 @@ STRIPE_GENERIC_CODES: Mapping[str, Outcome] = {
 # ---- Razorpay -----------------------------------------------------------------------------
 
 RAZORPAY_REASONS: Mapping[str, Outcome] = {
+    # the Razorpay adapter's own reasons for a token it found cannot be debited, before any
+    # order ("Token States": only a `confirmed` mandate can be; recovery/psp/razorpay)
+    "token_paused": REVOKED,
+    "token_cancelled": REVOKED,
+    "token_cancellation_initiated": REVOKED,
+    "token_rejected": REVOKED,
+    "token_failed": REVOKED,
+    "token_initiated": AUTH_REQUIRED,  # the mandate's registration is not complete
+    "token_not_confirmed": REVOKED,
+    "token_expired": CARD_DETAILS,
+    "token_amount_over_limit": AUTH_REQUIRED,  # only the customer can approve more
     "amount_less_than_minimum_amount": MERCHANT_SETUP,
     "authentication_failed": AUTH_REQUIRED,
     "authorisation_declined_by_psp": UPI_DECLINED,

@@ -415,6 +415,10 @@ MANDATE_DEBIT_PENDING = "mandate_debit_pending"
 in working-day cycles ("the payment entity returned will be in the created state since the
 charge system of these banks are file-based": the same page), so it takes days."""
 _MANDATE_METHODS = frozenset({"emandate", "nach"})
+_TOKEN_STATES = frozenset(
+    {"initiated", "paused", "cancelled", "cancellation_initiated", "rejected", "failed"}
+)
+"""Mandate states (``recurring_details.status``) a debit fails on, each its own code."""
 
 
 def pending_debit(payment: Mapping[str, Any]) -> Failure | None:
@@ -636,6 +640,9 @@ class RazorpayAdapter:
                 extra={"order_id": order and order.get("id"), "payment_id": payment.get("id")},
             )
             return charge_result(payment)
+        if (refusal := self._token_refusal(customer_id, token, req.amount)) is not None:
+            log.info("razorpay token cannot be charged", extra={"code": refusal.decline_code})
+            return ChargeResult(status="failed", failure=refusal)
         if order is None:
             order = self._call(
                 "order create",
@@ -652,6 +659,41 @@ class RazorpayAdapter:
             )
             self._await_listed(receipt, str(order["id"]))
         return self._charge_order(order, req, customer_id, token, notes)
+
+    def _token_refusal(self, customer_id: str, token_id: str, amount: int) -> Failure | None:
+        """Why the token cannot be debited now, or None. Only a ``confirmed`` mandate can be
+        debited; one ``paused``, ``cancelled``, ``rejected`` (or on its way there), expired,
+        or with a ``max_amount`` below the amount fails ("Token States",
+        razorpay.com/docs/api/payments/recurring-payments/upi/tokens). Checked before any
+        order, so such an attempt charges nothing and says what the customer must do. A
+        token without ``recurring_details`` (a saved card of the checkout) is not checked."""
+        token = self._call(
+            "token fetch",
+            lambda c: c.token.fetch(customer_id, token_id, timeout=self._request_timeout()),
+        )
+        details = token.get("recurring_details")
+        state = details.get("status") if isinstance(details, dict) else None
+        if state is not None and state != "confirmed":
+            return Failure(
+                code="BAD_REQUEST_ERROR",
+                decline_code=f"token_{state}" if state in _TOKEN_STATES else "token_not_confirmed",
+                message=f"the customer's Razorpay mandate is {state}",
+            )
+        expired_at = token.get("expired_at")
+        if isinstance(expired_at, int) and expired_at <= time.time():
+            return Failure(
+                code="BAD_REQUEST_ERROR",
+                decline_code="token_expired",
+                message="the customer's Razorpay mandate expired",
+            )
+        max_amount = token.get("max_amount")
+        if isinstance(max_amount, int) and amount > max_amount:
+            return Failure(
+                code="BAD_REQUEST_ERROR",
+                decline_code="token_amount_over_limit",
+                message=f"the amount is over the mandate's limit of {max_amount}",
+            )
+        return None
 
     def _orders_with_receipt(self, receipt: str) -> list[dict[str, Any]]:
         found = self._call(

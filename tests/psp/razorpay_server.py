@@ -323,10 +323,19 @@ class FakeRazorpay:
         network: str = "Visa",
         card_id: str | None = None,
         method: str = "card",
+        status: str | None = None,
+        max_amount: int | None = None,
+        expired_at: int | None = None,
     ) -> dict[str, Any]:
         """A saved token, shaped like Razorpay's token entity: a card (`card_id`, Razorpay's
         ``card_...``, is shared by the tokens of one card), or with `method` ``upi``,
-        ``emandate`` or ``nach`` a mandate; its debits carry its method."""
+        ``emandate`` or ``nach`` a mandate; its debits carry its method. `status` is its
+        mandate's (``recurring_details.status``: ``confirmed``, ``paused``, ``cancelled``,
+        ``rejected``, ...), `max_amount` the mandate's limit, `expired_at` its end (unix
+        time, on the fake's clock). A debit on a token that is not ``confirmed``, over its
+        limit or expired is refused with a 400, as Razorpay says it "will fail" ("Token
+        States", razorpay.com/docs/api/payments/recurring-payments/upi/tokens); the error's
+        wording is the fake's own."""
         token = {
             "id": token_id,
             "entity": "token",
@@ -345,9 +354,33 @@ class FakeRazorpay:
         }
         if card_id is not None:
             token["card"]["id"] = card_id
+        if status is not None:
+            token["recurring_details"] = {"status": status, "failure_reason": None}
+        if max_amount is not None:
+            token["max_amount"] = max_amount
+        if expired_at is not None:
+            token["expired_at"] = expired_at
         with self.lock:
             self.tokens[token_id] = token
         return dict(token)
+
+    def set_token_status(self, token_id: str, status: str) -> None:
+        """The mandate moves on (the customer pauses or cancels it, NPCI rejects it)."""
+        with self.lock:
+            self.tokens[token_id]["recurring_details"] = {"status": status, "failure_reason": None}
+
+    def _token_refusal(self, token_id: str, amount: int) -> str | None:
+        token = self.tokens.get(token_id)
+        if token is None:
+            return None
+        state = (token.get("recurring_details") or {}).get("status", "confirmed")
+        if state != "confirmed":
+            return f"The token is {state} and cannot be used for a recurring payment."
+        if token.get("max_amount") is not None and amount > token["max_amount"]:
+            return "The amount exceeds the maximum amount allowed for this token."
+        if token.get("expired_at") is not None and token["expired_at"] <= self.now():
+            return "The token has expired."
+        return None
 
     def register_token(self, customer_id: str, token_id: str | None = None) -> tuple[str, str]:
         """The customer registers a card for recurring payments: Razorpay's authorisation
@@ -821,6 +854,8 @@ class FakeRazorpay:
             customer_id = str(body["customer_id"])
             if customer_id not in self.customers and not self.auto_customers:
                 return (*_not_found(), 0.0)
+            if (refusal := self._token_refusal(token, int(body["amount"]))) is not None:
+                return 400, error_body(refusal, field="token"), 0.0
             first_use = token not in self._spent_tokens
             self._spent_tokens.add(token)
             if first_use and token == "token_5xx":

@@ -15,7 +15,15 @@ from typing import Any, get_args
 
 import pytest
 
-from recovery.models import ChargeRequest, Customer, Failure, PaymentMethod, WebhookEvent
+from recovery.classifier import classify
+from recovery.models import (
+    ChargeRequest,
+    ClassifyRequest,
+    Customer,
+    Failure,
+    PaymentMethod,
+    WebhookEvent,
+)
 from recovery.psp.base import (
     CheckoutRequest,
     InvalidWebhook,
@@ -999,3 +1007,58 @@ async def test_the_card_behind_a_token_is_its_card_id_else_the_token(
     assert plain.key == "razorpay:token:token_ok" and plain.brand == "Visa"
     with pytest.raises(RazorpayRequestError):
         await adapter.resolve_card(Customer(id="cust_1"), PaymentMethod())
+
+
+# ---- token states --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "max_amount", "expired", "code"),
+    [
+        ("paused", None, False, "token_paused"),
+        ("cancelled", None, False, "token_cancelled"),
+        ("rejected", None, False, "token_rejected"),
+        ("confirmed", 1000, False, "token_amount_over_limit"),
+        ("confirmed", None, True, "token_expired"),
+    ],
+)
+async def test_a_token_that_cannot_be_debited_fails_before_any_order(
+    rzp: FakeRazorpay,
+    adapter: RazorpayAdapter,
+    state: str,
+    max_amount: int | None,
+    expired: bool,
+    code: str,
+) -> None:
+    rzp.add_token(
+        "token_Mandate0000002",
+        status=state,
+        max_amount=max_amount,
+        expired_at=int(rzp.now()) - 60 if expired else None,
+    )
+    result = await adapter.create_payment_intent(charge("token_Mandate0000002"))
+    assert result.status == "failed" and result.failure is not None
+    assert result.failure.decline_code == code
+    assert rzp.orders == {} and rzp.payments == []
+    classified = classify(
+        ClassifyRequest(
+            psp="razorpay",
+            code=result.failure.code,
+            decline_code=result.failure.decline_code,
+            message=result.failure.message,
+        )
+    )
+    assert classified.action == "customer_action", classified
+
+
+async def test_a_token_paused_between_the_check_and_the_debit_is_refused_by_razorpay(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """The fake refuses a debit on a token that is not confirmed, as Razorpay does."""
+    rzp.add_token("token_Mandate0000003", status="paused")
+    token_fetch = r"/v1/customers/[^/]+/tokens/token_Mandate0000003"
+    confirmed = b'{"id": "token_Mandate0000003", "recurring_details": {"status": "confirmed"}}'
+    rzp.inject("GET", token_fetch, status=200, raw_body=confirmed)  # a stale answer
+    with pytest.raises(RazorpayRequestError, match="paused"):
+        await adapter.create_payment_intent(charge("token_Mandate0000003"))
+    assert rzp.payments == []

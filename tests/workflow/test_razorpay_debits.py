@@ -288,3 +288,22 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
     assert len(rzp.refunds) == 1
     checks = rzp.requests_to("GET", rf"/v1/refunds/{refund['id']}")
     assert 2 <= len(checks) <= 20, len(checks)
+
+
+async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothing(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """Only a confirmed mandate can be debited: a paused one is not charged into a
+    certain failure (counted against the card and the policy) but sent to the customer."""
+    rzp.add_token("token_PausedMandate1", method="upi", status="paused")
+    handle = await charged_once_and_pending(
+        store, env, merchant, "token_PausedMandate1", outcome="failed"
+    )
+    s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
+    assert s.rule == "razorpay.reason.token_paused", s.rule
+    assert [a.code for a in s.attempts] == ["token_paused"]
+    assert rzp.orders == {} and rzp.payments == []
