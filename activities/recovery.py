@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -38,13 +38,16 @@ from recovery.models import (
 )
 from recovery.payments import refund_idempotency_key
 from recovery.policy import CardAttemptRequest, RetryPolicy, card_window
-from recovery.psp.base import PSPRequestRejected, TransientPSPError
+from recovery.psp.base import PSPAdapter, PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.retry_links import issue_link
 from recovery.settings import Settings
 from recovery.store import ReceivedPayment, Store
 
 log = logging.getLogger("recovery.activities")
+
+KEY_MARGIN = timedelta(hours=1)
+"""A try this long before the PSP may prune its key already looks the attempt up first."""
 T = TypeVar("T")
 
 
@@ -211,9 +214,13 @@ class RecoveryActivities(RecoveryActivityDefs):
             psp = await self._psps.for_merchant(req.merchant_id, req.psp)
         except PSPNotConfigured as e:
             raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
-        await self._store.begin_attempt(req)
+        started = await self._store.begin_attempt(req)
         try:
-            result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.create_payment_intent(req)))
+            result = await self._charged_before(psp, req, started)
+            if result is None:
+                result = await _heartbeating(
+                    _within(CHARGE_TRY_BUDGET, psp.create_payment_intent(req))
+                )
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         except PSPRequestRejected as e:
@@ -235,6 +242,25 @@ class RecoveryActivities(RecoveryActivityDefs):
             },
         )
         return result
+
+    async def _charged_before(
+        self, psp: PSPAdapter, req: ChargeRequest, started: datetime
+    ) -> ChargeResult | None:
+        """A try that comes so late that the PSP may have forgotten the attempt's idempotency
+        key (Stripe prunes keys after 24 hours: workers down for a day, a task long in the
+        queue) would run as a new charge: it looks the attempt up first. The charge found is
+        the result; none found means nothing was charged, and charging now is safe."""
+        window = psp.idempotency_window
+        if window is None or datetime.now(UTC) - started < window - KEY_MARGIN:
+            return None
+        found = await psp.find_charge(req)
+        log.warning(
+            "charge %s: a try %s after the first, looked up first: %s",
+            req.idempotency_key,
+            datetime.now(UTC) - started,
+            found.status if found else "nothing charged",
+        )
+        return found
 
     @activity.defn(name="find_attempt_charge")
     async def find_attempt_charge(self, req: ChargeRequest) -> ChargeLookup:

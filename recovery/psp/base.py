@@ -10,7 +10,7 @@ webhooks find their recovery again.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -133,6 +133,9 @@ class PSPStore(Protocol):
 
 class PSPAdapter(Protocol):
     name: str
+    # How long the PSP keeps an idempotency key (None: for ever, or no keys: the adapter
+    # looks its charges up itself). A try after that long would run as a new charge.
+    idempotency_window: timedelta | None
 
     async def create_payment_intent(self, req: ChargeRequest) -> ChargeResult:
         """Charge the saved payment method off-session, once per `req.idempotency_key`."""

@@ -77,6 +77,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, Literal, TypeGuard, TypeVar, assert_never, get_args
 
 import razorpay
@@ -495,6 +496,7 @@ class RazorpayAdapter:
     """`PSPAdapter` for Razorpay. See the module docstring for the flow and its limits."""
 
     name = "razorpay"
+    idempotency_window: timedelta | None = None  # receipts: looked up by the adapter itself
 
     def __init__(
         self,

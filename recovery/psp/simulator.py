@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 
 from recovery.models import (
     CardIdentity,
@@ -86,6 +87,7 @@ def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:
 
 class SimulatorPSP:
     name = "simulator"
+    idempotency_window: timedelta | None = None  # its ledger keeps every key
 
     def __init__(self, store: PSPStore) -> None:
         self._store = store

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never, cast, get_args
 
 import stripe
@@ -163,6 +163,9 @@ class StripeAdapter:
     and one httpx connection pool; call `aclose()` when done with it."""
 
     name = "stripe"
+    # "Keys are eligible to be removed from the system automatically after they're at least
+    # 24 hours old" (docs.stripe.com/api/idempotent_requests)
+    idempotency_window: timedelta | None = timedelta(hours=24)
 
     def __init__(
         self,

@@ -15,9 +15,9 @@ from recovery.store.db import connection, lock_payment, transaction
 from recovery.store.payments import receive_payment
 
 
-async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> None:
+async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> datetime:
     """The attempt's row, before the PSP call; it keeps the card its attempt was reserved on
-    (`reserve_card_attempt`), if it was."""
+    (`reserve_card_attempt`), if it was. Returns when its first try began."""
     async with connection(pool) as conn:
         await conn.execute(
             "INSERT INTO attempts (recovery_id, number, idempotency_key, psp, amount,"
@@ -34,6 +34,10 @@ async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> None:
             req.merchant_id,
             req.payment_method.id,
         )
+        started: datetime = await conn.fetchval(
+            "SELECT created_at FROM attempts WHERE idempotency_key = $1", req.idempotency_key
+        )
+    return started
 
 
 async def complete_attempt(pool: asyncpg.Pool, idempotency_key: str, result: ChargeResult) -> None:

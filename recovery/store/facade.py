@@ -159,8 +159,8 @@ class Store:
 
     # ---- attempts (attempts.py) -------------------------------------------------------------
 
-    async def begin_attempt(self, req: ChargeRequest) -> None:
-        await attempts.begin_attempt(self.pool, req)
+    async def begin_attempt(self, req: ChargeRequest) -> datetime:
+        return await attempts.begin_attempt(self.pool, req)
 
     async def complete_attempt(self, idempotency_key: str, result: ChargeResult) -> None:
         await attempts.complete_attempt(self.pool, idempotency_key, result)

@@ -48,6 +48,9 @@ Stripe's documented API that localstripe lacks and our adapter relies on:
    answered `500 api_error`, after the request ran (the charge was made) or before; and, as
    on Stripe, that 500 is the saved answer of its idempotency key, replayed to every retry
    with the same key (docs.stripe.com/error-low-level#idempotency).
+7. Idempotency keys are pruned 24 hours after their first request (`KEY_LIFETIME`, on the
+   proxy's clock, which `advance_clock` moves): the same key then runs as a new request, as
+   on Stripe.
 
 localstripe runs without its disk persistence: stock `localstripe` pickles its whole store to
 the one shared path /tmp/localstripe.pickle after every write, which parallel runs (or another
@@ -203,6 +206,13 @@ class _Saved:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    at: float  # when it was saved, on the proxy's clock
+
+
+KEY_LIFETIME = 24 * 3600.0
+"""Stripe prunes an idempotency key 24 hours after its first request; the same key then
+runs as a new request (docs.stripe.com/api/idempotent_requests: "Keys are eligible to be
+removed from the system automatically after they're at least 24 hours old")."""
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -220,6 +230,10 @@ class _ProxyServer(ThreadingHTTPServer):
         self.latency: dict[str, tuple[float, float]] = {}  # path -> (before, after) seconds
         self.declines: dict[str, list[dict[str, str]]] = {}  # customer -> scripted declines
         self.intent_overrides: dict[str, dict[str, Any]] = {}  # what Stripe would show
+        self.clock_offset = 0.0  # seconds `advance_clock` added to real time
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up mid-request (a killed worker) is no error: its response is
@@ -287,6 +301,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.server.declines.setdefault(asked.pop("customer"), []).append(asked)
             self._send(200, [], b"{}")
             return
+        if (self.command, self.path) == ("POST", "/_proxy/clock"):
+            with self.server.lock:
+                self.server.clock_offset += float(json.loads(raw)["advance"])
+            self._send(200, [], b"{}")
+            return
         if (self.command, self.path) == ("POST", "/_proxy/faults"):
             with self.server.lock:
                 self.server.faults.append(_Fault(**json.loads(raw)))
@@ -316,6 +335,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         request = (self.command, self.path, body)
         with self.server.lock:
             saved = self.server.saved.get(scope)
+            if saved is not None and self.server.now() - saved.at >= KEY_LIFETIME:
+                del self.server.saved[scope]  # pruned: the key runs anew
+                saved = None
             in_flight = saved is None and scope in self.server.running
             if saved is None and not in_flight:
                 self.server.running.add(scope)
@@ -349,7 +371,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             with self.server.lock:
                 self.server.running.discard(scope)
                 if status not in (400, 502):
-                    self.server.saved[scope] = _Saved(request, status, headers, response)
+                    self.server.saved[scope] = _Saved(
+                        request, status, headers, response, self.server.now()
+                    )
         self._send(status, headers, response)
 
     def _checkout(self, path: str, raw: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -790,6 +814,15 @@ def script_decline(base_url: str, customer_id: str, **codes: str) -> None:
         f"{base_url}/_proxy/declines",
         data=json.dumps({"customer": customer_id, **codes}).encode(),
         method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def advance_clock(base_url: str, seconds: float) -> None:
+    """Move the proxy's clock on: idempotency keys older than `KEY_LIFETIME` are pruned."""
+    request = urllib.request.Request(
+        f"{base_url}/_proxy/clock", data=json.dumps({"advance": seconds}).encode(), method="POST"
     )
     with urllib.request.urlopen(request, timeout=10):
         pass
