@@ -196,7 +196,9 @@ class RecoveryActivities(RecoveryActivityDefs):
 
     @activity.defn(name="finish_recovery")
     async def finish_recovery(self, req: FinishRequest) -> FinishResult:
-        return await self._store.finish(req.state, req.seen_event_ids, req.pending_payments)
+        return await self._store.finish(
+            req.state, req.seen_event_ids, req.pending_payments, req.late_payments
+        )
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, req: ChargeRequest) -> ChargeResult:

@@ -259,6 +259,9 @@ class ChargeResult(BaseModel):
     status: ChargeStatus
     psp_payment_id: str | None = None
     failure: Failure | None = None
+    # a `failed` payment the PSP may still authorise late, until then (Razorpay: the bank
+    # did not answer in time, and Razorpay keeps asking it for 3 days)
+    may_complete_until: datetime | None = None
 
 
 class LinkRequest(BaseModel):
@@ -286,6 +289,8 @@ class PaymentLookup(BaseModel):
     # set for a payment that is not one of our charges (a pending failure the merchant sent):
     # when it succeeds it is recorded as a payment received for this payment
     payment_ref: str | None = None
+    # a watcher keeps asking about a *failed* payment until then (it may be authorised late)
+    late_until: datetime | None = None
 
 
 class ChargeLookup(BaseModel):
@@ -364,6 +369,8 @@ class FinishRequest(BaseModel):
     seen_event_ids: list[str]
     # PSP ids of payments of this recovery still pending at the PSP: watched after the end
     pending_payments: list[str] = []
+    # failed payments of this recovery that may still be authorised late, and until when
+    late_payments: dict[str, datetime] = {}
 
 
 class FinishResult(BaseModel):

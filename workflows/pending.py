@@ -1,14 +1,15 @@
 """WatchPendingPaymentWorkflow: a payment still pending at the PSP when its recovery ended
-is watched until it settles, so that nothing a customer pays is dropped.
+(or a failed one the PSP may still authorise late) is watched until it settles, so that
+nothing a customer pays is dropped.
 
 Started by the outbox relay: the transaction that ends the recovery queues it (so it
-survives any crash), for each payment the workflow names as still pending. It asks the PSP
-every few minutes at first, less often later (at most every `POLL_MAX`), for up to
-`WATCH_FOR`. The `check_payment_status` activity records what it finds: a success is a
-payment received, which on a recovered recovery is a duplicate (refunded through the outbox)
-and on a cancelled or exhausted one is shown as paid after the end; a failure settles the
-attempt's row. A webhook for the payment records it the same way, earlier. Deterministic
-code only.
+survives any crash), for each payment the workflow names. It asks the PSP every few minutes
+at first, less often later (at most every `POLL_MAX`), for up to `WATCH_FOR`; about a
+failed payment that may be authorised late, until its `late_until`. The
+`check_payment_status` activity records what it finds: a success is a payment received,
+which on a recovered recovery is a duplicate (refunded through the outbox) and on a
+cancelled or exhausted one is shown as paid after the end; a failure settles the attempt's
+row. A webhook for the payment records it the same way, earlier. Deterministic code only.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class WatchPendingPaymentWorkflow:
                     non_retryable_error_types=["PSPNotConfigured"],
                 ),
             ),
-            lambda r: r.status != "processing",
+            lambda r: r.status != "processing" and not self._may_be_late(req, r),
             first=POLL_FIRST,
             most=POLL_MAX,
             until=workflow.now() + WATCH_FOR,
@@ -61,3 +62,12 @@ class WatchPendingPaymentWorkflow:
                 WATCH_FOR,
             )
         return result or ChargeResult(status="processing", psp_payment_id=req.psp_payment_id)
+
+    @staticmethod
+    def _may_be_late(req: PaymentLookup, result: ChargeResult) -> bool:
+        """A failed payment the PSP may still authorise late is watched until `late_until`."""
+        return (
+            result.status == "failed"
+            and req.late_until is not None
+            and workflow.now() < req.late_until
+        )

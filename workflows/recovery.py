@@ -151,6 +151,11 @@ PENDING_POLL_MAX = timedelta(hours=1)
 # transaction that ends them: when it settles it is recorded (a duplicate refunded, a payment
 # after the end shown), never dropped.
 WATCH_PENDING_PATCH = "watch-pending-after-end"
+# Recoveries after this patch keep each failed charge the PSP may still authorise late (its
+# result's `may_complete_until`: Razorpay asks the bank for 3 days after a timeout), check
+# it again before any new charge (one authorised late ends the recovery `recovered`), and
+# name it as they end, so that it is watched until then.
+LATE_AUTH_PATCH = "late-authorisations"
 # While waiting for the customer, a fresh link (the last one expired) goes out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
 # What a pending payment that never completed counts as (no message: it must not read as
@@ -281,6 +286,8 @@ class PaymentRecoveryWorkflow:
         self._unsettled: list[str] = []  # PSP ids of payments that may still complete
         self._patient = False  # PATIENT_PENDING_PATCH
         self._attempt_of: dict[str, int] = {}  # pending PSP payment id -> its attempt's index
+        self._late: dict[str, datetime] = {}  # failed payments that may complete, until when
+        self._late_auth = False  # LATE_AUTH_PATCH
 
     # ---- signals and query (handlers only record; the main loop acts) -----------------------
 
@@ -394,6 +401,7 @@ class PaymentRecoveryWorkflow:
             self._refile_inbox()
         self._bounded = workflow.patched(BOUNDED_CHARGES_PATCH)
         self._patient = self._bounded and workflow.patched(PATIENT_PENDING_PATCH)
+        self._late_auth = self._patient and workflow.patched(LATE_AUTH_PATCH)
 
         if not await workflow.execute_activity_method(
             RecoveryActivityDefs.recovery_is_open, first.recovery_id, **_STORE
@@ -602,6 +610,8 @@ class PaymentRecoveryWorkflow:
         if self._patient and self._unsettled:  # no place in the card's limits meanwhile
             if (earlier := await self._recheck_unsettled()) is not None:
                 return earlier
+        if self._late and (late := await self._recheck_late()) is not None:
+            return late
         if self._card_limits and workflow.patched(CARD_WINDOW_PATCH):
             if (held := await self._within_card_limits()) is not None:
                 return held
@@ -625,6 +635,9 @@ class PaymentRecoveryWorkflow:
             self._pending_payment = result.psp_payment_id
             if result.psp_payment_id:
                 self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
+        if self._late_auth and result.may_complete_until and result.psp_payment_id:
+            self._late[result.psp_payment_id] = result.may_complete_until
+            self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
         if self._bounded and (ending := _ending_of(result, f"attempt {len(self._state.attempts)}")):
             return ending
         return _failure_of(result, patient=self._patient)
@@ -647,6 +660,32 @@ class PaymentRecoveryWorkflow:
             self._settle_attempt(psp_payment_id, result)
             if result.status == "succeeded":
                 return Ending(RecoveryStatus.RECOVERED, "an earlier pending payment completed")
+        return None
+
+    async def _recheck_late(self) -> Failure | Ending | None:
+        """Check every earlier failed payment that may still be authorised late, before a
+        new charge: one that was ends the recovery; a failed one is kept until its time."""
+        for psp_payment_id, until in list(self._late.items()):
+            if workflow.now() >= until:
+                del self._late[psp_payment_id]
+                continue
+            try:
+                result = await self._payment_status(psp_payment_id)
+            except ActivityError as e:
+                return Ending(
+                    RecoveryStatus.EXHAUSTED,
+                    f"an earlier payment that may be authorised late could not be checked at "
+                    f"the PSP: {e.cause or e}",
+                )
+            if result.status == "failed":
+                continue
+            del self._late[psp_payment_id]
+            self._settle_attempt(psp_payment_id, result)
+            if result.status == "succeeded":
+                return Ending(RecoveryStatus.RECOVERED, "an earlier payment was authorised late")
+            if result.status == "processing":
+                self._pending_payment = psp_payment_id
+                return _failure_of(result, patient=self._patient)
         return None
 
     def _pending_wakes(self) -> frozenset[Wake]:
@@ -1003,11 +1042,20 @@ class PaymentRecoveryWorkflow:
         self._set_status(status)
         workflow.upsert_search_attributes([names.SA_NEXT_ATTEMPT_AT.value_unset()])
         pending = self._still_pending()
+        paid = self._succeeded.psp_payment_id if self._succeeded else None
+        late = {
+            p: t
+            for p, t in self._late.items()
+            if p not in pending and p != paid and workflow.now() < t
+        }
         while True:
             done = await workflow.execute_activity_method(
                 RecoveryActivityDefs.finish_recovery,
                 FinishRequest(
-                    state=self._state, seen_event_ids=sorted(self._seen), pending_payments=pending
+                    state=self._state,
+                    seen_event_ids=sorted(self._seen),
+                    pending_payments=pending,
+                    late_payments=late,
                 ),
                 **_STORE,
             )

@@ -77,7 +77,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeGuard, TypeVar, assert_never, get_args
 
 import razorpay
@@ -438,18 +438,35 @@ def pending_debit(payment: Mapping[str, Any]) -> Failure | None:
     )
 
 
+LATE_AUTH_REASONS = frozenset(
+    {"payment_timed_out", "bank_technical_error", "gateway_technical_error"}
+)
+"""Failure reasons that mean the bank gave no answer in time. Razorpay then "polls the APIs
+intermittently for 3 days to check the status" and moves a payment the bank did take to
+`authorized` (and, our orders being auto-capture, `captured`): "Late Authorisation",
+razorpay.com/docs/payments/payments/late-authorisation."""
+LATE_AUTH_WINDOW = timedelta(days=3, hours=12)
+"""How long such a failed payment may still complete: Razorpay's 3 days, and a margin."""
+
+
 def charge_result(payment: Mapping[str, Any]) -> ChargeResult:
     """A payment entity as our canonical result (a pending recurring debit says how long it
-    may take, `pending_debit`)."""
+    may take, `pending_debit`; a failed one the bank never answered may still complete)."""
     native = payment.get("status")
     if not _is_payment_status(native):
         raise RazorpayResponseError(f"Razorpay payment has an unknown status {native!r}")
     status = map_payment_status(native)
     failure = failure_from_payment(payment) if status is PaymentStatus.FAILED else None
+    late = None
+    if failure is not None and failure.decline_code in LATE_AUTH_REASONS:
+        created = payment.get("created_at")
+        if isinstance(created, int):
+            late = datetime.fromtimestamp(created, UTC) + LATE_AUTH_WINDOW
     return ChargeResult(
         status=status.value,
         psp_payment_id=_text(payment.get("id")),
         failure=failure or pending_debit(payment),
+        may_complete_until=late,
     )
 
 

@@ -6,7 +6,7 @@ Connection failures surface as `Unavailable` (503 with Retry-After at the API).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -132,8 +132,11 @@ class Store:
         state: RecoveryState,
         seen_event_ids: Sequence[str],
         pending_payments: Sequence[str] = (),
+        late_payments: Mapping[str, datetime] | None = None,
     ) -> FinishResult:
-        return await recoveries.finish(self.pool, state, seen_event_ids, pending_payments)
+        return await recoveries.finish(
+            self.pool, state, seen_event_ids, pending_payments, late_payments or {}
+        )
 
     async def recovery_is_open(self, recovery_id: str) -> bool:
         return await recoveries.recovery_is_open(self.pool, recovery_id)

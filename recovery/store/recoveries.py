@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,6 +104,7 @@ async def finish(
     state: RecoveryState,
     seen_event_ids: Sequence[str],
     pending_payments: Sequence[str] = (),
+    late_payments: Mapping[str, datetime] | None = None,
 ) -> FinishResult:
     """End a recovery, unless events joined it that its workflow has not yet seen; in the
     same transaction, queue a watcher for each of its payments still pending at the PSP.
@@ -137,7 +138,9 @@ async def finish(
             state.ended_reason,
             state.policy_version,
         )
-        for psp_payment_id in pending_payments:
+        watch: dict[str, datetime | None] = dict.fromkeys(pending_payments)
+        watch.update(late_payments or {})
+        for psp_payment_id, late_until in watch.items():
             await queue_watch(
                 conn,
                 PaymentLookup(
@@ -145,6 +148,7 @@ async def finish(
                     psp=state.psp or "",
                     psp_payment_id=psp_payment_id,
                     payment_ref=state.payment_ref,
+                    late_until=late_until,
                 ),
             )
         return FinishResult(finished=True)

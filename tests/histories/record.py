@@ -32,6 +32,7 @@ from recovery.models import (
     Failure,
     FailureEvent,
     PauseRequest,
+    PaymentLookup,
     PaymentMethod,
     PaymentMethodUpdate,
     PaymentSucceeded,
@@ -273,6 +274,49 @@ async def card_limit_past_the_window(
 
 # name -> (ingest body fields, driver). Histories already on disk are kept as they are: new
 # scenarios get new names.
+async def _razorpay_on_workflow_time(env: WorkflowEnvironment, *, debit_delay: float) -> None:
+    """The fake Razorpay's clock moved to the time-skipping server's (earlier scenarios
+    skipped months), so its payments' times and the workflow's agree, as in production."""
+    rzp = RAZORPAY[0]
+    rzp.advance(max(0.0, (await env.get_current_time()).timestamp() - rzp.now()))
+    rzp.debit_delay = debit_delay
+
+
+async def razorpay_late_authorisation_found(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """The bank does not answer the first debit in time (`failed`), then authorises it late:
+    the check before the next charge finds it."""
+    await _razorpay_on_workflow_time(env, debit_delay=0)
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["failed"])
+    (payment,) = [p for p in RAZORPAY[0].payments if p["token_id"] == "token_bank_error_once"]
+    RAZORPAY[0].late_authorise(payment["id"])
+
+
+async def razorpay_timed_out_then_paid_by_link(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """The first debit times out (it may be authorised late), the customer pays by link:
+    the recovery ends naming the timed-out debit to watch."""
+    await _razorpay_on_workflow_time(env, debit_delay=0)
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id="replay-late-link-paid",
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=MERCHANT,
+            payment_ref=handle.id.rsplit("/", 1)[-1],
+            psp_payment_id="pay_ReplayLinkPaid2",
+        ),
+        {},
+    )
+    await relay(store, env.client, "replay")
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
     "recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
     "exhausted_after_max_attempts": ({"pm": "pm_sim_decline_insufficient_funds"}, None),
@@ -377,6 +421,23 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         },
         razorpay_debit_pending_when_paid_by_link,
     ),
+    # since the late-authorisations patch (the local fake Razorpay)
+    "late_razorpay_authorisation_found_before_next_charge": (
+        {
+            "psp": "razorpay",
+            "pm": "token_bank_error_once",
+            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000004"}},
+        },
+        razorpay_late_authorisation_found,
+    ),
+    "late_razorpay_timeout_watched_after_link_payment": (
+        {
+            "psp": "razorpay",
+            "pm": "token_timeout_once",
+            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000005"}},
+        },
+        razorpay_timed_out_then_paid_by_link,
+    ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
     "bounded_card_window_deferred_then_attempted": (
@@ -426,6 +487,57 @@ async def record_refund(env: WorkflowEnvironment, store: Store) -> None:
     await relay(store, env.client, "replay")
     (paid,) = [p for p in await store.payments_of(res.body["recovery_id"]) if p.refund_status]
     handle = env.client.get_workflow_handle(f"refund/{MERCHANT}/{paid.id}")
+    await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
+async def record_late_watch(env: WorkflowEnvironment, store: Store) -> None:
+    """WatchPendingPaymentWorkflow for a failed debit that may be authorised late: it is,
+    a day later, and is found (recorded as a payment of a recovered payment: a duplicate)."""
+    out = HERE / "watch_late_authorised_payment.json"
+    if out.exists():
+        return
+    await _razorpay_on_workflow_time(env, debit_delay=0)
+    rzp = RAZORPAY[0]
+    ref = "replay-late_razorpay_timeout_watched_after_link_payment"
+    adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
+    try:
+        failed = await adapter.create_payment_intent(
+            ChargeRequest(
+                merchant_id=MERCHANT,
+                recovery_id="replay-late-watch",
+                payment_ref=ref,
+                attempt=1,
+                idempotency_key="replay-late-watch-1",
+                psp="razorpay",
+                amount=4999,
+                currency="inr",
+                customer=Customer(id="cust_Replay000006", email="c@example.com"),
+                payment_method=PaymentMethod(type="card", id="token_timeout_once_watch"),
+                original_failure=Failure(code="card_declined"),
+            )
+        )
+    finally:
+        adapter.close()
+    assert failed.status == "failed" and failed.psp_payment_id and failed.may_complete_until
+    lookup = PaymentLookup(
+        merchant_id=MERCHANT,
+        psp="razorpay",
+        psp_payment_id=failed.psp_payment_id,
+        payment_ref=ref,
+        late_until=failed.may_complete_until,
+    )
+    handle = await env.client.start_workflow(
+        names.WATCH_WORKFLOW,
+        lookup,
+        id=names.watch_workflow_id(MERCHANT, "razorpay", failed.psp_payment_id),
+        task_queue="replay",
+    )
+    await env.sleep(timedelta(days=1))
+    rzp.late_authorise(failed.psp_payment_id)
+    await env.sleep(timedelta(days=1))
     await handle.result()
     history = await handle.fetch_history()
     out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
@@ -558,6 +670,7 @@ async def main() -> None:
         await record_refund(env, store)
         await record_watch(env, store)
         await record_refund_pending(env, store)
+        await record_late_watch(env, store)
     rzp.__exit__(None, None, None)
     await env.shutdown()
     await store.close()

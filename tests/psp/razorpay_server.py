@@ -115,6 +115,27 @@ RECURRING_DEBIT_DELAY = 25 * 3600.0
 """Seconds a recurring debit stays ``created``: the 24 h pre-debit notice, then the debit
 "attempted in the 25th hour" (Razorpay, "Create Subsequent Payments", see above)."""
 
+NO_ANSWER_ONCE: dict[str, dict[str, str]] = {
+    "token_timeout_once": {
+        "code": "BAD_REQUEST_ERROR",
+        "description": "Payment was not completed on time.",
+        "source": "customer",
+        "step": "payment_authentication",
+        "reason": "payment_timed_out",
+    },
+    "token_bank_error_once": {
+        "code": "BAD_REQUEST_ERROR",
+        "description": "Your payment could not be completed due to a technical issue at the bank.",
+        "source": "bank",
+        "step": "payment_authorization",
+        "reason": "bank_technical_error",
+    },
+}
+"""Tokens (ids starting with these) whose first debit fails because the bank did not answer
+in time (the payment is `failed`, answered 200); later debits succeed. Razorpay may still
+authorise such a payment late ("Late Authorisation": it polls the bank for 3 days):
+`late_authorise` does that."""
+
 ASYNC_FAILURE = {
     "code": "BAD_REQUEST_ERROR",
     "description": "Your payment has been declined by your bank.",
@@ -426,7 +447,7 @@ class FakeRazorpay:
             "contact": contact,
             "gstin": None,
             "notes": [],
-            "created_at": int(time.time()),
+            "created_at": int(self.now()),
         }
         with self.lock:
             self.customers[customer["id"]] = customer
@@ -480,6 +501,17 @@ class FakeRazorpay:
             if order is not None and status == "captured":
                 _mark_order_paid(order)
             return payment
+
+    def late_authorise(self, payment_id: str) -> dict[str, Any]:
+        """The bank answers at last: a `failed` payment is authorised and, its order being
+        auto-capture, captured (razorpay.com/docs/payments/payments/late-authorisation)."""
+        with self.lock:
+            payment = self.payments_by_id[payment_id]
+            assert payment["status"] == "failed", payment["status"]
+            for key in ("error_code", "error_description", "error_source", "error_step"):
+                payment[key] = None
+            payment["error_reason"] = None
+            return self.set_payment_status(payment_id, "captured")
 
     def set_refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
         """Move a refund on: a ``pending`` one to ``processed`` (or ``failed``)."""
@@ -579,7 +611,7 @@ class FakeRazorpay:
                 "event": event,
                 "contains": list(payload),
                 "payload": payload,
-                "created_at": int(time.time()),
+                "created_at": int(self.now()),
             }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -624,7 +656,7 @@ class FakeRazorpay:
             "status": "created",
             "attempts": 0,
             "notes": notes or [],
-            "created_at": int(time.time()),
+            "created_at": int(self.now()),
         }
         self._listed_from[order["id"]] = time.monotonic() + self.order_list_lag
         self.orders[order["id"]] = order
@@ -675,7 +707,7 @@ class FakeRazorpay:
             "error_step": None,
             "error_reason": None,
             "acquirer_data": {"auth_code": "541898"},
-            "created_at": int(time.time()),
+            "created_at": int(self.now()),
         }
         self.payments_by_id[payment["id"]] = payment
         order["attempts"] += 1
@@ -868,6 +900,12 @@ class FakeRazorpay:
                 "token_authorized": "authorized",
                 "token_failed_async": "failed",
             }.get(token)
+            no_answer = next(
+                (error for name, error in NO_ANSWER_ONCE.items() if token.startswith(name)), None
+            )
+            no_answer = no_answer if first_use else None
+            if no_answer is not None:
+                status = "failed"
             if token in DECLINES:
                 status = "failed"
             if status is None:
@@ -906,7 +944,7 @@ class FakeRazorpay:
                     0.0,
                 )
             if status == "failed":
-                _fill_error(payment, ASYNC_FAILURE)
+                _fill_error(payment, no_answer or ASYNC_FAILURE)
             answer = {
                 "razorpay_payment_id": payment["id"],
                 "razorpay_order_id": order["id"],
@@ -979,7 +1017,7 @@ class FakeRazorpay:
                 "payment_id": payment["id"],
                 "notes": body.get("notes") or [],
                 "acquirer_data": {"arn": None},
-                "created_at": int(time.time()),
+                "created_at": int(self.now()),
                 "batch_id": None,
                 "status": self.refund_status,
                 "speed_processed": "normal",

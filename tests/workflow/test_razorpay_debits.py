@@ -307,3 +307,80 @@ async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothi
     assert s.rule == "razorpay.reason.token_paused", s.rule
     assert [a.code for a in s.attempts] == ["token_paused"]
     assert rzp.orders == {} and rzp.payments == []
+
+
+async def test_a_debit_the_bank_authorises_late_is_found_before_charging_again(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """Reproduced: the bank did not answer in time, Razorpay marked the debit `failed`, then
+    authorised (and captured) it late; its webhook never came. The next attempt debited the
+    customer a second time. Now the late payment is checked before any new charge."""
+    rzp.debit_delay = 0
+    handle = await charged_once_and_pending(
+        store, env, merchant, "token_bank_error_once", outcome="failed"
+    )
+    [first] = rzp.payments
+    assert first["error_reason"] == "bank_technical_error"
+    rzp.late_authorise(first["id"])
+    result = await run_out(ts_env, handle)
+    assert result.status == "recovered", result.ended_reason
+    assert result.ended_reason == "an earlier payment was authorised late"
+    assert [p["status"] for p in rzp.payments] == ["captured"], "debited twice"
+    assert [a.outcome for a in result.attempts] == ["succeeded"]
+    rec = await store.get_recovery(merchant, result.payment_ref)
+    assert [a.outcome for a in rec.attempts] == ["succeeded"] and rec.paid_by is not None
+
+
+async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """The first debit timed out, the customer paid through a link, and then the bank
+    authorised the first debit late, without a webhook: the watcher finds it and it is
+    refunded."""
+    client, task_queue = env
+    rzp.debit_delay = 0
+    handle = await charged_once_and_pending(
+        store, env, merchant, "token_timeout_once", outcome="failed"
+    )
+    s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
+    [first] = rzp.payments
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id="evt_paid_by_link_late",
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=merchant,
+            payment_ref=s.payment_ref,
+            psp_payment_id="pay_PaidByLink0002",
+        ),
+        {},
+    )
+    await relay(store, client, task_queue)
+    assert (await handle.result()).status == "recovered"
+    await relay(store, client, task_queue)  # the watcher of the timed-out debit
+    watch = client.get_workflow_handle(
+        names.watch_workflow_id(merchant, "razorpay", first["id"]), result_type=ChargeResult
+    )
+    await ts_env.sleep(timedelta(days=1))
+    rzp.late_authorise(first["id"])  # two days after the debit: within Razorpay's three
+    await ts_env.sleep(timedelta(days=1))
+    assert (await watch.result()).status == "succeeded"
+    await relay(store, client, task_queue)  # the duplicate's refund
+    [dup] = await store.pool.fetch(
+        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+        merchant,
+    )
+    refund = await client.get_workflow_handle(
+        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
+    ).result()
+    assert refund.status == "succeeded"
+    assert [r["payment_id"] for r in rzp.refunds.values()] == [first["id"]]
