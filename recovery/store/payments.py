@@ -68,6 +68,18 @@ async def receive_payment(
         disposition.value,
         "pending" if disposition is Disposition.DUPLICATE else None,
     )
+    if psp_payment_id and source != "attempt":
+        # one of our charges paid after all (authorised late, a pending debit made): its
+        # attempt says so, whatever it said before
+        await conn.execute(
+            "UPDATE attempts SET status = 'succeeded', failure_code = NULL,"
+            " completed_at = coalesce(completed_at, clock_timestamp())"
+            " WHERE recovery_id = $1 AND psp = $2 AND psp_payment_id = $3"
+            " AND status <> 'succeeded'",
+            rec.id,
+            psp,
+            psp_payment_id,
+        )
     if disposition is Disposition.DUPLICATE:
         await conn.execute(
             "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",

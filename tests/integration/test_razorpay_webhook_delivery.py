@@ -1,0 +1,80 @@
+"""Razorpay's webhooks as Razorpay delivers them (tests/psp/webhook_delivery.py): shuffled,
+some twice, retried after failures. A late authorisation told that way (the debit `failed`
+while the bank was silent, then authorised and captured) recovers the payment once, with
+one payment recorded and nothing charged or refunded on top (the local Razorpay fake, the
+real `razorpay` SDK, a Temporal dev server)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.helpers import eventually, failure_body
+from tests.integration.conftest import Stack
+from tests.integration.test_api import INGEST, recovery
+from tests.psp.razorpay_server import FakeRazorpay
+from tests.psp.webhook_delivery import WebhookDelivery
+from tests.reliability.test_worker_crash import expedite
+
+RECURRING = r"/v1/payments/create/recurring"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_once(
+    rzp_api: Stack, rzp: FakeRazorpay, seed: int
+) -> None:
+    api = rzp_api
+    body = failure_body(psp="razorpay", decline_code="insufficient_funds")
+    body["payment_method"] = {"type": "card", "id": f"token_timeout_once_{seed}"}
+    body["currency"] = "inr"
+    body["customer"] = {"id": f"cust_Hooks000000{seed}", "email": "c@example.com"}
+    r = await api.http.post(INGEST, json=body, headers=api.auth())
+    assert r.status_code == 202, r.text
+    ref = body["payment_ref"]
+
+    async def scheduled() -> bool:
+        return (await recovery(api, ref))["next_attempt_at"] is not None
+
+    await eventually(scheduled)
+    await expedite(api, ref)
+
+    async def waiting_for_the_customer() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "awaiting_customer", rec
+        return rec
+
+    rec = await eventually(waiting_for_the_customer)
+    assert [a["code"] for a in rec["attempts"]] == ["payment_timed_out"]
+    [debit] = rzp.payments
+
+    async def post(raw: bytes, headers: dict[str, str]) -> int:
+        answer = await api.http.post("/v1/webhooks/razorpay", content=raw, headers=headers)
+        return answer.status_code
+
+    delivery = WebhookDelivery(post, random.Random(seed), unreachable=2)
+    delivery.queue("failed", *rzp.signed_webhook("payment.failed", payment_id=debit["id"]))
+    rzp.late_authorise(debit["id"])  # the bank took the money after all
+    delivery.queue("authorized", *rzp.signed_webhook("payment.authorized", payment_id=debit["id"]))
+    delivery.queue("captured", *rzp.signed_webhook("payment.captured", payment_id=debit["id"]))
+    await delivery.deliver()
+    for label in ("failed", "authorized", "captured"):
+        assert delivery.answered(label)[-1] == 200, (label, delivery.log)
+
+    async def recovered() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        return rec
+
+    rec = await eventually(recovered)
+    assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
+        (debit["id"], "recovered")
+    ]
+    assert [a["outcome"] for a in rec["attempts"]] == ["succeeded"]
+    assert len(rzp.requests_to("POST", RECURRING)) == 1 and rzp.refunds == {}
+    stored = await api.store.pool.fetchval(
+        "SELECT count(*) FROM webhook_events WHERE psp = 'razorpay'"
+        " AND payload->'payload'->'payment'->'entity'->>'id' = $1",
+        debit["id"],
+    )
+    assert stored == 3, "each event recorded once, however often it came"
