@@ -19,6 +19,7 @@ from recovery.auth import generate_key, register_key
 from recovery.settings import Settings
 from recovery.store import Store
 from recovery.temporal import connect_client
+from tests.psp.localstripe_server import TEST_API_KEY, localstripe
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
 
@@ -114,5 +115,34 @@ async def rzp_api(
         razorpay_key_secret=rzp.key_secret,
         razorpay_webhook_secret=rzp.webhook_secret,
         razorpay_api_base=rzp.base_url,
+    ) as stack:
+        yield stack
+
+
+STRIPE_WHSEC = "whsec_test_end_to_end_0123456789"
+RAZORPAY_WHSEC = "razorpay-webhook-secret-e2e"
+
+
+@pytest.fixture(scope="module")
+def stripe_base() -> Iterator[str]:
+    with localstripe() as url:
+        yield url
+
+
+@pytest.fixture
+async def psp_api(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, stripe_base: str
+) -> AsyncIterator[Stack]:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store,
+        pg_dsn,
+        address,
+        stripe_api_key=TEST_API_KEY,
+        stripe_api_base=stripe_base,
+        stripe_webhook_secret=STRIPE_WHSEC,
+        razorpay_key_id="rzp_test_e2e",
+        razorpay_key_secret="rzp_secret_e2e",
+        razorpay_webhook_secret=RAZORPAY_WHSEC,
     ) as stack:
         yield stack

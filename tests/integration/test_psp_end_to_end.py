@@ -8,7 +8,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,7 +19,13 @@ from recovery.psp.sealing import CredentialsCipher
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import failure_body
-from tests.integration.conftest import Stack, add_merchant, running_stack
+from tests.integration.conftest import (
+    RAZORPAY_WHSEC,
+    STRIPE_WHSEC,
+    Stack,
+    add_merchant,
+    running_stack,
+)
 from tests.integration.test_api import (
     INGEST,
     _has_next_attempt,
@@ -32,42 +37,12 @@ from tests.integration.test_api import (
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
-    TEST_API_KEY,
     attach_card,
     create_customer_with_card,
-    localstripe,
     pay_checkout,
     stripe_client,
     successful_charges,
 )
-
-STRIPE_WHSEC = "whsec_test_end_to_end_0123456789"
-RAZORPAY_WHSEC = "razorpay-webhook-secret-e2e"
-
-
-@pytest.fixture(scope="module")
-def stripe_base() -> Iterator[str]:
-    with localstripe() as url:
-        yield url
-
-
-@pytest.fixture
-async def psp_api(
-    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, stripe_base: str
-) -> AsyncIterator[Stack]:
-    address = dev_env.client.service_client.config.target_host
-    async with running_stack(
-        store,
-        pg_dsn,
-        address,
-        stripe_api_key=TEST_API_KEY,
-        stripe_api_base=stripe_base,
-        stripe_webhook_secret=STRIPE_WHSEC,
-        razorpay_key_id="rzp_test_e2e",
-        razorpay_key_secret="rzp_secret_e2e",
-        razorpay_webhook_secret=RAZORPAY_WHSEC,
-    ) as stack:
-        yield stack
 
 
 def stripe_signed(

@@ -1,4 +1,4 @@
-"""Razorpay's webhooks as Razorpay delivers them (tests/psp/webhook_delivery.py): shuffled,
+"""PSP webhooks as Razorpay and Stripe deliver them (tests/psp/webhook_delivery.py): shuffled,
 some twice, retried after failures. A late authorisation told that way (the debit `failed`
 while the bank was silent, then authorised and captured) recovers the payment once, with
 one payment recorded and nothing charged or refunded on top (the local Razorpay fake, the
@@ -13,6 +13,13 @@ import pytest
 from tests.helpers import eventually, failure_body
 from tests.integration.conftest import Stack
 from tests.integration.test_api import INGEST, recovery
+from tests.integration.test_psp_end_to_end import (
+    pi,
+    stripe_event,
+    stripe_failure,
+    stripe_signed,
+)
+from tests.psp.localstripe_server import CARD_OK, create_customer_with_card, successful_charges
 from tests.psp.razorpay_server import FakeRazorpay
 from tests.psp.webhook_delivery import WebhookDelivery
 from tests.reliability.test_worker_crash import expedite
@@ -36,7 +43,7 @@ async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_
     async def scheduled() -> bool:
         return (await recovery(api, ref))["next_attempt_at"] is not None
 
-    await eventually(scheduled)
+    await eventually(scheduled, within=60)
     await expedite(api, ref)
 
     async def waiting_for_the_customer() -> dict:
@@ -44,7 +51,7 @@ async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_
         assert rec["status"] == "awaiting_customer", rec
         return rec
 
-    rec = await eventually(waiting_for_the_customer)
+    rec = await eventually(waiting_for_the_customer, within=60)
     assert [a["code"] for a in rec["attempts"]] == ["payment_timed_out"]
     [debit] = rzp.payments
 
@@ -66,7 +73,7 @@ async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_
         assert rec["status"] == "recovered", rec
         return rec
 
-    rec = await eventually(recovered)
+    rec = await eventually(recovered, within=60)
     assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
         (debit["id"], "recovered")
     ]
@@ -78,3 +85,51 @@ async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_
         debit["id"],
     )
     assert stored == 3, "each event recorded once, however often it came"
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_stripe_events_shuffled_repeated_and_retried_recover_once(
+    psp_api: Stack, stripe_base: str, seed: int
+) -> None:
+    """The customer paid with a PaymentIntent of their own; its `payment_intent.succeeded`
+    and a stale `payment_intent.payment_failed` of an earlier try come shuffled, some twice,
+    after failed deliveries: recovered once, one payment, each event recorded once."""
+    api = psp_api
+    card = create_customer_with_card(stripe_base, CARD_OK)
+    ref = await stripe_failure(api, card.customer_id, card.payment_method_id)
+    earlier = pi(api.merchant_id, ref, status="requires_payment_method")
+    earlier["last_payment_error"] = {
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": "insufficient_funds",
+    }
+    paid = pi(api.merchant_id, ref)
+
+    async def post(raw: bytes, headers: dict[str, str]) -> int:
+        answer = await api.http.post("/v1/webhooks/stripe", content=raw, headers=headers)
+        return answer.status_code
+
+    delivery = WebhookDelivery(post, random.Random(seed), unreachable=3)
+    delivery.queue("failed", *stripe_signed(stripe_event("payment_intent.payment_failed", earlier)))
+    delivery.queue("succeeded", *stripe_signed(stripe_event("payment_intent.succeeded", paid)))
+    await delivery.deliver()
+    for label in ("failed", "succeeded"):
+        assert delivery.answered(label)[-1] == 200, (label, delivery.log)
+
+    async def recovered() -> dict:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        return rec
+
+    rec = await eventually(recovered, within=60)
+    assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
+        (paid["id"], "recovered")
+    ]
+    assert rec["attempts"] == []  # nothing charged by us
+    assert successful_charges(stripe_base, card.customer_id) == []
+    stored = await api.store.pool.fetchval(
+        "SELECT count(*) FROM webhook_events WHERE psp = 'stripe'"
+        " AND payload->'data'->'object'->'metadata'->>'payment_ref' = $1",
+        ref,
+    )
+    assert stored == 2, "each event recorded once, however often it came"
