@@ -659,7 +659,7 @@ class RazorpayAdapter:
                 extra={"order_id": order and order.get("id"), "payment_id": payment.get("id")},
             )
             return charge_result(payment)
-        if (refusal := self._token_refusal(customer_id, token, req.amount)) is not None:
+        if (refusal := self.token_refusal(customer_id, token, req.amount)) is not None:
             log.info("razorpay token cannot be charged", extra={"code": refusal.decline_code})
             return ChargeResult(status="failed", failure=refusal)
         if order is None:
@@ -679,7 +679,7 @@ class RazorpayAdapter:
             self._await_listed(receipt, str(order["id"]))
         return self._charge_order(order, req, customer_id, token, notes)
 
-    def _token_refusal(self, customer_id: str, token_id: str, amount: int) -> Failure | None:
+    def token_refusal(self, customer_id: str, token_id: str, amount: int) -> Failure | None:
         """Why the token cannot be debited now, or None. Only a ``confirmed`` mandate can be
         debited; one ``paused``, ``cancelled``, ``rejected`` (or on its way there), expired,
         or with a ``max_amount`` below the amount fails ("Token States",
