@@ -31,7 +31,7 @@ BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Soak (not in CI): SOAK_KILLS SIGKILLs of the worker during charges (simulator and Stripe).
+# Soak (not in CI): SOAK_KILLS SIGKILLs of the worker during charges with each PSP (simulator, Stripe).
 SOAK_KILLS ?= 200
 soak: $(STAMP)
 	SOAK_KILLS=$(SOAK_KILLS) $(BIN)/pytest -m soak tests/reliability/test_soak.py -p no:randomly -q
