@@ -82,6 +82,24 @@ async def charged_once_and_pending(
     return handle
 
 
+async def paid_by_link(
+    store: Store, merchant: str, payment_ref: str, psp_payment_id: str, event_id: str
+) -> None:
+    """Razorpay's verified webhook: the customer paid `payment_ref` through a Payment Link."""
+    await store.record_webhook(
+        WebhookEvent(
+            psp="razorpay",
+            event_id=event_id,
+            kind="payment_succeeded",
+            psp_type="payment_link.paid",
+            merchant_id=merchant,
+            payment_ref=payment_ref,
+            psp_payment_id=psp_payment_id,
+        ),
+        {},
+    )
+
+
 async def waiting_for_the_debit(handle: WorkflowHandle) -> RecoveryState:
     s = await workflow_state(handle)
     assert s.status == "active", s.ended_reason
@@ -170,18 +188,7 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
     handle = await charged_once_and_pending(store, env, merchant, "token_WatchDebit001")
     s = await workflow_state(handle)
     [debit] = rzp.payments
-    await store.record_webhook(
-        WebhookEvent(
-            psp="razorpay",
-            event_id="evt_link_paid",
-            kind="payment_succeeded",
-            psp_type="payment_link.paid",
-            merchant_id=merchant,
-            payment_ref=s.payment_ref,
-            psp_payment_id="pay_PaidByLink0001",
-        ),
-        {},
-    )
+    await paid_by_link(store, merchant, s.payment_ref, "pay_PaidByLink0001", "evt_link_paid")
     await relay(store, client, task_queue)
     result = await handle.result()
     assert result.status == "recovered", result.ended_reason
@@ -254,18 +261,7 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
     finally:
         adapter.close()
     second = rzp.payments_by_id[other.psp_payment_id or ""]
-    await store.record_webhook(
-        WebhookEvent(
-            psp="razorpay",
-            event_id="evt_second_payment",
-            kind="payment_succeeded",
-            psp_type="payment_link.paid",
-            merchant_id=merchant,
-            payment_ref=result.payment_ref,
-            psp_payment_id=second["id"],
-        ),
-        {},
-    )
+    await paid_by_link(store, merchant, result.payment_ref, second["id"], "evt_second_payment")
     await relay(store, client, task_queue)  # starts the refund
     [dup] = await store.pool.fetch(
         "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
@@ -352,17 +348,8 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     )
     s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
     [first] = rzp.payments
-    await store.record_webhook(
-        WebhookEvent(
-            psp="razorpay",
-            event_id="evt_paid_by_link_late",
-            kind="payment_succeeded",
-            psp_type="payment_link.paid",
-            merchant_id=merchant,
-            payment_ref=s.payment_ref,
-            psp_payment_id="pay_PaidByLink0002",
-        ),
-        {},
+    await paid_by_link(
+        store, merchant, s.payment_ref, "pay_PaidByLink0002", "evt_paid_by_link_late"
     )
     await relay(store, client, task_queue)
     assert (await handle.result()).status == "recovered"
