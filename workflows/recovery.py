@@ -804,8 +804,18 @@ class PaymentRecoveryWorkflow:
         return ChargeResult(status="failed", psp_payment_id=psp_payment_id, failure=PENDING_EXPIRED)
 
     def _settle_attempt(self, psp_payment_id: str, result: ChargeResult) -> None:
-        """The attempt that left `psp_payment_id` pending shows how it ended."""
-        if self._patient and (i := self._attempt_of.pop(psp_payment_id, None)) is not None:
+        """The attempt that left `psp_payment_id` pending shows how it ended; a failure the
+        PSP may still turn into a payment (authorised late) is kept until then, and its
+        attempt may show a success yet."""
+        late = self._late_auth and result.status == "failed" and bool(result.may_complete_until)
+        if late and result.may_complete_until:
+            self._late[psp_payment_id] = result.may_complete_until
+        i = (
+            self._attempt_of.get(psp_payment_id)
+            if late
+            else self._attempt_of.pop(psp_payment_id, None)
+        )
+        if self._patient and i is not None:
             attempt = self._state.attempts[i]
             attempt.outcome = _outcome_of(result)
             attempt.code = (

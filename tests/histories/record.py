@@ -317,6 +317,18 @@ async def razorpay_timed_out_then_paid_by_link(
     await relay(store, env.client, "replay")
 
 
+async def razorpay_pending_debit_fails_at_the_bank(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """A debit waits out its notice, then fails because the bank did not answer (seen by
+    polling): it is kept for late authorisation; the next attempt recovers the payment."""
+    await _razorpay_on_workflow_time(env, debit_delay=30 * 3600)
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    RAZORPAY[0].advance(30 * 3600)
+    RAZORPAY[0].debit_delay = 0
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
     "recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
     "exhausted_after_max_attempts": ({"pm": "pm_sim_decline_insufficient_funds"}, None),
@@ -437,6 +449,14 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
             "_body": {"currency": "inr", "customer": {"id": "cust_Replay000005"}},
         },
         razorpay_timed_out_then_paid_by_link,
+    ),
+    "late_razorpay_pending_debit_failed_then_kept": (
+        {
+            "psp": "razorpay",
+            "pm": "token_bank_error_once_replay",
+            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000007"}},
+        },
+        razorpay_pending_debit_fails_at_the_bank,
     ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),

@@ -257,7 +257,8 @@ class FakeRazorpay:
         self._clock_offset = 0.0
         self._listed_from: dict[str, float] = {}  # order id -> when the search lists it
         self._refund_keys: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (refund, body)
-        self._due: dict[str, tuple[float, str]] = {}  # payment id -> (when, final status)
+        # payment id -> (when, final status, its error if it fails)
+        self._due: dict[str, tuple[float, str, dict[str, str] | None]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -331,11 +332,11 @@ class FakeRazorpay:
 
     def _settle_due(self) -> None:
         now = self.now()
-        for payment_id, (when, status) in list(self._due.items()):
+        for payment_id, (when, status, error) in list(self._due.items()):
             if when <= now:
                 del self._due[payment_id]
                 if self.payments_by_id[payment_id]["status"] == "created":
-                    self.set_payment_status(payment_id, status)
+                    self.set_payment_status(payment_id, status, error=error)
 
     def add_token(
         self,
@@ -927,7 +928,7 @@ class FakeRazorpay:
             if status == "captured":
                 _mark_order_paid(order)
             if status != final:
-                self._due[payment["id"]] = (self.now() + self.debit_delay, final)
+                self._due[payment["id"]] = (self.now() + self.debit_delay, final, no_answer)
             if token in DECLINES:
                 _fill_error(payment, DECLINES[token])
                 error = dict(DECLINES[token])

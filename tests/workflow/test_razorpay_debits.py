@@ -371,3 +371,42 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     ).result()
     assert refund.status == "succeeded"
     assert [r["payment_id"] for r in rzp.refunds.values()] == [first["id"]]
+
+
+async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_late_authorisation(
+    env: tuple[Client, str],
+    ts_env: WorkflowEnvironment,
+    store: Store,
+    merchant: str,
+    rzp: FakeRazorpay,
+) -> None:
+    """A debit waited out its notice, then failed because the bank did not answer; the next
+    attempt recovered the payment; then the bank authorised the first one late, with no
+    webhook. Reproduced: only a failure in a charge's own answer was kept for late
+    authorisation, not one seen while polling, so the second payment was kept."""
+    client, task_queue = env
+    rzp.debit_delay = 30 * HOUR
+    handle = await charged_once_and_pending(store, env, merchant, "token_bank_error_once_poll")
+    [first] = rzp.payments
+    rzp.advance(30 * HOUR)  # the bank does not answer: Razorpay marks it failed
+    rzp.debit_delay = 0
+    result = await run_out(ts_env, handle)
+    assert result.status == "recovered", result.ended_reason
+    assert [p["status"] for p in rzp.payments] == ["failed", "captured"]
+    await relay(store, client, task_queue)  # the watcher of the failed debit
+    watch = client.get_workflow_handle(
+        names.watch_workflow_id(merchant, "razorpay", first["id"]), result_type=ChargeResult
+    )
+    rzp.late_authorise(first["id"])
+    await ts_env.sleep(timedelta(hours=3))
+    assert (await watch.result()).status == "succeeded"
+    await relay(store, client, task_queue)  # the duplicate's refund
+    [dup] = await store.pool.fetch(
+        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+        merchant,
+    )
+    refund = await client.get_workflow_handle(
+        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
+    ).result()
+    assert refund.status == "succeeded"
+    assert [r["payment_id"] for r in rzp.refunds.values()] == [first["id"]]
