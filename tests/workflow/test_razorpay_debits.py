@@ -100,6 +100,24 @@ async def paid_by_link(
     )
 
 
+async def refunded_as_duplicate(
+    store: Store, env: tuple[Client, str], merchant: str, rzp: FakeRazorpay, payment_id: str
+) -> None:
+    """The payment was recorded as a duplicate, and its refund (started through the outbox)
+    went through at Razorpay: the only refund there."""
+    client, task_queue = env
+    await relay(store, client, task_queue)
+    [dup] = await store.pool.fetch(
+        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
+        merchant,
+    )
+    refund = await client.get_workflow_handle(
+        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
+    ).result()
+    assert refund.status == "succeeded", refund
+    assert [r["payment_id"] for r in rzp.refunds.values()] == [payment_id]
+
+
 async def waiting_for_the_debit(handle: WorkflowHandle) -> RecoveryState:
     s = await workflow_state(handle)
     assert s.status == "active", s.ended_reason
@@ -201,16 +219,7 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
     await ts_env.sleep(timedelta(hours=3))  # the watcher polls meanwhile
     settled = await watch.result()
     assert settled.status == "succeeded"
-    await relay(store, client, task_queue)  # the duplicate's refund
-    [dup] = await store.pool.fetch(
-        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
-        merchant,
-    )
-    refund = await client.get_workflow_handle(
-        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
-    ).result()
-    assert refund.status == "succeeded", refund
-    assert [r["payment_id"] for r in rzp.refunds.values()] == [debit["id"]]
+    await refunded_as_duplicate(store, env, merchant, rzp, debit["id"])
     paid = await store.pool.fetch(
         "SELECT psp_payment_id, disposition, refund_status FROM received_payments"
         " WHERE merchant_id = $1 ORDER BY received_at",
@@ -361,16 +370,7 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     rzp.late_authorise(first["id"])  # two days after the debit: within Razorpay's three
     await ts_env.sleep(timedelta(days=1))
     assert (await watch.result()).status == "succeeded"
-    await relay(store, client, task_queue)  # the duplicate's refund
-    [dup] = await store.pool.fetch(
-        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
-        merchant,
-    )
-    refund = await client.get_workflow_handle(
-        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
-    ).result()
-    assert refund.status == "succeeded"
-    assert [r["payment_id"] for r in rzp.refunds.values()] == [first["id"]]
+    await refunded_as_duplicate(store, env, merchant, rzp, first["id"])
 
 
 async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_late_authorisation(
@@ -400,13 +400,4 @@ async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_l
     rzp.late_authorise(first["id"])
     await ts_env.sleep(timedelta(hours=3))
     assert (await watch.result()).status == "succeeded"
-    await relay(store, client, task_queue)  # the duplicate's refund
-    [dup] = await store.pool.fetch(
-        "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
-        merchant,
-    )
-    refund = await client.get_workflow_handle(
-        names.refund_workflow_id(merchant, dup["id"]), result_type=RefundOutcome
-    ).result()
-    assert refund.status == "succeeded"
-    assert [r["payment_id"] for r in rzp.refunds.values()] == [first["id"]]
+    await refunded_as_duplicate(store, env, merchant, rzp, first["id"])
