@@ -60,6 +60,12 @@ async def _during_cooldown(handle: WorkflowHandle, signal: str, arg: object) -> 
     await handle.signal(signal, arg)
 
 
+async def _expedited_until(handle: WorkflowHandle, outcome: str) -> None:
+    """Expedite the first attempt; return once its outcome is `outcome`."""
+    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
+    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == [outcome])
+
+
 async def cancel(env: WorkflowEnvironment, store: Store, handle: WorkflowHandle) -> None:
     await asyncio.sleep(0.5)
     await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
@@ -206,8 +212,7 @@ async def razorpay_debit_waited_out(
 ) -> None:
     """A Razorpay recurring debit stays `created` for 30 hours (the pre-debit notice); it is
     polled, less and less often, and then captured."""
-    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await _expedited_until(handle, "processing")
     await env.sleep(timedelta(hours=29))
     RAZORPAY[0].advance(30 * 3600)
 
@@ -217,8 +222,7 @@ async def razorpay_debit_pending_when_paid_by_link(
 ) -> None:
     """The customer pays through a link while our Razorpay debit is still pending: the
     recovery ends `recovered` and names the debit to watch after its end."""
-    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await _expedited_until(handle, "processing")
     await store.record_webhook(
         WebhookEvent(
             psp="razorpay",
@@ -288,8 +292,7 @@ async def razorpay_late_authorisation_found(
     """The bank does not answer the first debit in time (`failed`), then authorises it late:
     the check before the next charge finds it."""
     await _razorpay_on_workflow_time(env, debit_delay=0)
-    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["failed"])
+    await _expedited_until(handle, "failed")
     (payment,) = [p for p in RAZORPAY[0].payments if p["token_id"] == "token_bank_error_once"]
     RAZORPAY[0].late_authorise(payment["id"])
 
@@ -323,10 +326,19 @@ async def razorpay_pending_debit_fails_at_the_bank(
     """A debit waits out its notice, then fails because the bank did not answer (seen by
     polling): it is kept for late authorisation; the next attempt recovers the payment."""
     await _razorpay_on_workflow_time(env, debit_delay=30 * 3600)
-    await _during_cooldown(handle, names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-    await wait_for_state(handle, lambda s: [a.outcome for a in s.attempts] == ["processing"])
+    await _expedited_until(handle, "processing")
     RAZORPAY[0].advance(30 * 3600)
     RAZORPAY[0].debit_delay = 0
+
+
+def _razorpay(token: str, customer: str) -> dict[str, Any]:
+    """A scenario's failure on the local fake Razorpay: a rupee payment of `customer`'s,
+    charged on `token`."""
+    return {
+        "psp": "razorpay",
+        "pm": token,
+        "_body": {"currency": "inr", "customer": {"id": customer}},
+    }
 
 
 SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
@@ -417,45 +429,25 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
     ),
     # since the patient-pending-debits patch (the local fake Razorpay)
     "patient_razorpay_debit_waited_out": (
-        {
-            "psp": "razorpay",
-            "pm": "token_replayDebit01",
-            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000001"}},
-        },
+        _razorpay("token_replayDebit01", "cust_Replay000001"),
         razorpay_debit_waited_out,
     ),
     # since the watch-pending-after-end patch (the local fake Razorpay)
     "watch_razorpay_debit_pending_when_paid_by_link": (
-        {
-            "psp": "razorpay",
-            "pm": "token_replayWatch01",
-            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000002"}},
-        },
+        _razorpay("token_replayWatch01", "cust_Replay000002"),
         razorpay_debit_pending_when_paid_by_link,
     ),
     # since the late-authorisations patch (the local fake Razorpay)
     "late_razorpay_authorisation_found_before_next_charge": (
-        {
-            "psp": "razorpay",
-            "pm": "token_bank_error_once",
-            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000004"}},
-        },
+        _razorpay("token_bank_error_once", "cust_Replay000004"),
         razorpay_late_authorisation_found,
     ),
     "late_razorpay_timeout_watched_after_link_payment": (
-        {
-            "psp": "razorpay",
-            "pm": "token_timeout_once",
-            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000005"}},
-        },
+        _razorpay("token_timeout_once", "cust_Replay000005"),
         razorpay_timed_out_then_paid_by_link,
     ),
     "late_razorpay_pending_debit_failed_then_kept": (
-        {
-            "psp": "razorpay",
-            "pm": "token_bank_error_once_replay",
-            "_body": {"currency": "inr", "customer": {"id": "cust_Replay000007"}},
-        },
+        _razorpay("token_bank_error_once_replay", "cust_Replay000007"),
         razorpay_pending_debit_fails_at_the_bank,
     ),
     # with both the bounded-charges and the card-limits-rolling-window patches
