@@ -7,6 +7,7 @@ real `razorpay` SDK, a Temporal dev server)."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -21,10 +22,42 @@ from tests.integration.test_psp_end_to_end import (
 )
 from tests.psp.localstripe_server import CARD_OK, create_customer_with_card, successful_charges
 from tests.psp.razorpay_server import FakeRazorpay
-from tests.psp.webhook_delivery import WebhookDelivery
+from tests.psp.webhook_delivery import Post, WebhookDelivery
 from tests.reliability.test_worker_crash import expedite
 
 RECURRING = r"/v1/payments/create/recurring"
+
+
+def poster(api: Stack, psp: str) -> Post:
+    """Deliveries to our webhook endpoint for `psp`."""
+
+    async def post(raw: bytes, headers: dict[str, str]) -> int:
+        answer = await api.http.post(f"/v1/webhooks/{psp}", content=raw, headers=headers)
+        return answer.status_code
+
+    return post
+
+
+async def delivered_and_recovered_once(
+    api: Stack, delivery: WebhookDelivery, ref: str, psp_payment_id: str
+) -> dict[str, Any]:
+    """Deliver what is queued; every event ends answered 200 and the recovery ends
+    `recovered` by that one payment."""
+    labels = {label for label, _, _ in delivery.queued}
+    await delivery.deliver()
+    for label in labels:
+        assert delivery.answered(label)[-1] == 200, (label, delivery.log)
+
+    async def recovered() -> dict[str, Any]:
+        rec = await recovery(api, ref)
+        assert rec["status"] == "recovered", rec
+        return rec
+
+    rec = await eventually(recovered, within=60)
+    assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
+        (psp_payment_id, "recovered")
+    ]
+    return rec
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -55,28 +88,12 @@ async def test_a_late_authorisation_told_by_shuffled_repeated_webhooks_recovers_
     assert [a["code"] for a in rec["attempts"]] == ["payment_timed_out"]
     [debit] = rzp.payments
 
-    async def post(raw: bytes, headers: dict[str, str]) -> int:
-        answer = await api.http.post("/v1/webhooks/razorpay", content=raw, headers=headers)
-        return answer.status_code
-
-    delivery = WebhookDelivery(post, random.Random(seed), unreachable=2)
+    delivery = WebhookDelivery(poster(api, "razorpay"), random.Random(seed), unreachable=2)
     delivery.queue("failed", *rzp.signed_webhook("payment.failed", payment_id=debit["id"]))
     rzp.late_authorise(debit["id"])  # the bank took the money after all
     delivery.queue("authorized", *rzp.signed_webhook("payment.authorized", payment_id=debit["id"]))
     delivery.queue("captured", *rzp.signed_webhook("payment.captured", payment_id=debit["id"]))
-    await delivery.deliver()
-    for label in ("failed", "authorized", "captured"):
-        assert delivery.answered(label)[-1] == 200, (label, delivery.log)
-
-    async def recovered() -> dict:
-        rec = await recovery(api, ref)
-        assert rec["status"] == "recovered", rec
-        return rec
-
-    rec = await eventually(recovered, within=60)
-    assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
-        (debit["id"], "recovered")
-    ]
+    rec = await delivered_and_recovered_once(api, delivery, ref, debit["id"])
     assert [a["outcome"] for a in rec["attempts"]] == ["succeeded"]
     assert len(rzp.requests_to("POST", RECURRING)) == 1 and rzp.refunds == {}
     stored = await api.store.pool.fetchval(
@@ -105,26 +122,10 @@ async def test_stripe_events_shuffled_repeated_and_retried_recover_once(
     }
     paid = pi(api.merchant_id, ref)
 
-    async def post(raw: bytes, headers: dict[str, str]) -> int:
-        answer = await api.http.post("/v1/webhooks/stripe", content=raw, headers=headers)
-        return answer.status_code
-
-    delivery = WebhookDelivery(post, random.Random(seed), unreachable=3)
+    delivery = WebhookDelivery(poster(api, "stripe"), random.Random(seed), unreachable=3)
     delivery.queue("failed", *stripe_signed(stripe_event("payment_intent.payment_failed", earlier)))
     delivery.queue("succeeded", *stripe_signed(stripe_event("payment_intent.succeeded", paid)))
-    await delivery.deliver()
-    for label in ("failed", "succeeded"):
-        assert delivery.answered(label)[-1] == 200, (label, delivery.log)
-
-    async def recovered() -> dict:
-        rec = await recovery(api, ref)
-        assert rec["status"] == "recovered", rec
-        return rec
-
-    rec = await eventually(recovered, within=60)
-    assert [(p["psp_payment_id"], p["disposition"]) for p in rec["payments"]] == [
-        (paid["id"], "recovered")
-    ]
+    rec = await delivered_and_recovered_once(api, delivery, ref, paid["id"])
     assert rec["attempts"] == []  # nothing charged by us
     assert successful_charges(stripe_base, card.customer_id) == []
     stored = await api.store.pool.fetchval(

@@ -47,17 +47,18 @@ class WebhookDelivery:
     """The next this many tries fail before reaching the endpoint (a network failure)."""
     log: list[Try] = field(default_factory=list)
     disabled: bool = False
-    _queued: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    queued: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    """(label, body, headers) of the events not delivered yet."""
     _failures_in_a_row: int = 0
 
     def queue(self, label: str, body: bytes, headers: dict[str, str]) -> None:
         """An event happened at the PSP; it will be delivered by `deliver`."""
-        self._queued.append((label, body, headers))
+        self.queued.append((label, body, headers))
 
     async def deliver(self) -> None:
         """Deliver what is queued: shuffled, some twice, retried with backoff."""
-        batch = list(self._queued)
-        self._queued.clear()
+        batch = list(self.queued)
+        self.queued.clear()
         batch += [event for event in batch if self.rng.random() < self.duplicate_rate]
         self.rng.shuffle(batch)
         for label, body, headers in batch:
