@@ -135,7 +135,7 @@ class Store:
         late_payments: Mapping[str, datetime] | None = None,
     ) -> FinishResult:
         return await recoveries.finish(
-            self.pool, state, seen_event_ids, pending_payments, late_payments or {}
+            self.pool, state, seen_event_ids, pending_payments, late_payments
         )
 
     async def recovery_is_open(self, recovery_id: str) -> bool:

@@ -64,11 +64,11 @@ async def env(
         yield ts_env.client, task_queue
 
 
-async def charged_once_and_pending(
+async def expedited_first_debit(
     store: Store, env: tuple[Client, str], merchant: str, token: str, outcome: str = "processing"
 ) -> WorkflowHandle:
-    """A Razorpay funds failure on `token`, expedited: its one debit is now pending (or has
-    the `outcome` given)."""
+    """A Razorpay funds failure on `token`, expedited: its first debit has `outcome`
+    (by default it is pending)."""
     client, task_queue = env
     await store.save_policy(merchant, RetryPolicy(payday_snap_days=0), "test")
     body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm=token)
@@ -144,7 +144,7 @@ async def test_a_pending_razorpay_debit_is_waited_out_and_charged_once(
     rzp.debit_delay = delay_hours * HOUR
     token = f"token_{method}Debit001"
     rzp.add_token(token, method=method)
-    handle = await charged_once_and_pending(store, env, merchant, token)
+    handle = await expedited_first_debit(store, env, merchant, token)
 
     await ts_env.sleep(timedelta(hours=checked_at_hours))  # the workflow polls meanwhile
     s = await waiting_for_the_debit(handle)
@@ -176,7 +176,7 @@ async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
     """Razorpay: "do not create another subsequent payment until you get the status of the
     previous one". The next debit comes only after the first one failed."""
     rzp.debit_delay = 30 * HOUR
-    handle = await charged_once_and_pending(store, env, merchant, "token_failed_async")
+    handle = await expedited_first_debit(store, env, merchant, "token_failed_async")
     await ts_env.sleep(timedelta(hours=29))
     await waiting_for_the_debit(handle)
     rzp.advance(30 * HOUR)  # it fails (card declined) at last
@@ -203,7 +203,7 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
     pre-debit notice; the recovery ended `recovered`, nothing watched the debit any more,
     and when Razorpay made it the second payment was kept, unrecorded (webhooks missed)."""
     client, task_queue = env
-    handle = await charged_once_and_pending(store, env, merchant, "token_WatchDebit001")
+    handle = await expedited_first_debit(store, env, merchant, "token_WatchDebit001")
     s = await workflow_state(handle)
     [debit] = rzp.payments
     await paid_by_link(store, merchant, s.payment_ref, "pay_PaidByLink0001", "evt_link_paid")
@@ -244,7 +244,7 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
     client, task_queue = env
     rzp.debit_delay = 0
     rzp.refund_status = "pending"
-    handle = await charged_once_and_pending(
+    handle = await expedited_first_debit(
         store, env, merchant, "token_RefundPend01", outcome="succeeded"
     )
     result = await handle.result()
@@ -305,7 +305,7 @@ async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothi
     """Only a confirmed mandate can be debited: a paused one is not charged into a
     certain failure (counted against the card and the policy) but sent to the customer."""
     rzp.add_token("token_PausedMandate1", method="upi", status="paused")
-    handle = await charged_once_and_pending(
+    handle = await expedited_first_debit(
         store, env, merchant, "token_PausedMandate1", outcome="failed"
     )
     s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
@@ -325,7 +325,7 @@ async def test_a_debit_the_bank_authorises_late_is_found_before_charging_again(
     authorised (and captured) it late; its webhook never came. The next attempt debited the
     customer a second time. Now the late payment is checked before any new charge."""
     rzp.debit_delay = 0
-    handle = await charged_once_and_pending(
+    handle = await expedited_first_debit(
         store, env, merchant, "token_bank_error_once", outcome="failed"
     )
     [first] = rzp.payments
@@ -352,7 +352,7 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     refunded."""
     client, task_queue = env
     rzp.debit_delay = 0
-    handle = await charged_once_and_pending(
+    handle = await expedited_first_debit(
         store, env, merchant, "token_timeout_once", outcome="failed"
     )
     s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
@@ -386,7 +386,7 @@ async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_l
     authorisation, not one seen while polling, so the second payment was kept."""
     client, task_queue = env
     rzp.debit_delay = 30 * HOUR
-    handle = await charged_once_and_pending(store, env, merchant, "token_bank_error_once_poll")
+    handle = await expedited_first_debit(store, env, merchant, "token_bank_error_once_poll")
     [first] = rzp.payments
     rzp.advance(30 * HOUR)  # the bank does not answer: Razorpay marks it failed
     rzp.debit_delay = 0
