@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -124,6 +125,8 @@ async def start_temporal(
             dev_server_database_filename=str(db_file) if db_file else None,
             dev_server_log_level=log_level,
             dev_server_extra_args=list(extra_args),
+            # the SDK waits 5 s by default: too short for a cold start on a busy machine
+            dev_server_startup_timeout=timedelta(seconds=STARTUP_TIMEOUT_SECONDS),
         )
     except StackError:
         raise

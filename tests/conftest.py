@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.store import Store
-from scripts.stack import start_temporal
+from scripts.stack import STARTUP_TIMEOUT_SECONDS, start_temporal
 from worker.main import build_worker
 
 
@@ -96,6 +96,8 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
+        # the SDK waits 5 s by default: a cold start on a busy machine can take longer
+        test_server_startup_timeout=timedelta(seconds=STARTUP_TIMEOUT_SECONDS),
     )
     try:
         await env.client.operator_service.add_search_attributes(

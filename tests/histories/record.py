@@ -43,6 +43,7 @@ from recovery.policy import RetryPolicy
 from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
+from scripts.stack import STARTUP_TIMEOUT_SECONDS
 from tests.conftest import venv_binary
 from tests.helpers import failure_body, ingest, relay, wait_for_state
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
@@ -641,6 +642,7 @@ async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=venv_binary("temporal-test-server"),
+        test_server_startup_timeout=timedelta(seconds=STARTUP_TIMEOUT_SECONDS),
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
