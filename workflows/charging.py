@@ -282,16 +282,10 @@ class ChargingSteps(RecoveryBase):
         number = len(self._state.attempts) + 1
         key = names.attempt_idempotency_key(recovery_id, number)
         req = ChargeRequest(
-            merchant_id=self._state.merchant_id,
+            **event.payment_fields(),
             recovery_id=recovery_id,
-            payment_ref=self._state.payment_ref,
             attempt=number,
             idempotency_key=key,
-            psp=event.psp,
-            amount=event.amount,
-            currency=event.currency,
-            customer=event.customer,
-            payment_method=event.payment_method,
             original_failure=event.failure,
         )
         self._state.next_attempt_at = None
