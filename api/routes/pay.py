@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.deps import PSPsDep, SettingsDep, StoreDep
 from recovery.currencies import MINOR_UNITS
-from recovery.links import ExpiredLink, InvalidLink, decode_token
+from recovery.link_tokens import ExpiredLink, InvalidLink, decode_token
 from recovery.logs import bind
 from recovery.models import Customer
 from recovery.psp.base import CheckoutRequest

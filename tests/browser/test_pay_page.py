@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from recovery.links import AUDIENCE, ISSUER
+from recovery.link_tokens import AUDIENCE, ISSUER
 from recovery.retry_links import notification_url
 from recovery.settings import Settings
 from recovery.store import Store

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from recovery.links import AUDIENCE, ISSUER, decode_token
+from recovery.link_tokens import AUDIENCE, ISSUER, decode_token
 from recovery.retry_links import notification_url
 from tests.helpers import failure_body
 from tests.integration.conftest import Stack, add_merchant
