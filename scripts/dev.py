@@ -123,7 +123,8 @@ def dev_stack() -> Stack:
             "worker_metrics_address": worker_metrics,
             "api_host": HOST,
             "recovery_data_dir": data_dir,
-            "log_format": os.environ.get("LOG_FORMAT", "text"),
+            "log_format": given.log_format if "log_format" in keep else "text",
+            # (not `keep`: a development Settings makes up a secret when none is given)
             "link_signing_secret": given.link_signing_secret
             if os.environ.get("LINK_SIGNING_SECRET")
             else SecretStr(
