@@ -26,11 +26,13 @@ from recovery.models import (
     FinishResult,
     LinkIssued,
     LinkRequest,
+    NotificationSent,
     PaymentLookup,
     RecoveryState,
     RefundOutcome,
     RefundRequest,
     RevokeLinks,
+    SendNotification,
 )
 from recovery.policy import CardAttemptRequest, RetryPolicy
 
@@ -66,10 +68,6 @@ class RecoveryActivityDefs:
     async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:
         raise NotImplementedError
 
-    @activity.defn(name="issue_retry_link")
-    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
-        raise NotImplementedError
-
     @activity.defn(name="revoke_retry_links")
     async def revoke_retry_links(self, req: RevokeLinks) -> int:
         raise NotImplementedError
@@ -96,4 +94,20 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="check_refund")
     async def check_refund(self, req: RefundRequest) -> RefundOutcome:
+        raise NotImplementedError
+
+
+class NotificationActivityDefs:
+    """What the recovery workflow may ask of the customer's mailbox: a retry link with the
+    message that carries it, and sending that message."""
+
+    @activity.defn(name="issue_retry_link")
+    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
+        """Issue a retry link and record the message that carries it (once per activity,
+        however often it is retried)."""
+        raise NotImplementedError
+
+    @activity.defn(name="send_customer_email")
+    async def send_customer_email(self, req: SendNotification) -> NotificationSent:
+        """Send a recorded message (at most once; a temporary refusal is retried)."""
         raise NotImplementedError

@@ -101,3 +101,10 @@ CHARGE_HEARTBEAT_EVERY = timedelta(seconds=2)
 CHARGE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # After this many tries an attempt's outcome is unknown: it is looked up at the PSP.
 CHARGE_MAX_TRIES = 5
+# An e-mail the SMTP server defers is tried this many times (10 s apart at first, doubling,
+# at most 30 min apart: about 8 hours in all); the last try's failure marks it failed.
+EMAIL_MAX_TRIES = 12
+EMAIL_FIRST_RETRY = timedelta(seconds=10)
+EMAIL_MAX_RETRY_INTERVAL = timedelta(minutes=30)
+# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this.
+EMAIL_TRY_TIMEOUT = timedelta(minutes=3)

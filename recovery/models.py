@@ -272,13 +272,32 @@ class LinkRequest(BaseModel):
     merchant_id: str
     payment_ref: str
     reason: str
+    kind: Literal["retry_link", "reminder"] | None = None
+    """What the customer's message about the link is. None: a recovery from before e-mail
+    reminders (`email-customers` patch), whose activity sends its message itself, once."""
+    send_email: bool = True
+    """The recovery's policy e-mails customers (`RetryPolicy.email_customers`)."""
 
 
 class LinkIssued(BaseModel):
-    """A retry link the workflow sent; the token itself never enters the history."""
+    """A retry link the workflow issued; the token itself never enters the history."""
 
     link_id: str
     expires_at: datetime
+    notification_id: int | None = None
+    """The e-mail carrying the link, still to be sent (`send_customer_email`); None when
+    there is none to send (no address, e-mail off) or it was sent already."""
+
+
+class SendNotification(BaseModel):
+    notification_id: int
+
+
+class NotificationSent(BaseModel):
+    """How sending a notification ended: sent, failed or suppressed (with why)."""
+
+    status: str
+    error: str | None = None
 
 
 class RevokeLinks(BaseModel):

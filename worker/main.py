@@ -21,6 +21,7 @@ from temporalio.client import (
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.notifications import NotificationActivities
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from recovery import constants as names
 from recovery.dbsetup import open_store
@@ -51,6 +52,7 @@ def build_worker(
     mask_secrets_in(tuning)
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
+    notifications = NotificationActivities(store, tuning)
     return Worker(
         client,
         task_queue=task_queue,
@@ -71,7 +73,8 @@ def build_worker(
             recovery.load_retry_policy,
             recovery.count_card_attempts,
             recovery.reserve_card_attempt,
-            recovery.issue_retry_link,
+            notifications.issue_retry_link,
+            notifications.send_customer_email,
             recovery.check_payment_status,
             recovery.revoke_retry_links,
             recovery.save_recovery_state,

@@ -57,3 +57,9 @@ WATCH_PENDING_PATCH = "watch-pending-after-end"
 # it again before any new charge (one authorised late ends the recovery `recovered`), and
 # name it as they end, so that it is watched until then.
 LATE_AUTH_PATCH = "late-authorisations"
+# Recoveries after this patch e-mail the customer while waiting for them: a retry link as the
+# wait begins and a reminder with a fresh link on each of the policy's `reminder_days`
+# (`RetryPolicy.email_customers` off: the links only), none while paused (a reminder due
+# meanwhile goes out on resume), and stop sending when they end. Before it, a link was issued
+# every 3 days and its message was sent, once, by the activity that issued it.
+EMAIL_PATCH = "email-customers"

@@ -15,14 +15,16 @@ histories in ``tests/histories/`` replaying: new behaviour goes behind a patch i
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import assert_never
+from typing import Literal, assert_never
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy as ActivityRetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.charging import ChargingSteps, ending_of, failure_of
 from workflows.patches import (
     BOUNDED_CHARGES_PATCH,
+    EMAIL_PATCH,
     EXACT_ACTIONS_PATCH,
     LATE_AUTH_PATCH,
     LINKS_PATCH,
@@ -46,7 +48,7 @@ from workflows.recovery_base import (
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
-    from recovery.activity_defs import RecoveryActivityDefs
+    from recovery.activity_defs import NotificationActivityDefs, RecoveryActivityDefs
     from recovery.models import (
         CancelRequest,
         Classification,
@@ -63,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         RecoveryStatus,
         ResumeRequest,
         RevokeLinks,
+        SendNotification,
     )
     from recovery.policy import (
         AwaitStatus,
@@ -74,8 +77,14 @@ with workflow.unsafe.imports_passed_through():
         decide,
     )
 
-# While waiting for the customer, a fresh link (the last one expired) goes out this often.
+# Before EMAIL_PATCH, while waiting for the customer, a fresh link went out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
+# An e-mail the SMTP server defers is retried (in the background) with this policy.
+EMAIL_RETRY = ActivityRetryPolicy(
+    initial_interval=names.EMAIL_FIRST_RETRY,
+    maximum_interval=names.EMAIL_MAX_RETRY_INTERVAL,
+    maximum_attempts=names.EMAIL_MAX_TRIES,
+)
 
 
 @workflow.defn(name=names.RECOVERY_WORKFLOW)
@@ -264,10 +273,82 @@ class PaymentRecoveryWorkflow(ChargingSteps):
         return decision
 
     async def _wait_for_customer(self, reason: str, failure: Failure) -> Failure | Ending:
-        """Send the customer retry links until they pay, news arrives, or the window closes."""
+        """Only the customer can fix it: tell them (a retry link, reminders) until they pay,
+        news arrives, or the window closes."""
         self._set_status(RecoveryStatus.AWAITING_CUSTOMER)
         self._stage = Stage.AWAITING_CUSTOMER
         await self._show_next_attempt(None, reason)
+        if self._links and self._emails():
+            step = await self._tell_customer_until_news(reason, failure)
+        else:
+            step = await self._send_links_until_news(reason, failure)
+        self._stage = Stage.DECIDING
+        return step
+
+    def _emails(self) -> bool:
+        """Whether this run e-mails the customer as EMAIL_PATCH says (decided once)."""
+        if self._email is None:
+            self._email = workflow.patched(EMAIL_PATCH)
+        return self._email
+
+    async def _tell_customer_until_news(self, reason: str, failure: Failure) -> Failure | Ending:
+        """E-mail a retry link, then a reminder with a fresh link on each of the policy's
+        reminder days, counted from the first; nothing while paused (a reminder due meanwhile
+        goes out on resume)."""
+        first = last = workflow.now()
+        due: Literal["retry_link", "reminder"] | None = "retry_link"
+        while workflow.now() < (deadline := self._started_at + self._policy.window):
+            if due is not None and not self._state.paused:
+                await self._tell_customer(due, reason)
+                due = None
+            reminders = [first + timedelta(days=d) for d in self._policy.reminder_days]
+            wake_at = min([deadline, *(t for t in reminders if t > last)])
+            match await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES):
+                case Wake.TIMER:  # a reminder is due, or the window closed
+                    if wake_at < deadline:
+                        due, last = "reminder", wake_at
+                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
+                    # show it at once; a new policy may move the window's end or the reminders
+                    self._policy_changed = False
+                    await self._show_next_attempt(None, reason)
+                case Wake.METHOD_UPDATED:
+                    self._set_status(RecoveryStatus.ACTIVE)
+                    return await self._attempt_now()  # stage: charging
+                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
+                    return self._absorb_inbox() or failure
+                case other:
+                    assert_never(other)
+        return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
+
+    async def _tell_customer(self, kind: Literal["retry_link", "reminder"], reason: str) -> None:
+        """Issue a fresh retry link and e-mail it; the e-mail is sent (and retried while the
+        SMTP server defers it) in the background, while the recovery goes on waiting."""
+        link = await workflow.execute_activity_method(
+            NotificationActivityDefs.issue_retry_link,
+            LinkRequest(
+                merchant_id=self._state.merchant_id,
+                payment_ref=self._state.payment_ref,
+                reason=reason,
+                kind=kind,
+                send_email=self._policy.email_customers,
+            ),
+            **STORE,
+        )
+        self._state.links.append(link)
+        if link.notification_id is not None:
+            self._sending = [h for h in self._sending if not h.done()]
+            self._sending.append(
+                workflow.start_activity_method(
+                    NotificationActivityDefs.send_customer_email,
+                    SendNotification(notification_id=link.notification_id),
+                    start_to_close_timeout=names.EMAIL_TRY_TIMEOUT,
+                    retry_policy=EMAIL_RETRY,
+                )
+            )
+
+    async def _send_links_until_news(self, reason: str, failure: Failure) -> Failure | Ending:
+        """Before EMAIL_PATCH: a link every LINK_REMINDER_EVERY (from LINKS_PATCH on), each
+        sent by the activity that issues it."""
         wakes = CUSTOMER_WAKES if self._exact else ENDING_WAKES
         send_link = self._links
         next_link_at = workflow.now()
@@ -275,7 +356,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             wait = deadline - workflow.now()
             if send_link:
                 link = await workflow.execute_activity_method(
-                    RecoveryActivityDefs.issue_retry_link,
+                    NotificationActivityDefs.issue_retry_link,
                     LinkRequest(
                         merchant_id=self._state.merchant_id,
                         payment_ref=self._state.payment_ref,
@@ -299,11 +380,9 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                     self._set_status(RecoveryStatus.ACTIVE)
                     return await self._attempt_now()  # stage: charging
                 case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    self._stage = Stage.DECIDING
                     return self._absorb_inbox() or failure
                 case other:
                     assert_never(other)
-        self._stage = Stage.DECIDING
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
     async def _await_pending(
@@ -392,6 +471,9 @@ class PaymentRecoveryWorkflow(ChargingSteps):
 
     async def _end(self, status: RecoveryStatus, reason: str) -> RecoveryState:
         self._stage = Stage.ENDING
+        for sending in self._sending:  # no e-mail after the end
+            if not sending.done():
+                sending.cancel()
         self._state.next_attempt_at = None
         self._state.next_attempt_reason = None
         self._state.ended_reason = reason

@@ -18,6 +18,7 @@ from typing import TypedDict
 from temporalio import workflow
 from temporalio.common import RetryPolicy as ActivityRetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ExpediteRequest,
         Failure,
         FailureEvent,
+        NotificationSent,
         PaymentLookup,
         PaymentMethodUpdate,
         PaymentSucceeded,
@@ -155,6 +157,8 @@ class RecoveryBase:
         self._attempt_of: dict[str, int] = {}  # pending PSP payment id -> its attempt's index
         self._late: dict[str, datetime] = {}  # failed payments that may complete, until when
         self._late_auth = False  # LATE_AUTH_PATCH
+        self._email: bool | None = None  # EMAIL_PATCH, once known
+        self._sending: list[ActivityHandle[NotificationSent]] = []  # e-mails being sent
 
     def _ending(self) -> Ending | None:
         """How the recovery ends because of a signal (paid, cancelled), if it does."""
