@@ -30,8 +30,8 @@ from recovery.psp.base import (
     PaymentStatus,
     TransientPSPError,
 )
-from recovery.psp.razorpay import (
-    RazorpayAdapter,
+from recovery.psp.razorpay import RazorpayAdapter, verify_webhook
+from recovery.psp.razorpay.transformers import (
     RazorpayAuthError,
     RazorpayConfigError,
     RazorpayIdempotencyConflict,
@@ -44,7 +44,6 @@ from recovery.psp.razorpay import (
     map_refund_status,
     reference_for,
     refund_idempotency_header,
-    verify_webhook,
 )
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay, sign
 
@@ -950,27 +949,6 @@ def test_payment_signature_helper(rzp: FakeRazorpay, adapter: RazorpayAdapter) -
     assert not adapter.verify_payment_signature(
         order_id="order_Abc", payment_id="pay_Def", signature=sign(b"order_Abc|pay_Def", "x")
     )
-
-
-async def test_payment_link_callback_signature_helper(
-    rzp: FakeRazorpay, adapter: RazorpayAdapter
-) -> None:
-    link = await adapter.create_checkout_session(checkout())
-    callback = rzp.pay_payment_link(link.psp_checkout_id)
-
-    assert adapter.verify_payment_link_callback(callback)
-    assert adapter.verify_payment_link_signature(
-        payment_link_id=callback["razorpay_payment_link_id"],
-        payment_link_reference_id=callback["razorpay_payment_link_reference_id"],
-        payment_link_status="paid",
-        payment_id=callback["razorpay_payment_id"],
-        signature=callback["razorpay_signature"],
-    )
-    assert not adapter.verify_payment_link_callback(
-        {**callback, "razorpay_payment_link_status": "cancelled"}
-    )
-    missing = {k: v for k, v in callback.items() if k != "razorpay_signature"}
-    assert not adapter.verify_payment_link_callback(missing)
 
 
 async def test_a_closed_payment_link_takes_no_money(
