@@ -18,6 +18,7 @@ import pytest
 from recovery.classifier import classify
 from recovery.models import (
     ChargeRequest,
+    ChargeResult,
     ClassifyRequest,
     Customer,
     Failure,
@@ -600,6 +601,28 @@ async def test_retrieve_follows_the_payment_to_its_final_status(
 async def test_retrieve_an_unknown_payment_is_a_request_error(adapter: RazorpayAdapter) -> None:
     with pytest.raises(RazorpayRequestError):
         await adapter.retrieve_payment_intent("pay_DoesNotExist01")
+
+
+async def test_calls_at_once_each_read_their_own_answer(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """Calls run in threads at the same time, each with a client of its own: an error is
+    read from the response its own call got, never from another's."""
+    paid = await adapter.create_payment_intent(charge())
+    pay_id = paid.psp_payment_id or ""
+    outcomes = await asyncio.gather(
+        *(
+            adapter.retrieve_payment_intent(pay_id if n % 2 else f"pay_Missing{n:07d}")
+            for n in range(16)
+        ),
+        return_exceptions=True,
+    )
+    for n, outcome in enumerate(outcomes):
+        if n % 2:
+            assert isinstance(outcome, ChargeResult) and outcome.status == "succeeded"
+        else:
+            assert isinstance(outcome, RazorpayRequestError), outcome
+            assert outcome.error is not None and outcome.error.http_status == 400
 
 
 async def test_an_api_base_ending_in_v1_works(rzp: FakeRazorpay) -> None:
