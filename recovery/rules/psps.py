@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from recovery.rules.outcomes import NEW_METHOD, Outcome
 from recovery.rules.razorpay import RAZORPAY_CODES, RAZORPAY_REASONS
 from recovery.rules.stripe import STRIPE_DECLINE_CODES, STRIPE_ERROR_CODES, STRIPE_GENERIC_CODES
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PspRules:
     """One PSP's tables and the prefixes of their rule ids."""
 
@@ -44,16 +44,9 @@ RAZORPAY = PspRules(
     code_rule_prefix="razorpay.code",
     methods=("card", "upi", "netbanking"),
 )
-SIMULATOR = PspRules(
-    name="simulator",
-    decline_codes=STRIPE_DECLINE_CODES,
-    decline_rule_prefix="stripe.decline_code",
-    error_codes=STRIPE_ERROR_CODES,
-    generic_codes=STRIPE_GENERIC_CODES,
-    code_rule_prefix="stripe.code",
-    methods=NEW_METHOD,
-)
+SIMULATOR = dataclasses.replace(STRIPE, name="simulator", methods=NEW_METHOD)
+"""The simulator reports Stripe-style codes (and Stripe's rule ids) for every method."""
 
 PSP_RULES: Mapping[str, PspRules] = {"stripe": STRIPE, "razorpay": RAZORPAY, "simulator": SIMULATOR}
-"""The simulator reports Stripe-style codes; an unrecognised PSP name is read as Stripe-style."""
+"""An unrecognised PSP name is read as Stripe-style."""
 DEFAULT_PSP_RULES = STRIPE
