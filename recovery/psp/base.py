@@ -218,19 +218,17 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 def charge_metadata(req: ChargeRequest) -> dict[str, str]:
     """Our ids on what a charge creates (Stripe metadata, Razorpay notes)."""
-    return {
-        "merchant_id": req.merchant_id,
-        "payment_ref": req.payment_ref,
-        "recovery_id": req.recovery_id,
-        "attempt": str(req.attempt),
-    }
+    return {**_our_ids(req), "attempt": str(req.attempt)}
 
 
 def checkout_metadata(req: CheckoutRequest) -> dict[str, str]:
     """Our ids on a hosted checkout (and on the payment it makes, where the PSP allows)."""
+    return {**_our_ids(req), "link_id": req.link_id}
+
+
+def _our_ids(req: ChargeRequest | CheckoutRequest) -> dict[str, str]:
     return {
         "merchant_id": req.merchant_id,
         "payment_ref": req.payment_ref,
         "recovery_id": req.recovery_id,
-        "link_id": req.link_id,
     }
