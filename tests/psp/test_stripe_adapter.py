@@ -38,19 +38,18 @@ from recovery.psp.base import (
     PaymentStatus,
     TransientPSPError,
 )
-from recovery.psp.stripe import (
+from recovery.psp.stripe import StripeAdapter, verify_webhook
+from recovery.psp.stripe.transformers import (
     CHECKOUT_MAX_LIFETIME,
     CHECKOUT_MIN_LIFETIME,
-    StripeAdapter,
     StripePaymentIntentStatus,
     StripeRequestRejected,
     StripeUnexpectedResponse,
     canonical_status,
     charge_result,
     checkout_expiry,
-    normalise_event,
-    verify_webhook,
 )
+from recovery.psp.stripe.webhooks import normalise_event
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
