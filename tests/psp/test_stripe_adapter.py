@@ -51,6 +51,7 @@ from recovery.psp.stripe import (
     normalise_event,
     verify_webhook,
 )
+from tests.helpers import free_port
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
@@ -59,9 +60,7 @@ from tests.psp.localstripe_server import (
     attach_card,
     charges_for_customer,
     create_customer_with_card,
-    free_port,
     inject_server_errors,
-    localstripe,
     payment_intents_for_customer,
     register_webhook_endpoint,
     reset,
@@ -95,12 +94,6 @@ def charge_request(
 
 
 # ---- localstripe ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stripe_base() -> Iterator[str]:
-    with localstripe() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
