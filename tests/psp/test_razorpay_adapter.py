@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any, get_args
@@ -46,6 +45,7 @@ from recovery.psp.razorpay.transformers import (
     reference_for,
     refund_idempotency_header,
 )
+from tests.helpers import free_port
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay, sign
 
 RECURRING = r"/v1/payments/create/recurring"
@@ -103,12 +103,6 @@ def checkout(key: str = "rec_1-link-1", *, amount: int = 4999) -> CheckoutReques
         cancel_url="http://127.0.0.1:8000/pay/retry/cancel",
         idempotency_key=key,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- charges -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from recovery.psp.stripe.transformers import (
     checkout_expiry,
 )
 from recovery.psp.stripe.webhooks import normalise_event
+from tests.helpers import free_port
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
@@ -58,9 +59,7 @@ from tests.psp.localstripe_server import (
     attach_card,
     charges_for_customer,
     create_customer_with_card,
-    free_port,
     inject_server_errors,
-    localstripe,
     payment_intents_for_customer,
     register_webhook_endpoint,
     reset,
@@ -94,12 +93,6 @@ def charge_request(
 
 
 # ---- localstripe ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stripe_base() -> Iterator[str]:
-    with localstripe() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

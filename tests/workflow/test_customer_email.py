@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
@@ -31,16 +31,17 @@ from recovery.store import NotificationRecord, Store
 from recovery.store.notifications import RECOVERY_ENDED
 from scripts.mail_sink import MailSink
 from tests.helpers import (
+    RunningWorker,
     eventually,
     failure_body,
     ingest,
     relay,
     run_out,
+    running_worker,
     start_recovery,
     wait_for_state,
     workflow_state,
 )
-from worker.main import build_worker
 
 MAIL_FROM = "Payments <payments@example.com>"
 LOST_CARD = {"pm": "pm_sim_decline_lost_card", "decline_code": "lost_card", "code": "card_declined"}
@@ -63,12 +64,8 @@ def mail_settings(sink: MailSink) -> Settings:
 
 
 @pytest.fixture
-async def mail_env(
-    ts_env: WorkflowEnvironment, store: Store, sink: MailSink
-) -> AsyncIterator[tuple[Client, str]]:
-    task_queue = f"tq-{uuid.uuid4()}"
-    async with build_worker(ts_env.client, store, task_queue, settings=mail_settings(sink)):
-        yield ts_env.client, task_queue
+def worker_settings(sink: MailSink) -> Settings:
+    return mail_settings(sink)
 
 
 async def notes(store: Store, merchant: str, ref: str) -> list[NotificationRecord]:
@@ -101,14 +98,14 @@ async def awaiting(handle: WorkflowHandle) -> None:
 
 
 async def test_a_retry_link_then_a_reminder_on_each_reminder_day_then_nothing(
-    mail_env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
     sink: MailSink,
 ) -> None:
     ref = f"order_{uuid.uuid4().hex[:8]}"
-    handle = await start_recovery(store, mail_env, merchant, ref=ref, **LOST_CARD)
+    handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     [first] = await mails(sink, 1)
     assert first["To"] == "a@example.com"
@@ -140,14 +137,14 @@ async def test_a_retry_link_then_a_reminder_on_each_reminder_day_then_nothing(
 
 
 async def test_paid_before_the_first_reminder_no_reminder_is_sent(
-    mail_env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
     sink: MailSink,
 ) -> None:
     ref = f"order_{uuid.uuid4().hex[:8]}"
-    handle = await start_recovery(store, mail_env, merchant, ref=ref, **LOST_CARD)
+    handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     await mails(sink, 1)
     await ts_env.sleep(timedelta(days=1))
@@ -159,14 +156,14 @@ async def test_paid_before_the_first_reminder_no_reminder_is_sent(
 
 
 async def test_no_email_while_paused_and_the_reminder_due_meanwhile_goes_out_on_resume(
-    mail_env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
     sink: MailSink,
 ) -> None:
     ref = f"order_{uuid.uuid4().hex[:8]}"
-    handle = await start_recovery(store, mail_env, merchant, ref=ref, **LOST_CARD)
+    handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     await mails(sink, 1)
     await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="support"))
@@ -180,11 +177,11 @@ async def test_no_email_while_paused_and_the_reminder_due_meanwhile_goes_out_on_
 
 
 async def test_a_policy_without_email_issues_links_and_sends_nothing(
-    mail_env: tuple[Client, str], store: Store, merchant: str, sink: MailSink
+    worker: RunningWorker, store: Store, merchant: str, sink: MailSink
 ) -> None:
     await store.save_policy(merchant, RetryPolicy(email_customers=False), actor="test")
     ref = f"order_{uuid.uuid4().hex[:8]}"
-    handle = await start_recovery(store, mail_env, merchant, ref=ref, **LOST_CARD)
+    handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     note = (await eventually(lambda: notes(store, merchant, ref)))[0]
     assert (note.status, note.error, note.link_id is not None) == ("suppressed", POLICY_OFF, True)
@@ -192,13 +189,13 @@ async def test_a_policy_without_email_issues_links_and_sends_nothing(
 
 
 async def test_a_customer_without_an_address_gets_a_link_recorded_as_not_sent(
-    mail_env: tuple[Client, str], store: Store, merchant: str, sink: MailSink
+    worker: RunningWorker, store: Store, merchant: str, sink: MailSink
 ) -> None:
     body = failure_body(**LOST_CARD)
     body["customer"] = {"id": "cus_no_mail"}
     res = await ingest(store, merchant, body)
-    await relay(store, *mail_env)
-    handle = mail_env[0].get_workflow_handle(res.body["workflow_id"])
+    await relay(store, worker.client, worker.task_queue)
+    handle = worker.client.get_workflow_handle(res.body["workflow_id"])
     await awaiting(handle)
     note = (await eventually(lambda: notes(store, merchant, body["payment_ref"])))[0]
     assert (note.status, note.error, note.recipient) == ("suppressed", NO_ADDRESS, None)
@@ -221,16 +218,14 @@ async def test_a_deferring_server_is_tried_again_and_a_refusal_is_final(
 
     sink = MailSink(tmp_path / "mail", answer=answer, say=lambda _line: None).start()
     try:
-        task_queue = f"tq-{uuid.uuid4()}"
-        async with build_worker(ts_env.client, store, task_queue, settings=mail_settings(sink)):
-            env = (ts_env.client, task_queue)
+        async with running_worker(ts_env.client, store, settings=mail_settings(sink)) as env:
             refs = {}
             for to in answers:
                 body = failure_body(**LOST_CARD)
                 body["customer"] = {"id": "cus_x", "email": to}
                 refs[to] = body["payment_ref"]
                 await ingest(store, merchant, body)
-                await relay(store, *env)
+                await relay(store, env.client, env.task_queue)
 
             async def settled() -> dict[str, NotificationRecord] | None:
                 got = {to: await notes(store, merchant, ref) for to, ref in refs.items()}
@@ -254,9 +249,7 @@ async def test_an_email_still_deferred_at_the_end_is_not_sent_after_it(
         tmp_path / "mail", answer=lambda _m: "421 4.7.0 later", say=lambda _line: None
     ).start()
     try:
-        task_queue = f"tq-{uuid.uuid4()}"
-        async with build_worker(ts_env.client, store, task_queue, settings=mail_settings(sink)):
-            env = (ts_env.client, task_queue)
+        async with running_worker(ts_env.client, store, settings=mail_settings(sink)) as env:
             ref = f"order_{uuid.uuid4().hex[:8]}"
             handle = await start_recovery(store, env, merchant, ref=ref, **LOST_CARD)
             await awaiting(handle)
