@@ -84,6 +84,15 @@ class RecoveryActivities(RecoveryActivityDefs):
         self._psps = psps
         self._settings = settings
 
+    async def _psp(self, merchant_id: str, psp: str) -> PSPAdapter:
+        """The merchant's adapter for `psp`. A PSP with no credentials, or one this
+        deployment turns off (`PSPDisabled`), fails the activity for good under the one type
+        name the workflow's retry policies list as non-retryable: `PSPNotConfigured`."""
+        try:
+            return await self._psps.for_merchant(merchant_id, psp)
+        except PSPNotConfigured as e:
+            raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
+
     @activity.defn(name="classify_failure")
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
         return classify(req)
@@ -139,7 +148,7 @@ class RecoveryActivities(RecoveryActivityDefs):
     @activity.defn(name="check_payment_status")
     async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:
         """The current status of a charge of ours that was left pending."""
-        psp = await self._psps.for_merchant(req.merchant_id, req.psp)
+        psp = await self._psp(req.merchant_id, req.psp)
         try:
             result = await psp.retrieve_payment_intent(req.psp_payment_id)
         except TransientPSPError as e:
@@ -158,7 +167,14 @@ class RecoveryActivities(RecoveryActivityDefs):
         for link_id, merchant_id, psp_name, checkout_id in await self._store.close_checkouts(
             req.recovery_id
         ):
-            psp = await self._psps.for_merchant(merchant_id, psp_name)
+            try:
+                psp = await self._psps.for_merchant(merchant_id, psp_name)
+            except PSPNotConfigured as e:
+                # Nothing here can close it (no credentials, or the PSP is turned off): it
+                # stays recorded open, and a payment it still takes is recorded by the usual
+                # rules (a duplicate refunded). The links are revoked all the same.
+                log.warning("checkout %s of link %s not closed: %s", checkout_id, link_id, e)
+                continue
             try:
                 await psp.close_checkout(checkout_id)
             except TransientPSPError as e:
@@ -189,10 +205,7 @@ class RecoveryActivities(RecoveryActivityDefs):
             recovery_id=req.recovery_id,
             attempt=req.attempt,
         )
-        try:
-            psp = await self._psps.for_merchant(req.merchant_id, req.psp)
-        except PSPNotConfigured as e:
-            raise ApplicationError(e.message, type="PSPNotConfigured", non_retryable=True) from e
+        psp = await self._psp(req.merchant_id, req.psp)
         started = await self._store.begin_attempt(req)
         try:
             result = await self._charged_before(psp, req, started)
@@ -246,7 +259,7 @@ class RecoveryActivities(RecoveryActivityDefs):
         """Settle an attempt whose tries all ended without an answer: look its charge up at
         the PSP and record what was found (or that nothing was charged)."""
         bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref, attempt=req.attempt)
-        psp = await self._psps.for_merchant(req.merchant_id, req.psp)
+        psp = await self._psp(req.merchant_id, req.psp)
         try:
             result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
         except TransientPSPError as e:
@@ -290,8 +303,8 @@ class RecoveryActivities(RecoveryActivityDefs):
             return RefundOutcome(
                 status="failed", psp_refund_id=paid.refund_id, error=paid.refund_error
             )
+        psp = await self._psp(paid.merchant_id, paid.psp)
         try:
-            psp = await self._psps.for_merchant(paid.merchant_id, paid.psp)
             result = await psp.retrieve_refund(paid.refund_id)
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e

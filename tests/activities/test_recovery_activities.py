@@ -4,7 +4,9 @@ with the real store (PostgreSQL) and real PSPs (the simulator, localstripe behin
 Stripe SDK):
 
 - a PSP the merchant has no credentials for, or one this deployment turns off: a
-  non-retryable `PSPNotConfigured`, before anything is recorded;
+  non-retryable `PSPNotConfigured`, before anything is recorded, from every activity that
+  asks the PSP something (a checkout it cannot close is left to the rules for payments that
+  still arrive, and the links are revoked all the same);
 - a request the PSP refuses: a non-retryable `PSPRequestRejected`;
 - a PSP that fails for now (a 5xx): a retryable `TransientPSPError`, retried under the same
   idempotency key, so a retry never charges twice;
@@ -28,8 +30,10 @@ from recovery.models import (
     ChargeResult,
     Customer,
     Failure,
+    PaymentLookup,
     PaymentMethod,
     RefundRequest,
+    RevokeLinks,
 )
 from recovery.policy import CardAttemptRequest, RetryPolicy
 from recovery.psp.dispatcher import PSPDispatcher
@@ -115,6 +119,76 @@ async def test_a_psp_that_is_not_configured_fails_the_charge_for_good_before_it_
     assert error.type == "PSPNotConfigured" and error.non_retryable, error
     assert psp in error.message
     assert await attempt_rows(store, req) == []  # nothing began: no attempt to settle later
+
+
+NOT_SERVED = [
+    ("stripe", {}),  # no credentials, for the merchant or in the environment
+    ("simulator", {"allow_simulator": False}),  # moves no money: off in production
+]
+
+
+@pytest.mark.parametrize(("psp", "settings"), NOT_SERVED)
+async def test_a_psp_that_is_not_configured_fails_every_psp_question_for_good(
+    store: Store, merchant: str, psp: str, settings: dict[str, Any]
+) -> None:
+    """A pending payment's status, a lost attempt's look-up and a pending refund's status
+    cannot be asked of a PSP that is not served here: each fails for good under the one type
+    name the workflow's retry policies list (`PSPNotConfigured`), never retried for ever
+    under another (the simulator turned off is a `PSPDisabled`)."""
+    activities = activities_with(store, **settings)
+    req = await first_attempt(store, merchant, psp=psp, pm="pm_sim_succeed_on_1")
+    lookup = PaymentLookup(merchant_id=merchant, psp=psp, psp_payment_id="pay_unknown")
+    await store.pool.execute(
+        "INSERT INTO received_payments (id, merchant_id, payment_ref, recovery_id, identity,"
+        " source, psp, psp_payment_id, amount, currency, disposition, refund_status, refund_id)"
+        " VALUES ($1, $2, $3, $4, $5, 'checkout', $6, 'pay_1', 4999, 'usd', 'duplicate',"
+        " 'pending', 're_1')",
+        f"rp_{req.recovery_id}",
+        merchant,
+        req.payment_ref,
+        req.recovery_id,
+        f"{psp}:pay_1:{req.recovery_id}",
+        psp,
+    )
+    refund = RefundRequest(received_payment_id=f"rp_{req.recovery_id}")
+    runs = [
+        (activities.check_payment_status, lookup),
+        (activities.find_attempt_charge, req),
+        (activities.check_refund, refund),
+    ]
+    for run, arg in runs:
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(run, arg)  # type: ignore[arg-type]
+        error = refused.value
+        assert (error.type, error.non_retryable) == ("PSPNotConfigured", True), (run, error)
+        assert psp in error.message
+
+
+async def test_links_are_revoked_though_their_checkout_psp_is_not_configured(
+    store: Store, merchant: str
+) -> None:
+    """A recovery's end revokes its links and closes their checkouts at the PSP. A checkout
+    whose PSP is not served here cannot be closed: the links are revoked all the same and
+    that checkout stays recorded open (a payment it still takes is recorded by the usual
+    rules), instead of the activity failing the recovery's end."""
+    activities = activities_with(store)  # no Stripe credentials
+    req = await first_attempt(store, merchant, psp="stripe", pm="pm_1")
+    link_id, _ = await store.add_link(
+        merchant, req.payment_ref, issued_by="test", expires_at=datetime.now(UTC)
+    )
+    await store.pool.execute(
+        "UPDATE recovery_links SET checkout_psp = 'stripe', checkout_id = 'cs_test_1',"
+        " checkout_url = 'https://checkout.stripe.com/c/cs_test_1' WHERE id = $1",
+        link_id,
+    )
+    revoked = await ActivityEnvironment().run(
+        activities.revoke_retry_links, RevokeLinks(recovery_id=req.recovery_id, reason="cancelled")
+    )
+    assert revoked == 1
+    row = await store.pool.fetchrow(
+        "SELECT revoked_at, checkout_closed_at FROM recovery_links WHERE id = $1", link_id
+    )
+    assert row["revoked_at"] is not None and row["checkout_closed_at"] is None
 
 
 async def test_a_card_the_psp_cannot_name_is_still_counted_under_what_we_know(
