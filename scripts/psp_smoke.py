@@ -195,45 +195,42 @@ async def razorpay_checks(
     run = uuid.uuid4().hex[:12]
     customer = Customer(id=customer_id, email="smoke@example.com")
     checks: list[Check] = []
-    try:
-        refusal = await adapter.token_refusal(customer_id, token_id, 100)
-        checks.append(
-            Check(
-                "the token's mandate can be debited",
-                "confirmed, within max_amount, not expired",
-                (refusal.decline_code or "refused") if refusal else "yes",
-                refusal is None,
-            )
+    refusal = await adapter.token_refusal(customer_id, token_id, 100)
+    checks.append(
+        Check(
+            "the token's mandate can be debited",
+            "confirmed, within max_amount, not expired",
+            (refusal.decline_code or "refused") if refusal else "yes",
+            refusal is None,
         )
-        if refusal is not None:
-            return checks
-        debit = await adapter.create_payment_intent(
-            _charge("razorpay", customer, token_id, f"smoke-{run}-1", 100)
+    )
+    if refusal is not None:
+        return checks
+    debit = await adapter.create_payment_intent(
+        _charge("razorpay", customer, token_id, f"smoke-{run}-1", 100)
+    )
+    checks.append(
+        Check(
+            "a recurring debit",
+            "captured, or created (pending) while the pre-debit notice runs",
+            debit.status,
+            debit.status in ("succeeded", "processing"),
         )
-        checks.append(
-            Check(
-                "a recurring debit",
-                "captured, or created (pending) while the pre-debit notice runs",
-                debit.status,
-                debit.status in ("succeeded", "processing"),
-            )
+    )
+    first = await adapter.create_checkout_session(_checkout("razorpay", run, 100))
+    second = await adapter.create_checkout_session(_checkout("razorpay", run, 100))
+    checks.append(
+        Check(
+            "one Payment Link per reference_id",
+            first.psp_checkout_id,
+            second.psp_checkout_id,
+            first.psp_checkout_id == second.psp_checkout_id,
         )
-        first = await adapter.create_checkout_session(_checkout("razorpay", run, 100))
-        second = await adapter.create_checkout_session(_checkout("razorpay", run, 100))
-        checks.append(
-            Check(
-                "one Payment Link per reference_id",
-                first.psp_checkout_id,
-                second.psp_checkout_id,
-                first.psp_checkout_id == second.psp_checkout_id,
-            )
-        )
-        await adapter.close_checkout(first.psp_checkout_id)
-        checks.append(Check("a Payment Link cancelled with its link", "no error", "none", True))
-        if debit.status == "succeeded" and debit.psp_payment_id:
-            checks.append(await _refund_replayed(adapter, debit.psp_payment_id, f"smoke-{run}"))
-    finally:
-        adapter.close()
+    )
+    await adapter.close_checkout(first.psp_checkout_id)
+    checks.append(Check("a Payment Link cancelled with its link", "no error", "none", True))
+    if debit.status == "succeeded" and debit.psp_payment_id:
+        checks.append(await _refund_replayed(adapter, debit.psp_payment_id, f"smoke-{run}"))
     return checks
 
 

@@ -513,24 +513,21 @@ async def record_late_watch(env: WorkflowEnvironment, store: Store) -> None:
     rzp = RAZORPAY[0]
     ref = "replay-late_razorpay_timeout_watched_after_link_payment"
     adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
-    try:
-        failed = await adapter.create_payment_intent(
-            ChargeRequest(
-                merchant_id=MERCHANT,
-                recovery_id="replay-late-watch",
-                payment_ref=ref,
-                attempt=1,
-                idempotency_key="replay-late-watch-1",
-                psp="razorpay",
-                amount=4999,
-                currency="inr",
-                customer=Customer(id="cust_Replay000006", email="c@example.com"),
-                payment_method=PaymentMethod(type="card", id="token_timeout_once_watch"),
-                original_failure=Failure(code="card_declined"),
-            )
+    failed = await adapter.create_payment_intent(
+        ChargeRequest(
+            merchant_id=MERCHANT,
+            recovery_id="replay-late-watch",
+            payment_ref=ref,
+            attempt=1,
+            idempotency_key="replay-late-watch-1",
+            psp="razorpay",
+            amount=4999,
+            currency="inr",
+            customer=Customer(id="cust_Replay000006", email="c@example.com"),
+            payment_method=PaymentMethod(type="card", id="token_timeout_once_watch"),
+            original_failure=Failure(code="card_declined"),
         )
-    finally:
-        adapter.close()
+    )
     assert failed.status == "failed" and failed.psp_payment_id and failed.may_complete_until
     lookup = PaymentLookup(
         merchant_id=MERCHANT,
@@ -590,34 +587,31 @@ async def record_refund_pending(env: WorkflowEnvironment, store: Store) -> None:
     await store.pool.execute("UPDATE outbox SET delivered_at = now()")
     adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
     rzp.debit_delay = 0
-    try:
-        for n in (1, 2):
-            req = ChargeRequest(
-                merchant_id=MERCHANT,
-                recovery_id=res.body["recovery_id"],
-                payment_ref=body["payment_ref"],
-                attempt=n,
-                idempotency_key=f"replay-refund-pending-{n}",
-                psp="razorpay",
-                amount=4999,
-                currency="inr",
-                customer=Customer(id="cust_Replay000003", email="c@example.com"),
-                payment_method=PaymentMethod(type="card", id="token_replayRefund1"),
-                original_failure=Failure(code="card_declined"),
-            )
-            paid = await adapter.create_payment_intent(req)
-            event = WebhookEvent(
-                psp="razorpay",
-                event_id=f"replay-refund-pending-evt-{n}",
-                kind="payment_succeeded",
-                psp_type="payment.captured",
-                merchant_id=MERCHANT,
-                payment_ref=body["payment_ref"],
-                psp_payment_id=paid.psp_payment_id,
-            )
-            await store.record_webhook(event, {})
-    finally:
-        adapter.close()
+    for n in (1, 2):
+        req = ChargeRequest(
+            merchant_id=MERCHANT,
+            recovery_id=res.body["recovery_id"],
+            payment_ref=body["payment_ref"],
+            attempt=n,
+            idempotency_key=f"replay-refund-pending-{n}",
+            psp="razorpay",
+            amount=4999,
+            currency="inr",
+            customer=Customer(id="cust_Replay000003", email="c@example.com"),
+            payment_method=PaymentMethod(type="card", id="token_replayRefund1"),
+            original_failure=Failure(code="card_declined"),
+        )
+        paid = await adapter.create_payment_intent(req)
+        event = WebhookEvent(
+            psp="razorpay",
+            event_id=f"replay-refund-pending-evt-{n}",
+            kind="payment_succeeded",
+            psp_type="payment.captured",
+            merchant_id=MERCHANT,
+            payment_ref=body["payment_ref"],
+            psp_payment_id=paid.psp_payment_id,
+        )
+        await store.record_webhook(event, {})
     rzp.refund_status = "pending"
     await relay(store, env.client, "replay")
     (dup,) = [p for p in await store.payments_of(res.body["recovery_id"]) if p.refund_status]

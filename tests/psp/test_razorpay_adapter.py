@@ -59,10 +59,8 @@ def rzp() -> Iterator[FakeRazorpay]:
 
 
 @pytest.fixture
-def adapter(rzp: FakeRazorpay) -> Iterator[RazorpayAdapter]:
-    a = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0)
-    yield a
-    a.close()
+def adapter(rzp: FakeRazorpay) -> RazorpayAdapter:
+    return RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0)
 
 
 def charge(
@@ -354,11 +352,8 @@ async def test_an_order_never_listed_within_the_budget_is_not_charged(rzp: FakeR
     impatient = RazorpayAdapter(
         rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0, charge_budget=1.0
     )
-    try:
-        with pytest.raises(TransientPSPError, match="not listed by its receipt yet"):
-            await impatient.create_payment_intent(charge())
-    finally:
-        impatient.close()
+    with pytest.raises(TransientPSPError, match="not listed by its receipt yet"):
+        await impatient.create_payment_intent(charge())
     assert len(rzp.orders) == 1 and rzp.payments == []
 
 
@@ -366,13 +361,10 @@ async def test_a_timeout_is_transient_and_the_retry_finds_the_payment(
     rzp: FakeRazorpay,
 ) -> None:
     impatient = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=0.3)
-    try:
-        with pytest.raises(TransientPSPError, match="timed out"):
-            await impatient.create_payment_intent(charge("token_slow"))
-        await asyncio.sleep(rzp.slow_seconds)  # the fake finishes its slow answer
-        result = await impatient.create_payment_intent(charge("token_slow"))
-    finally:
-        impatient.close()
+    with pytest.raises(TransientPSPError, match="timed out"):
+        await impatient.create_payment_intent(charge("token_slow"))
+    await asyncio.sleep(rzp.slow_seconds)  # the fake finishes its slow answer
+    result = await impatient.create_payment_intent(charge("token_slow"))
     assert result.status == "succeeded"
     assert len(rzp.payments) == 1 and len(rzp.requests_to("POST", RECURRING)) == 1
 
@@ -409,26 +401,20 @@ async def test_a_charge_stops_within_its_budget_however_slow_each_call(
     bounded = RazorpayAdapter(
         rzp.key_id, rzp.key_secret, api_base=rzp.base_url, timeout=5.0, charge_budget=0.5
     )
-    try:
-        started = time.monotonic()
-        with pytest.raises(TransientPSPError):
-            await bounded.create_payment_intent(charge("token_slow"))
-        assert time.monotonic() - started < rzp.slow_seconds
-    finally:
-        bounded.close()
+    started = time.monotonic()
+    with pytest.raises(TransientPSPError):
+        await bounded.create_payment_intent(charge("token_slow"))
+    assert time.monotonic() - started < rzp.slow_seconds
 
 
 async def test_connection_refused_is_transient() -> None:
     nowhere = RazorpayAdapter(
         "rzp_test_x", "secret", api_base=f"http://127.0.0.1:{free_port()}", timeout=2
     )
-    try:
-        with pytest.raises(TransientPSPError):
-            await nowhere.create_payment_intent(charge())
-        with pytest.raises(TransientPSPError):
-            await nowhere.retrieve_payment_intent("pay_x")
-    finally:
-        nowhere.close()
+    with pytest.raises(TransientPSPError):
+        await nowhere.create_payment_intent(charge())
+    with pytest.raises(TransientPSPError):
+        await nowhere.retrieve_payment_intent("pay_x")
 
 
 @pytest.mark.parametrize(
@@ -462,11 +448,8 @@ async def test_a_429_token_is_transient_then_charges_once(
 
 async def test_wrong_credentials_are_an_auth_error_not_transient(rzp: FakeRazorpay) -> None:
     wrong = RazorpayAdapter(rzp.key_id, "not-the-secret", api_base=rzp.base_url)
-    try:
-        with pytest.raises(RazorpayAuthError) as caught:
-            await wrong.create_payment_intent(charge())
-    finally:
-        wrong.close()
+    with pytest.raises(RazorpayAuthError) as caught:
+        await wrong.create_payment_intent(charge())
     assert not isinstance(caught.value, TransientPSPError)
     assert caught.value.error is not None and caught.value.error.http_status == 401
     assert "not-the-secret" not in str(caught.value)
@@ -621,11 +604,8 @@ async def test_calls_at_once_each_read_their_own_answer(
 
 async def test_an_api_base_ending_in_v1_works(rzp: FakeRazorpay) -> None:
     a = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url + "/v1/")
-    try:
-        result = await a.create_payment_intent(charge())
-        assert (await a.retrieve_payment_intent(result.psp_payment_id or "")).status == "succeeded"
-    finally:
-        a.close()
+    result = await a.create_payment_intent(charge())
+    assert (await a.retrieve_payment_intent(result.psp_payment_id or "")).status == "succeeded"
 
 
 # ---- refunds -------------------------------------------------------------------------------

@@ -253,24 +253,21 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
     assert result.status == "recovered", result.ended_reason
     # the customer also paid at Razorpay another way: a second captured payment
     adapter = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url)
-    try:
-        other = await adapter.create_payment_intent(
-            ChargeRequest(
-                merchant_id=merchant,
-                recovery_id="elsewhere",
-                payment_ref=result.payment_ref,
-                attempt=1,
-                idempotency_key="paid-elsewhere-1",
-                psp="razorpay",
-                amount=4999,
-                currency="inr",
-                customer=Customer(id="cust_Debit0000001", email="c@example.com"),
-                payment_method=PaymentMethod(type="card", id="token_Elsewhere001"),
-                original_failure=Failure(code="card_declined"),
-            )
+    other = await adapter.create_payment_intent(
+        ChargeRequest(
+            merchant_id=merchant,
+            recovery_id="elsewhere",
+            payment_ref=result.payment_ref,
+            attempt=1,
+            idempotency_key="paid-elsewhere-1",
+            psp="razorpay",
+            amount=4999,
+            currency="inr",
+            customer=Customer(id="cust_Debit0000001", email="c@example.com"),
+            payment_method=PaymentMethod(type="card", id="token_Elsewhere001"),
+            original_failure=Failure(code="card_declined"),
         )
-    finally:
-        adapter.close()
+    )
     second = rzp.payments_by_id[other.psp_payment_id or ""]
     await paid_by_link(store, merchant, result.payment_ref, second["id"], "evt_second_payment")
     await relay(store, client, task_queue)  # starts the refund

@@ -217,9 +217,6 @@ class RazorpayAdapter:
     def __repr__(self) -> str:  # never the secrets
         return f"RazorpayAdapter(key_id={self._key_id!r}, api_base={self._api_base!r})"
 
-    def close(self) -> None:
-        """Nothing to release: each operation closes its own client when it ends."""
-
     async def _in_thread(
         self, operation: Callable[[_Connection], T], *, budget: float | None = None
     ) -> T:
