@@ -21,7 +21,8 @@ stretches a planned retry's cooldown to at least N.
 
 A retry's cooldown doubles with every attempt from the outcome's base, up to the outcome's
 cap (at most `MAX_COOLDOWN_SECONDS`; network advice may ask for up to
-`MAX_ADVISED_COOLDOWN_SECONDS`).
+`MAX_ADVISED_COOLDOWN_SECONDS`). A wait for a pending payment is the outcome's own, at most
+`MAX_PENDING_WAIT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from recovery.rules import (
     DEFAULT_PSP_RULES,
     MAX_ADVISED_COOLDOWN_SECONDS,
     MAX_COOLDOWN_SECONDS,
+    MAX_PENDING_WAIT_SECONDS,
     MESSAGE_PATTERNS,
     NEW_METHOD,
     PENDING_CODES,
@@ -50,7 +52,13 @@ from recovery.rules import (
     PspRules,
 )
 
-__all__ = ["MAX_ADVISED_COOLDOWN_SECONDS", "MAX_COOLDOWN_SECONDS", "classify", "normalise"]
+__all__ = [
+    "MAX_ADVISED_COOLDOWN_SECONDS",
+    "MAX_COOLDOWN_SECONDS",
+    "MAX_PENDING_WAIT_SECONDS",
+    "classify",
+    "normalise",
+]
 
 _MAX_FIELD = 200
 _MAX_MESSAGE = 2000

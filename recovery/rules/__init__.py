@@ -21,6 +21,7 @@ from recovery.rules.messages import MESSAGE_PATTERNS
 from recovery.rules.outcomes import (
     MAX_ADVISED_COOLDOWN_SECONDS,
     MAX_COOLDOWN_SECONDS,
+    MAX_PENDING_WAIT_SECONDS,
     NEW_METHOD,
     OUTCOMES,
     UNKNOWN,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_PSP_RULES",
     "MAX_ADVISED_COOLDOWN_SECONDS",
     "MAX_COOLDOWN_SECONDS",
+    "MAX_PENDING_WAIT_SECONDS",
     "MESSAGE_PATTERNS",
     "NEW_METHOD",
     "OUTCOMES",

@@ -3,9 +3,12 @@ own codes, and transport failures.
 
 `PENDING_CODES`: Razorpay reasons for a payment that may still complete
 (``payment_pending`` "late authorization", ``collect_request_pending``,
-``deemed_transaction``, ``payment_pending_approval``), and the Razorpay adapter's own
+``deemed_transaction``, ``payment_pending_approval``), the Razorpay adapter's own
 ``recurring_debit_pending`` / ``mandate_debit_pending`` for a debit on a token that is
-still ``created`` (a pre-debit notice, a bank's file cycle). Checked first and for every PSP
+still ``created`` (a pre-debit notice, a bank's file cycle), and the Stripe adapter's
+``sepa_debit_pending`` / ``bank_debit_pending`` for a bank debit still ``processing``
+(business days: docs.stripe.com/payments/sepa-debit, /payments/ach-direct-debit,
+/payments/payment-methods/bacs-debit, /payments/acss-debit). Checked first and for every PSP
 (the workflow reports a charge still ``processing`` as ``payment_pending`` whatever the
 PSP): charging again while a payment may complete is the one mistake we must never make.
 
@@ -26,10 +29,12 @@ from collections.abc import Mapping
 from recovery.rules.outcomes import (
     NETWORK,
     PENDING,
+    PENDING_BANK_DEBIT,
     PENDING_DEBIT,
     PENDING_EXPIRED,
     PENDING_LONG,
     PENDING_MANDATE_DEBIT,
+    PENDING_SEPA_DEBIT,
     Outcome,
     PatternRule,
     rx,
@@ -43,6 +48,9 @@ PENDING_CODES: Mapping[str, Outcome] = {
     # the Razorpay adapter's codes for a recurring debit still `created` (recovery/psp/razorpay)
     "recurring_debit_pending": PENDING_DEBIT,
     "mandate_debit_pending": PENDING_MANDATE_DEBIT,
+    # the Stripe adapter's codes for a bank debit still `processing` (recovery/psp/stripe)
+    "sepa_debit_pending": PENDING_SEPA_DEBIT,
+    "bank_debit_pending": PENDING_BANK_DEBIT,
 }
 
 WORKFLOW_CODES: Mapping[str, Outcome] = {

@@ -16,6 +16,9 @@ MAX_COOLDOWN_SECONDS = 7 * DAY
 """Cap on a retry cooldown grown from attempts."""
 MAX_ADVISED_COOLDOWN_SECONDS = 10 * DAY
 """Cap on any cooldown: a network's "retry after N days" advice may exceed the growth cap."""
+MAX_PENDING_WAIT_SECONDS = 21 * DAY
+"""Cap on a wait for a pending payment's final status (not a cooldown: nothing is charged
+at its end without checking that payment again): a SEPA Direct Debit's 14 business days."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,26 @@ PENDING_MANDATE_DEBIT = Outcome(
     "working-day files; wait up to five days (a weekend and bank holidays included) for its "
     "final status and never charge again meanwhile.",
 )
+PENDING_SEPA_DEBIT = Outcome(
+    "pending_sepa_debit",
+    Category.UPI_PENDING,
+    Action.AWAIT_STATUS,
+    MAX_PENDING_WAIT_SECONDS,
+    MAX_PENDING_WAIT_SECONDS,
+    "A SEPA Direct Debit is with the banks, who may take up to 14 business days to say "
+    "whether it was paid (Stripe); wait up to three weeks (weekends and bank holidays "
+    "included) for its final status and never charge again meanwhile.",
+)
+PENDING_BANK_DEBIT = Outcome(
+    "pending_bank_debit",
+    Category.UPI_PENDING,
+    Action.AWAIT_STATUS,
+    12 * DAY,
+    12 * DAY,
+    "A bank debit (ACH, Bacs, pre-authorised debit, BECS) is with the banks, who answer "
+    "within 4 to 7 business days (Stripe); wait up to twelve days (weekends and bank "
+    "holidays included) for its final status and never charge again meanwhile.",
+)
 PENDING_EXPIRED = Outcome(
     "pending_expired",
     Category.UNKNOWN,
@@ -256,6 +279,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     PENDING_LONG,
     PENDING_DEBIT,
     PENDING_MANDATE_DEBIT,
+    PENDING_SEPA_DEBIT,
+    PENDING_BANK_DEBIT,
     PENDING_EXPIRED,
     UNKNOWN,
 )

@@ -51,6 +51,16 @@ Stripe's documented API that localstripe lacks and our adapter relies on:
 7. Idempotency keys are pruned 24 hours after their first request (`KEY_LIFETIME`, on the
    proxy's clock, which `advance_clock` moves): the same key then runs as a new request, as
    on Stripe.
+8. Bank debits that take days, as Stripe's do (delayed notification payment methods): an
+   off-session PaymentIntent on a `sepa_debit` PaymentMethod (localstripe has those) or a
+   `us_bank_account` one (ACH; localstripe lacks them, so the proxy keeps each as a SEPA
+   method underneath and shows it as a US bank account everywhere) is `processing` for a
+   while on the proxy's clock (`BANK_DEBIT_DELAYS`, or what `script_bank_debit` says for the
+   customer's next debit), then succeeds (confirmed at localstripe then, so the charge and
+   localstripe's `payment_intent.succeeded` webhook come at that moment) or fails: the
+   PaymentIntent goes back to `requires_payment_method` with the bank's reason in
+   `last_payment_error` (e.g. `insufficient_funds`) and nothing is charged. localstripe's own
+   SEPA debits settle half a second after the request.
 
 localstripe runs without its disk persistence: stock `localstripe` pickles its whole store to
 the one shared path /tmp/localstripe.pickle after every write, which parallel runs (or another
@@ -67,6 +77,7 @@ puts the PaymentIntent in `requires_action`; `CARD_DECLINED_ON_ATTACH` (40000000
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -196,6 +207,14 @@ _SERVER_ERROR = json.dumps(
 
 
 @dataclass(frozen=True)
+class _Debit:
+    """A bank debit the proxy holds `processing` until `settles_at` (its clock)."""
+
+    settles_at: float
+    failure: dict[str, str] | None  # None: it succeeds
+
+
+@dataclass(frozen=True)
 class _Saved:
     request: tuple[str, str, bytes]  # method, path, body: "the same parameters"
     status: int
@@ -203,6 +222,18 @@ class _Saved:
     body: bytes
     at: float  # when it was saved, on the proxy's clock
 
+
+DAY = 24 * 3600.0
+
+BANK_DEBIT_DELAYS = {"sepa_debit": 8 * DAY, "us_bank_account": 4 * DAY}
+"""How long a bank debit stays `processing` unless scripted: SEPA Direct Debit "can take up
+to 14 business days to receive notification on the success or failure of a payment ...,
+though the average is 7 to 8 business days" (docs.stripe.com/payments/sepa-debit); ACH
+Direct Debit "can take up to 4 business days to receive acknowledgement of success or
+failure" (docs.stripe.com/payments/ach-direct-debit)."""
+
+IBAN_OK = "DE89370400440532013000"
+"""A SEPA account whose debits localstripe lets through."""
 
 KEY_LIFETIME = 24 * 3600.0
 """Stripe prunes an idempotency key 24 hours after its first request; the same key then
@@ -226,6 +257,11 @@ class _ProxyServer(ThreadingHTTPServer):
         self.declines: dict[str, list[dict[str, str]]] = {}  # customer -> scripted declines
         self.intent_overrides: dict[str, dict[str, Any]] = {}  # what Stripe would show
         self.clock_offset = 0.0  # seconds `advance_clock` added to real time
+        # bank debits: payment methods shown as another type (id -> fields shown instead),
+        # the customer's scripted next debits, and the debits still processing
+        self.shown_as: dict[str, dict[str, Any]] = {}
+        self.debit_scripts: dict[str, list[_Debit]] = {}
+        self.debits: dict[str, _Debit] = {}
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -299,8 +335,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if (self.command, self.path) == ("POST", "/_proxy/clock"):
             with self.server.lock:
                 self.server.clock_offset += float(json.loads(raw)["advance"])
+            self._settle_debits()
             self._send(200, [], b"{}")
             return
+        if (self.command, self.path) == ("POST", "/_proxy/bank_debits"):
+            asked = json.loads(raw)
+            with self.server.lock:
+                debit = _Debit(float(asked["after"]), asked.get("failure"))
+                self.server.debit_scripts.setdefault(asked["customer"], []).append(debit)
+            self._send(200, [], b"{}")
+            return
+        self._settle_debits()
         if (self.command, self.path) == ("POST", "/_proxy/faults"):
             with self.server.lock:
                 self.server.faults.append(_Fault(**json.loads(raw)))
@@ -520,18 +565,121 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         return None
 
     def _answer(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        """localstripe's answer, as Stripe would give it (declines, see the docstring)."""
+        """localstripe's answer, as Stripe would give it (declines, bank debits, see the
+        docstring)."""
         path = urlsplit(self.path).path
         if self.command == "POST" and path == "/v1/payment_intents":
             return self._create_intent(body)
+        if self.command == "POST" and path == "/v1/payment_methods":
+            fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+            if fields.get("type") == "us_bank_account":
+                return self._us_bank_account(fields)
         status, headers, content = self._forward(body)
         if self.command == "GET" and path.startswith("/v1/payment_intents/pi_") and status == 200:
             return status, headers, json.dumps(self._as_stripe(json.loads(content))).encode()
+        if path.startswith("/v1/payment_methods/pm_") and status == 200:
+            return status, headers, json.dumps(self._method_shown(json.loads(content))).encode()
         return status, headers, content
 
     def _as_stripe(self, intent: dict[str, Any]) -> dict[str, Any]:
         with self.server.lock:
-            return intent | self.server.intent_overrides.get(intent.get("id", ""), {})
+            shown = intent | self.server.intent_overrides.get(intent.get("id", ""), {})
+        if isinstance(shown.get("payment_method"), dict):
+            shown["payment_method"] = self._method_shown(shown["payment_method"])
+        return shown
+
+    def _method_shown(self, method: dict[str, Any]) -> dict[str, Any]:
+        """A PaymentMethod as Stripe would show it (a US bank account kept as SEPA here)."""
+        with self.server.lock:
+            return method | self.server.shown_as.get(method.get("id", ""), {})
+
+    def _us_bank_account(self, fields: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """An ACH PaymentMethod: a SEPA one at localstripe, shown as a US bank account."""
+        number = fields.get("us_bank_account[account_number]", "000123456789")
+        routing = fields.get("us_bank_account[routing_number]", "110000000")
+        status, headers, content = self._upstream(
+            "POST", "/v1/payment_methods", {"type": "sepa_debit", "sepa_debit[iban]": IBAN_OK}
+        )
+        if status != 200:
+            return status, headers, content
+        method = json.loads(content)
+        shown = {
+            "type": "us_bank_account",
+            "sepa_debit": None,
+            "us_bank_account": {
+                "account_holder_type": fields.get(
+                    "us_bank_account[account_holder_type]", "individual"
+                ),
+                "account_type": fields.get("us_bank_account[account_type]", "checking"),
+                "bank_name": "STRIPE TEST BANK",
+                "fingerprint": hashlib.sha256(f"{routing}:{number}".encode()).hexdigest()[:16],
+                "last4": number[-4:],
+                "routing_number": routing,
+            },
+        }
+        with self.server.lock:
+            self.server.shown_as[method["id"]] = shown
+        return status, headers, json.dumps(method | shown).encode()
+
+    def _bank_debit(self, payment_method: str) -> str | None:
+        """The bank debit type of a PaymentMethod (None: not a bank debit)."""
+        if not payment_method.startswith("pm_"):
+            return None
+        status, _, content = self._upstream("GET", f"/v1/payment_methods/{payment_method}", {})
+        if status != 200:
+            return None
+        kind = self._method_shown(json.loads(content)).get("type")
+        return kind if kind in BANK_DEBIT_DELAYS else None
+
+    def _start_debit(
+        self, fields: dict[str, str], kind: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """An off-session bank debit: created at localstripe unconfirmed (nothing moves
+        yet) and shown `processing` until it settles (`_settle_debits`)."""
+        unconfirmed = {k: v for k, v in fields.items() if k not in ("confirm", "off_session")}
+        status, headers, content = self._upstream("POST", "/v1/payment_intents", unconfirmed)
+        if status != 200:
+            return status, headers, content
+        intent = json.loads(content)
+        with self.server.lock:
+            scripts = self.server.debit_scripts.get(fields.get("customer", ""))
+            script = scripts.pop(0) if scripts else _Debit(BANK_DEBIT_DELAYS[kind], None)
+            self.server.debits[intent["id"]] = _Debit(
+                self.server.now() + script.settles_at, script.failure
+            )
+            self.server.intent_overrides[intent["id"]] = {
+                "status": "processing",
+                "payment_method_types": [kind],
+            }
+        return status, headers, json.dumps(self._as_stripe(intent)).encode()
+
+    def _settle_debits(self) -> None:
+        """Bank debits whose time has come succeed (confirmed at localstripe now) or fail."""
+        with self.server.lock:
+            now = self.server.now()
+            due = [(i, d) for i, d in self.server.debits.items() if d.settles_at <= now]
+            for intent_id, _ in due:
+                del self.server.debits[intent_id]
+        for intent_id, debit in due:
+            if debit.failure is None:
+                self._upstream("POST", f"/v1/payment_intents/{intent_id}/confirm", {})
+                with self.server.lock:
+                    self.server.intent_overrides[intent_id] = {}
+                continue
+            error = {
+                "type": "card_error",
+                "message": "The customer's account has insufficient funds to cover this payment.",
+                **debit.failure,
+            }
+            _, _, found = self._upstream("GET", f"/v1/payment_intents/{intent_id}", {})
+            error["payment_method"] = self._method_shown(
+                {"id": json.loads(found).get("payment_method"), "object": "payment_method"}
+            )
+            with self.server.lock:
+                self.server.intent_overrides[intent_id] = {
+                    "status": "requires_payment_method",
+                    "last_payment_error": error,
+                }
 
     def _create_intent(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
@@ -546,6 +694,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if status != 200:
                 return status, headers, content
             return self._declined(json.loads(content), {"code": "card_declined", **scripted})
+        if off_session and (kind := self._bank_debit(fields.get("payment_method", ""))):
+            return self._start_debit(fields, kind)
         status, headers, content = self._forward(body)
         if not off_session:
             return status, headers, content
@@ -588,7 +738,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         intents: list[dict[str, Any]] = []
         after = ""
         while True:
-            self.path = f"/v1/payment_intents?limit=100{after}&expand[]=data.latest_charge"
+            self.path = (
+                f"/v1/payment_intents?limit=100{after}"
+                "&expand[]=data.latest_charge&expand[]=data.payment_method"
+            )
             status, _, content = self._forward(b"")
             if status != 200:
                 raise RuntimeError(f"localstripe listed PaymentIntents with {status}")
@@ -719,6 +872,43 @@ def attach_card(
     return pm.id
 
 
+def create_customer_with_bank_account(
+    base_url: str, kind: str = "sepa_debit", *, api_key: str = TEST_API_KEY
+) -> SavedCard:
+    """A Customer whose default payment method is a bank account with a mandate for
+    off-session debits: `sepa_debit` (SEPA Direct Debit) or `us_bank_account` (ACH)."""
+    client = stripe_client(base_url, api_key)
+    customer = client.v1.customers.create({"email": "debit@example.com"})
+    fields: dict[str, Any] = {"type": kind}
+    if kind == "sepa_debit":
+        fields["sepa_debit"] = {"iban": IBAN_OK}
+    else:
+        fields["us_bank_account"] = {
+            "routing_number": "110000000",
+            "account_number": "000123456789",
+            "account_holder_type": "individual",
+        }
+    pm = client.v1.payment_methods.create(fields)  # type: ignore[arg-type]
+    client.v1.payment_methods.attach(pm.id, {"customer": customer.id})
+    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": pm.id}})
+    return SavedCard(customer_id=customer.id, payment_method_id=pm.id)
+
+
+def script_bank_debit(
+    base_url: str, customer_id: str, *, after: float, failure: dict[str, str] | None = None
+) -> None:
+    """The customer's next bank debit is `processing` for `after` seconds of the proxy's
+    clock, then succeeds, or fails with `failure` as its `last_payment_error` (`code`, e.g.
+    `insufficient_funds`, and optionally `message`)."""
+    request = urllib.request.Request(
+        f"{base_url}/_proxy/bank_debits",
+        data=json.dumps({"customer": customer_id, "after": after, "failure": failure}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 def payment_intents_for_customer(
     base_url: str, customer_id: str, *, api_key: str = TEST_API_KEY
 ) -> list[dict[str, Any]]:
@@ -815,7 +1005,8 @@ def script_decline(base_url: str, customer_id: str, **codes: str) -> None:
 
 
 def advance_clock(base_url: str, seconds: float) -> None:
-    """Move the proxy's clock on: idempotency keys older than `KEY_LIFETIME` are pruned."""
+    """Move the proxy's clock on: idempotency keys older than `KEY_LIFETIME` are pruned, bank
+    debits now due settle."""
     request = urllib.request.Request(
         f"{base_url}/_proxy/clock", data=json.dumps({"advance": seconds}).encode(), method="POST"
     )

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recovery import rules
-from recovery.classifier import MAX_ADVISED_COOLDOWN_SECONDS, classify, normalise
+from recovery.classifier import (
+    MAX_ADVISED_COOLDOWN_SECONDS,
+    MAX_PENDING_WAIT_SECONDS,
+    classify,
+    normalise,
+)
 from recovery.models import Action, Category, Classification, ClassifyRequest
 from recovery.rules import ADVICE_CODES, PSP_RULES, AdviceEffect, Outcome
 
@@ -169,7 +174,7 @@ def test_every_outcome_has_a_recommendation_and_a_sane_cooldown() -> None:
         if o.action in (Action.CUSTOMER_ACTION, Action.STOP):
             assert o.base_cooldown_seconds == 0
         if o.action is Action.AWAIT_STATUS:
-            assert o.base_cooldown_seconds > 0
+            assert 0 < o.base_cooldown_seconds <= MAX_PENDING_WAIT_SECONDS
 
 
 # ---- card-network advice ----------------------------------------------------------------
@@ -380,7 +385,9 @@ def test_classify_is_total_and_deterministic(req: ClassifyRequest) -> None:
     assert out == classify(req.model_copy())
     assert out.rule in RULE_IDS  # a rule id never echoes arbitrary input
     assert out.recommendation
-    assert 0 <= out.cooldown_seconds <= MAX_ADVISED_COOLDOWN_SECONDS
+    waits = out.action is Action.AWAIT_STATUS  # a pending payment: no charge at its end
+    cap = MAX_PENDING_WAIT_SECONDS if waits else MAX_ADVISED_COOLDOWN_SECONDS
+    assert 0 <= out.cooldown_seconds <= cap
     assert out.retryable == (out.action in (Action.RETRY, Action.AWAIT_STATUS))
     if out.action in (Action.CUSTOMER_ACTION, Action.STOP):
         assert out.cooldown_seconds == 0

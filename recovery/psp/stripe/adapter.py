@@ -11,6 +11,10 @@
   `failed` (or `requires_action` for `authentication_required`) with Stripe's `code`,
   `decline_code`, message and the card network's advice (`network_advice_code`, else
   Stripe's own `advice_code`) in `Failure`, which is what the classifier reads.
+- A bank debit (SEPA Direct Debit, ACH, Bacs, ...) is `processing` for days: its result
+  says which (`sepa_debit_pending`, `bank_debit_pending`, from the PaymentIntent's payment
+  method), which the classifier turns into a wait as long as the banks may take
+  (`transformers.pending_debit`).
 - Timeouts, connection errors, rate limits, 408/409 (a concurrent request holds the key),
   `lock_timeout`, 5xx and unreadable answers raise `TransientPSPError` (the activity retries
   them with the same idempotency key; note Stripe replays a saved 500 for that key, so a
@@ -47,6 +51,8 @@ from recovery.psp.stripe.transformers import (
 )
 
 _LOOKUP_SCAN = 1000  # a customer's newest PaymentIntents searched for a lost attempt
+# A PaymentIntent is read with its charge (refunded?) and its payment method (a bank debit?).
+_LIST_EXPAND = ["data.latest_charge", "data.payment_method"]
 
 
 class StripeAdapter:
@@ -94,6 +100,8 @@ class StripeAdapter:
             return declined(err)
         except stripe.StripeError as err:
             raise translate_error(err) from err
+        if intent.status == "processing":  # which debit it is, so how long it may take
+            return await self.retrieve_payment_intent(intent.id)
         return charge_result(intent.to_dict())
 
     async def _default_payment_method(self, req: ChargeRequest) -> str:
@@ -128,7 +136,7 @@ class StripeAdapter:
         try:
             if req.customer.id:
                 page = await self._client.v1.payment_intents.list_async(
-                    {"customer": req.customer.id, "limit": 100, "expand": ["data.latest_charge"]}
+                    {"customer": req.customer.id, "limit": 100, "expand": _LIST_EXPAND}
                 )
                 intents = page.data
                 while page.has_more and len(intents) < _LOOKUP_SCAN:
@@ -137,13 +145,13 @@ class StripeAdapter:
                             "customer": req.customer.id,
                             "limit": 100,
                             "starting_after": intents[-1].id,
-                            "expand": ["data.latest_charge"],
+                            "expand": _LIST_EXPAND,
                         }
                     )
                     intents = [*intents, *page.data]
             else:
                 found = await self._client.v1.payment_intents.search_async(
-                    {"query": attempt_search_query(req), "expand": ["data.latest_charge"]}
+                    {"query": attempt_search_query(req), "expand": _LIST_EXPAND}
                 )
                 intents = found.data
         except stripe.StripeError as err:
@@ -184,7 +192,7 @@ class StripeAdapter:
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         try:
             intent = await self._client.v1.payment_intents.retrieve_async(
-                psp_payment_id, {"expand": ["latest_charge"]}
+                psp_payment_id, {"expand": ["latest_charge", "payment_method"]}
             )
         except stripe.StripeError as err:
             raise translate_error(err) from err

@@ -248,6 +248,9 @@ def charge_result(intent: Mapping[str, Any]) -> ChargeResult:
             failure = None
             if _fully_refunded(intent.get("latest_charge")):
                 canonical = PaymentStatus.REFUNDED
+        case PaymentStatus.PROCESSING:
+            # pending, not the error of an earlier confirmation it may still carry
+            failure = pending_debit(intent)
         case PaymentStatus.REQUIRES_ACTION if failure is None:
             failure = Failure(
                 code=AUTHENTICATION_REQUIRED,
@@ -256,6 +259,54 @@ def charge_result(intent: Mapping[str, Any]) -> ChargeResult:
         case _:
             pass
     return ChargeResult(status=canonical.value, psp_payment_id=intent_id, failure=failure)
+
+
+SEPA_DEBIT_PENDING = "sepa_debit_pending"
+"""Our code for a SEPA Direct Debit still `processing`: "it can take up to 14 business days
+to receive notification on the success or failure of a payment after you initiate a debit
+from the customer's account, though the average is 7 to 8 business days"
+(docs.stripe.com/payments/sepa-debit)."""
+BANK_DEBIT_PENDING = "bank_debit_pending"
+"""Our code for another bank debit still `processing`, each a "delayed notification payment
+method": ACH Direct Debit "up to 4 business days" (docs.stripe.com/payments/ach-direct-debit),
+Bacs Direct Debit 4 business days with a mandate in place and 7 with a new one
+(docs.stripe.com/payments/payment-methods/bacs-debit), pre-authorised debits in Canada "up
+to 5 business days" (docs.stripe.com/payments/acss-debit), BECS Direct Debit "up to 4
+business days" (stripe.com/docs/payments/au-becs-debit)."""
+_BANK_DEBITS = {
+    "sepa_debit": SEPA_DEBIT_PENDING,
+    "us_bank_account": BANK_DEBIT_PENDING,
+    "bacs_debit": BANK_DEBIT_PENDING,
+    "acss_debit": BANK_DEBIT_PENDING,
+    "au_becs_debit": BANK_DEBIT_PENDING,
+}
+
+
+def payment_method_type(intent: Mapping[str, Any]) -> str | None:
+    """Which kind of payment method a PaymentIntent charges: its expanded `payment_method`,
+    else its expanded charge's `payment_method_details`, else its `payment_method_types`
+    when that names one type only (with several, the method that paid is not known)."""
+    method = intent.get("payment_method")
+    if isinstance(method, Mapping) and isinstance(method.get("type"), str):
+        return str(method["type"])
+    charge = intent.get("latest_charge")
+    details = charge.get("payment_method_details") if isinstance(charge, Mapping) else None
+    if isinstance(details, Mapping) and isinstance(details.get("type"), str):
+        return str(details["type"])
+    types = intent.get("payment_method_types")
+    if isinstance(types, list) and len(types) == 1 and isinstance(types[0], str):
+        return types[0]
+    return None
+
+
+def pending_debit(intent: Mapping[str, Any]) -> Failure | None:
+    """What a PaymentIntent still `processing` tells the classifier: a bank debit takes
+    days (its code says how many), anything else is the generic pending (None)."""
+    method = payment_method_type(intent)
+    code = _BANK_DEBITS.get(method or "")
+    if code is None:
+        return None
+    return Failure(code=code, message=f"the {method} debit is with the banks (business days)")
 
 
 def declined(err: stripe.CardError) -> ChargeResult:
