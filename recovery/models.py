@@ -408,6 +408,8 @@ WebhookKind = Literal[
     "payment_failed",
     "payment_refunded",
     "checkout_completed",
+    "checkout_partially_paid",  # part of the amount paid on a hosted checkout
+    "checkout_closed",  # a hosted checkout expired or was cancelled at the PSP
     "payment_method_updated",
     "ignored",
 ]
@@ -427,6 +429,10 @@ class WebhookEvent(BaseModel):
     amount: Annotated[int, Field(ge=0, le=10**15)] | None = None
     currency: Annotated[str, StringConstraints(max_length=10)] | None = None
     failure: Failure | None = None
+    # on our hosted checkouts and the payments made on them: our retry link's id (from the
+    # metadata) and the PSP's id of the checkout (a Stripe Checkout Session, a Payment Link)
+    link_id: Id | None = None
+    checkout_id: Id | None = None
     # payment_method_updated: the PSP customer whose new method our recoveries switch to
     customer_id: Id | None = None
     payment_method: PaymentMethod | None = None

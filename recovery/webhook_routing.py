@@ -21,9 +21,9 @@ from recovery.models import (
 )
 from recovery.payments import Disposition
 
-_NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded")
+_NOT_FOR_A_RECOVERY = ("ignored", "payment_refunded", "checkout_closed")
 _FOR_A_CUSTOMER = ("payment_method_updated",)  # the store finds the customer's recoveries
-_PAID = ("payment_succeeded", "checkout_completed")
+_PAID = ("payment_succeeded", "checkout_completed", "checkout_partially_paid")
 
 
 class WebhookOutcome(StrEnum):
@@ -40,6 +40,9 @@ class WebhookOutcome(StrEnum):
     PAYMENT_ALREADY_RECORDED = "payment_already_recorded"  # e.g. our own charge's event
     PAID_AFTER_END = "paid_after_end"
     REFUNDING_DUPLICATE = "refunding_duplicate_payment"
+    REFUNDING_PARTIAL = "refunding_partial_payment"  # less than the amount: settles nothing
+    CHECKOUT_CLOSED = "checkout_closed"  # our link's hosted checkout takes no more payments
+    CHECKOUT_PAYMENT_FAILED = "checkout_payment_failed"  # the customer's try on our checkout
     OTHER_MERCHANT = "other_merchant"  # a merchant's own account naming another's payment
     SIGNALLED_PAYMENT_METHOD_UPDATED = "signalled_payment_method_updated"
     NO_OPEN_RECOVERY = "no_open_recovery"  # a new method of a customer with nothing to recover
@@ -87,6 +90,8 @@ def paid_route(route: WebhookRoute, disposition: Disposition | None) -> WebhookR
             return WebhookRoute(WebhookOutcome.PAID_AFTER_END)
         case Disposition.DUPLICATE:
             return WebhookRoute(WebhookOutcome.REFUNDING_DUPLICATE)
+        case Disposition.PARTIAL:
+            return WebhookRoute(WebhookOutcome.REFUNDING_PARTIAL)
         case other:
             assert_never(other)
 
@@ -132,7 +137,12 @@ def route_webhook(
                 psp_payment_id=event.psp_payment_id,
             ),
         )
-    # payment_failed: a failure we already know from the attempt that made it is not sent again
+    # payment_failed. On one of our hosted checkouts it is the customer's own try, who may
+    # try again on the same page: not a failure of the recovery (no new decision, no
+    # cooldown started over, no end), only recorded.
+    if event.link_id:
+        return WebhookRoute(WebhookOutcome.CHECKOUT_PAYMENT_FAILED)
+    # a failure we already know from the attempt that made it is not sent again
     if facts.failure_already_known:
         return WebhookRoute(WebhookOutcome.ALREADY_KNOWN)
     rec = facts.open_recovery

@@ -161,13 +161,16 @@ async def retry_page(
 async def pay(
     token: str, request: Request, store: StoreDep, settings: SettingsDep, psps: PSPsDep
 ) -> Response:
-    """Create the link's one checkout (or reuse it) and send the customer there."""
+    """Create the link's checkout (or reuse it while it is open) and send the customer
+    there."""
     view = await _payable_link(request, token, store, settings)
     if isinstance(view, Response):
         return view
     base = settings.public_base_url.rstrip("/")
 
-    async def create() -> tuple[str, str, str]:
+    async def create(closed: str | None) -> tuple[str, str, str]:
+        """The link's checkout; `closed`: the id of the one the PSP closed (expired,
+        cancelled there) that this one replaces, under an idempotency key of its own."""
         if view.psp == "simulator":
             await psps.for_merchant(view.merchant_id, view.psp)  # refused unless allowed
             checkout_id = new_id("simco")
@@ -185,7 +188,7 @@ async def pay(
                 description=f"{view.merchant_name} · {view.payment_ref}",
                 success_url=f"{base}/pay/done/{view.id}",
                 cancel_url=f"{base}/pay/retry/{token}",
-                idempotency_key=f"checkout:{view.id}",
+                idempotency_key=f"checkout:{view.id}" + (f":after:{closed}" if closed else ""),
                 expires_at=view.expires_at,
             )
         )

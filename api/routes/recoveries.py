@@ -69,6 +69,7 @@ class RecoveryLinkOut(BaseModel):
     revoked_at: datetime | None
     revoked_reason: str | None
     issued_by: str
+    checkout_closed_at: datetime | None = None  # its hosted checkout takes no more payments
 
 
 class RecoveryOut(BaseModel):
@@ -96,8 +97,8 @@ class RecoveryOut(BaseModel):
 
 class PaymentOut(BaseModel):
     """A payment the customer made, and what became of it: it `recovered` the recovery, it
-    was `paid_after_end` of a cancelled or exhausted one, or it was a `duplicate`, refunded
-    (`refund_status`)."""
+    was `paid_after_end` of a cancelled or exhausted one, or it was a `duplicate` or a
+    `partial` payment (less than the amount), refunded (`refund_status`)."""
 
     id: str
     source: str

@@ -244,7 +244,7 @@ class Store:
     async def link_checkout(
         self,
         link_id: str,
-        create: Callable[[], Awaitable[tuple[str, str, str]]],
+        create: Callable[[str | None], Awaitable[tuple[str, str, str]]],
         *,
         simulator_return_url: str,
     ) -> str:

@@ -101,21 +101,28 @@ async def mark_link_opened(pool: asyncpg.Pool, link_id: str) -> None:
 async def link_checkout(
     pool: asyncpg.Pool,
     link_id: str,
-    create: Callable[[], Awaitable[tuple[str, str, str]]],
+    create: Callable[[str | None], Awaitable[tuple[str, str, str]]],
     *,
     simulator_return_url: str,
 ) -> str:
-    """The link's checkout URL, created at most once: concurrent redemptions wait on the
-    link's row lock and then reuse the first one's checkout. `create` makes the PSP's
-    checkout and must not use the store (the row lock is held meanwhile); a simulator
+    """The link's checkout URL, created once while it is open: concurrent redemptions wait
+    on the link's row lock and then reuse the first one's checkout. One the PSP closed
+    (expired, cancelled there) is replaced: `create` gets the closed checkout's id (None for
+    the first), to make the new one under an idempotency key of its own. `create` makes the
+    PSP's checkout and must not use the store (the row lock is held meanwhile); a simulator
     checkout is recorded here, in the same transaction."""
     async with transaction(pool) as conn:
-        url = await conn.fetchval(
-            "SELECT checkout_url FROM recovery_links WHERE id = $1 FOR UPDATE", link_id
+        row = await conn.fetchrow(
+            "SELECT checkout_psp, checkout_id, checkout_url, checkout_closed_at"
+            " FROM recovery_links WHERE id = $1 FOR UPDATE",
+            link_id,
         )
-        if url:
-            return url
-        psp, checkout_id, url = await create()
+        if row is None:
+            raise NotFound("no such link")
+        reopen = row["checkout_closed_at"] is not None and row["checkout_psp"] != "simulator"
+        if row["checkout_url"] and not reopen:
+            return str(row["checkout_url"])
+        psp, checkout_id, url = await create(row["checkout_id"] if reopen else None)
         if psp == "simulator":
             await conn.execute(
                 "INSERT INTO simulator_checkouts (id, link_id, merchant_id, payment_ref,"
@@ -128,7 +135,7 @@ async def link_checkout(
             )
         await conn.execute(
             "UPDATE recovery_links SET checkout_psp = $2, checkout_id = $3,"
-            " checkout_url = $4 WHERE id = $1",
+            " checkout_url = $4, checkout_closed_at = NULL WHERE id = $1",
             link_id,
             psp,
             checkout_id,
@@ -152,7 +159,8 @@ async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
     async with connection(pool) as conn:
         rows = await conn.fetch(
             "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
-            " revoked_reason, issued_by FROM recovery_links WHERE recovery_id = $1"
+            " revoked_reason, issued_by, checkout_closed_at FROM recovery_links"
+            " WHERE recovery_id = $1"
             " ORDER BY created_at",
             recovery_id,
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from recovery.constants import OUTBOX_START_REFUND, refund_workflow_id
-from recovery.payments import Disposition, RecoveryFacts, dispose
+from recovery.payments import Disposition, RecoveryFacts, dispose, short_of
 from recovery.store.db import connection, latest_recovery, new_id
 from recovery.store.outbox import OUTBOX_CHANNEL
 from recovery.store.records import ReceivedPayment
@@ -32,10 +32,12 @@ async def receive_payment(
     psp_payment_id: str | None,
     amount: int | None,
     currency: str | None,
+    partial: bool = False,
 ) -> Received | None:
     """Record a payment of `payment_ref` once, in the caller's transaction, which holds the
     payment's row lock. None when this payment was recorded before, or the payment is not
-    ours. A duplicate queues its refund (through the outbox, so it survives any crash)."""
+    ours. A duplicate or a part payment (`partial`, or an `amount` below the payment's)
+    queues its refund (through the outbox, so it survives any crash)."""
     rec = await latest_recovery(conn, merchant_id, payment_ref)
     if rec is None:
         return None
@@ -48,7 +50,8 @@ async def receive_payment(
     disposition = dispose(
         RecoveryFacts(
             status=rec.status, ended=rec.ended_at is not None, settled=rec.paid_by is not None
-        )
+        ),
+        short=partial or short_of(amount, currency, rec.amount, rec.currency),
     )
     payment_id = new_id("pay")
     await conn.execute(
@@ -66,7 +69,7 @@ async def receive_payment(
         amount if amount is not None else rec.amount,
         currency or rec.currency,
         disposition.value,
-        "pending" if disposition is Disposition.DUPLICATE else None,
+        "pending" if disposition.refunded else None,
     )
     if psp_payment_id and source != "attempt":
         # one of our charges paid after all (authorised late, a pending debit made): its
@@ -80,7 +83,7 @@ async def receive_payment(
             psp,
             psp_payment_id,
         )
-    if disposition is Disposition.DUPLICATE:
+    if disposition.refunded:
         await conn.execute(
             "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
             refund_workflow_id(merchant_id, payment_id),

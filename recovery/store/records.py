@@ -155,6 +155,7 @@ class LinkSummary:
     revoked_at: datetime | None
     revoked_reason: str | None
     issued_by: str
+    checkout_closed_at: datetime | None  # its hosted checkout takes no more payments
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ async def record_webhook(
                 psp_payment_id=event.psp_payment_id,
                 amount=event.amount,
                 currency=event.currency,
+                partial=event.kind == "checkout_partially_paid",
             )
             route = paid_route(route, received.disposition if received else None)
             if received is not None and received.disposition is Disposition.RECOVERED:
@@ -156,6 +157,8 @@ async def record_webhook(
                 )
         if route.failed is not None:
             await queue_failure(conn, route.failed)
+        if route.outcome is WebhookOutcome.CHECKOUT_CLOSED:
+            await _checkout_closed(conn, event, account)
         switch = await _method_switch(conn, event, account)
         if switch is None and event.kind == "payment_method_updated" and not event.customer_id:
             route = WebhookRoute(WebhookOutcome.TOKEN_RECORDED)
@@ -169,6 +172,24 @@ async def record_webhook(
             "UPDATE webhook_events SET outcome = $2 WHERE id = $1", row_id, route.outcome.value
         )
         return True, route.outcome
+
+
+async def _checkout_closed(
+    conn: asyncpg.Connection, event: WebhookEvent, account: str | None
+) -> None:
+    """The PSP closed a hosted checkout of ours (expired, cancelled): recorded on its link,
+    which opens a new one if the customer presses Pay again while the link is valid. Only a
+    checkout of the sending account's merchants (a merchant's own account: that merchant)."""
+    if not event.checkout_id:
+        return
+    await conn.execute(
+        "UPDATE recovery_links SET checkout_closed_at = coalesce(checkout_closed_at,"
+        " clock_timestamp()) WHERE checkout_psp = $1 AND checkout_id = $2"
+        " AND ($3::text IS NULL OR merchant_id = $3)",
+        event.psp,
+        event.checkout_id,
+        account,
+    )
 
 
 async def _payment_facts(

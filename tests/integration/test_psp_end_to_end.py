@@ -3,6 +3,7 @@ charge, the customer's new card, a successful retry), and PSP webhooks driving r
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ from tests.psp.localstripe_server import (
     attach_card,
     create_customer_with_card,
     pay_checkout,
+    payment_intents_for_customer,
     stripe_client,
     successful_charges,
 )
@@ -479,6 +481,99 @@ async def test_a_stripe_checkout_opened_before_a_cancel_takes_no_money_after_it(
     assert successful_charges(stripe_base, saved.customer_id) == []
     rec = await recovery(api, ref)
     assert rec["status"] == "cancelled" and rec["paid"] is False
+
+
+async def post_stripe(api: Stack, kind: str, obj: dict) -> dict:
+    """Stripe's signed event of `kind` about `obj` (the real object), posted to our route."""
+    body, headers = stripe_signed(stripe_event(kind, obj))
+    r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_failed_try_on_the_stripe_checkout_is_no_new_failure_of_the_recovery(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    """The customer's card is declined on the hosted page: Stripe sends
+    `payment_intent.payment_failed` for the session's PaymentIntent, which carries our ids
+    (`payment_intent_data.metadata`). Reproduced: it reached the recovery as a new failure
+    of the payment (classified again, its cooldown started over) while the customer was
+    still paying. Now it is recorded and nothing else; the customer pays with another card
+    on the same page and the recovery ends recovered, once."""
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, None)
+    before = await recovery(api, ref)
+    checkout = await stripe_checkout(api, ref)
+    status, _ = pay_checkout(checkout, CARD_DECLINED_ON_CHARGE)
+    assert status == 402
+    [tried] = [
+        pi
+        for pi in payment_intents_for_customer(stripe_base, saved.customer_id)
+        if pi["metadata"].get("link_id")
+    ]
+    answer = await post_stripe(api, "payment_intent.payment_failed", tried)
+    assert answer["outcome"] == "checkout_payment_failed", answer
+    workflow_id = workflow_id_for(api.merchant_id, ref)
+    queued = await api.store.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE workflow_id = $1 AND signal = 'payment_failed'",
+        workflow_id,
+    )
+    assert queued == 1, "only the merchant's own failure was ever queued for the recovery"
+    await asyncio.sleep(1)  # time for a signal, were there one
+    after = await recovery(api, ref)
+    assert (after["status"], after["next_attempt_at"]) == ("active", before["next_attempt_at"])
+    assert after["attempts"] == before["attempts"] == []
+
+    assert session_of(stripe_base, checkout)["status"] == "open"  # the customer tries again
+    status, paid = pay_checkout(checkout, CARD_OK)
+    assert status == 200 and paid["status"] == "succeeded", paid
+    await post_stripe(api, "payment_intent.succeeded", paid)
+    rec = await eventually(lambda: recovered_once(api, ref), within=30)
+    assert [p["disposition"] for p in rec["payments"]] == ["recovered"]
+    assert len(successful_charges(stripe_base, saved.customer_id)) == 1
+
+
+async def test_an_expired_stripe_checkout_is_recorded_closed_and_the_link_opens_a_new_one(
+    psp_api: Stack, stripe_base: str
+) -> None:
+    """Stripe ends a Checkout Session at its `expires_at` (24 hours at most) and sends
+    `checkout.session.expired`; a retry link e-mailed to the customer lasts 7 days.
+    Reproduced: pressing Pay on the link kept sending the customer to the expired session,
+    which takes no payment. Now the session is recorded closed on the link, and the link
+    opens a new one."""
+    api = psp_api
+    saved = create_customer_with_card(stripe_base, CARD_DECLINED_ON_CHARGE)
+    ref = await stripe_failure(api, saved.customer_id, None)
+    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/link", headers=api.auth())
+    assert r.status_code == 201, r.text
+    page = urlsplit(r.json()["url"]).path
+    first = (await api.http.post(page)).headers["location"]
+    # what Stripe does at the session's expires_at
+    expired = stripe_client(stripe_base).v1.checkout.sessions.expire(
+        session_of(stripe_base, first)["id"]
+    )
+    answer = await post_stripe(api, "checkout.session.expired", expired.to_dict())
+    assert answer["outcome"] == "checkout_closed", answer
+    [link] = (await recovery(api, ref))["links"]
+    assert link["checkout_closed_at"] is not None
+
+    opened = await api.http.post(page)
+    assert opened.status_code == 303, opened.text
+    second = opened.headers["location"]
+    assert second != first and session_of(stripe_base, second)["status"] == "open"
+    status, paid = pay_checkout(second, CARD_OK)
+    assert status == 200 and paid["status"] == "succeeded", paid
+    await post_stripe(api, "payment_intent.succeeded", paid)
+    rec = await eventually(lambda: recovered_once(api, ref), within=30)
+    assert [p["disposition"] for p in rec["payments"]] == ["recovered"]
+    assert len(successful_charges(stripe_base, saved.customer_id)) == 1
+
+
+async def recovered_once(api: Stack, ref: str) -> dict:
+    rec = await recovery(api, ref)
+    assert rec["status"] == "recovered", rec
+    return rec
 
 
 async def test_the_simulator_is_refused_unless_allowed(

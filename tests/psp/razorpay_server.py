@@ -61,12 +61,22 @@ Customers: ``GET /v1/customers/{id}`` knows the customers added with `add_custom
 ``auto_customers`` (the default) any other ``cust_...`` id is created on first sight with
 ``<id>@example.com`` and contact ``+919000090000``.
 
-For end-to-end tests: `pay_payment_link` plays the customer paying a link (and returns the
-signed callback parameters), `register_token` plays a customer registering a new card for
-recurring payments (Razorpay's authorisation transaction), `set_payment_status` moves a
-payment on, and `signed_webhook`
-builds a webhook body from the stored entities with its ``X-Razorpay-Signature`` and
-``X-Razorpay-Event-Id`` headers, ready to POST to ``/v1/webhooks/razorpay``.
+Payment Links live as Razorpay's do ("Payment Link States", razorpay.com/docs/payments/
+payment-links/states): ``created`` until paid, cancelled (``POST .../cancel``, only while
+``created``) or expired (its ``expire_by`` reached on the fake's clock); a link that
+``accept_partial`` (`update_payment_link`, as the merchant may in the Dashboard) takes part
+payments and is ``partially_paid`` until the rest is paid, and cannot be cancelled meanwhile.
+
+For end-to-end tests: `pay_payment_link` plays the customer paying a link, in full or in
+part (and returns the signed callback parameters), `register_token` plays a customer
+registering a new card for recurring payments (Razorpay's authorisation transaction),
+`set_payment_status` moves a payment on, and `signed_webhook` builds a webhook body from the
+stored entities with its ``X-Razorpay-Signature`` and ``X-Razorpay-Event-Id`` headers, ready
+to POST to ``/v1/webhooks/razorpay``. The Payment Link events Razorpay sends
+(razorpay.com/docs/webhooks/payment-links: ``payment_link.paid``, ``.partially_paid``,
+``.cancelled``, ``.expired``; and ``payment.captured`` for each payment made on a link) are
+emitted as they happen, their bodies taken then; `take_webhooks` hands them over signed, to
+deliver to our route (directly or through `tests/psp/webhook_delivery.py`).
 """
 
 from __future__ import annotations
@@ -259,6 +269,7 @@ class FakeRazorpay:
         self._refund_keys: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (refund, body)
         # payment id -> (when, final status, its error if it fails)
         self._due: dict[str, tuple[float, str, dict[str, str] | None]] = {}
+        self._emitted: list[tuple[str, bytes]] = []  # (event, body) not taken yet
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -337,6 +348,35 @@ class FakeRazorpay:
                 del self._due[payment_id]
                 if self.payments_by_id[payment_id]["status"] == "created":
                     self.set_payment_status(payment_id, status, error=error)
+        for link in self.payment_links.values():
+            due = link["expire_by"] and link["expire_by"] <= now
+            if due and link["status"] in ("created", "partially_paid"):
+                link["status"] = "expired"
+                link["expired_at"] = link["updated_at"] = int(now)
+                self._emit("payment_link.expired", payment_link_id=link["id"])
+
+    def _emit(self, event: str, **entity_ids: str | None) -> None:
+        """Razorpay sends `event` now: its body is what the entities are now."""
+        self._emitted.append((event, self.webhook_body(event, **entity_ids)))
+
+    def take_webhooks(self, secret: str | None = None) -> list[tuple[str, bytes, dict[str, str]]]:
+        """(event, body, headers) of every event emitted since the last call, signed with
+        `secret` (default: this fake's ``webhook_secret``), in the order they happened."""
+        with self.lock:
+            self._settle_due()
+            emitted, self._emitted = self._emitted, []
+        return [
+            (
+                event,
+                body,
+                {
+                    "Content-Type": "application/json",
+                    "X-Razorpay-Signature": sign(body, secret or self.webhook_secret),
+                    "X-Razorpay-Event-Id": new_id("evt"),
+                },
+            )
+            for event, body in emitted
+        ]
 
     def add_token(
         self,
@@ -521,21 +561,48 @@ class FakeRazorpay:
             refund["status"] = status
             return dict(refund)
 
-    def pay_payment_link(self, link_id: str, *, method: str = "card") -> dict[str, str]:
-        """The customer pays the link: an order and a captured payment are created, the link
-        becomes ``paid``. Returns the callback query parameters Razorpay would append to
-        ``callback_url``, signed with the key secret."""
+    def update_payment_link(self, link_id: str, **fields: Any) -> dict[str, Any]:
+        """The merchant edits the link (Razorpay's "Update a Payment Link": e.g.
+        ``accept_partial``, ``expire_by``)."""
         with self.lock:
             link = self.payment_links[link_id]
-            if link["status"] != "created":  # a cancelled or expired link takes no payment
-                raise ValueError(f"payment link {link_id} is {link['status']}")
-            order = self._new_order(
-                amount=link["amount"],
-                currency=link["currency"],
-                receipt=None,
-                notes=link["notes"],
-                payment_capture=True,
-            )
+            link.update(fields)
+            return dict(link)
+
+    def cancel_payment_link(self, link_id: str) -> dict[str, Any]:
+        """The merchant cancels the link in the Dashboard (as ``POST .../cancel``)."""
+        status, answer = self._cancel_link(id=link_id)
+        if status != 200:
+            raise ValueError(answer["error"]["description"])
+        return dict(answer)
+
+    def pay_payment_link(
+        self, link_id: str, *, method: str = "card", amount: int | None = None
+    ) -> dict[str, str]:
+        """The customer pays the link: all that is left of it, or `amount` of it where the
+        link accepts part payments. The link's order and a captured payment are created; the
+        link becomes ``paid`` (``partially_paid`` while some is left), and Razorpay's events
+        are emitted. Returns the callback query parameters Razorpay would append to
+        ``callback_url``, signed with the key secret."""
+        with self.lock:
+            self._settle_due()
+            link = self.payment_links[link_id]
+            if link["status"] not in ("created", "partially_paid"):
+                raise ValueError(f"payment link {link_id} is {link['status']}")  # no payment
+            left = link["amount"] - link["amount_paid"]
+            amount = left if amount is None else amount
+            if not 0 < amount <= left or (amount < left and not link["accept_partial"]):
+                raise ValueError(f"payment link {link_id} takes {left}, not {amount}")
+            if link.get("order_id"):
+                order = self.orders[link["order_id"]]
+            else:
+                order = self._new_order(
+                    amount=link["amount"],
+                    currency=link["currency"],
+                    receipt=None,
+                    notes=link["notes"],
+                    payment_capture=True,
+                )
             customer = link.get("customer") or {}
             payment = self._new_payment(
                 order,
@@ -548,26 +615,33 @@ class FakeRazorpay:
                 notes=link["notes"],
                 method=method,
             )
-            _mark_order_paid(order)
-            link["status"] = "paid"
-            link["amount_paid"] = link["amount"]
+            payment["amount"] = amount
+            order["amount_paid"] += amount
+            order["amount_due"] = order["amount"] - order["amount_paid"]
+            if order["amount_due"] == 0:
+                _mark_order_paid(order)
+            link["amount_paid"] += amount
+            link["status"] = "paid" if link["amount_paid"] == link["amount"] else "partially_paid"
             link["order_id"] = order["id"]
             link["updated_at"] = int(time.time())
             link["payments"] = [
+                *(link["payments"] or []),
                 {
-                    "amount": payment["amount"],
+                    "amount": amount,
                     "created_at": payment["created_at"],
                     "method": method,
                     "payment_id": payment["id"],
                     "status": "captured",
-                }
+                },
             ]
-            message = f"{link['id']}|{link['reference_id']}|paid|{payment['id']}"
+            self._emit("payment.captured", payment_id=payment["id"])
+            self._emit(f"payment_link.{link['status']}", payment_link_id=link_id)
+            message = f"{link['id']}|{link['reference_id']}|{link['status']}|{payment['id']}"
             return {
                 "razorpay_payment_id": payment["id"],
                 "razorpay_payment_link_id": link["id"],
                 "razorpay_payment_link_reference_id": link["reference_id"] or "",
-                "razorpay_payment_link_status": "paid",
+                "razorpay_payment_link_status": link["status"],
                 "razorpay_signature": sign(message.encode(), self.key_secret),
             }
 
@@ -1159,6 +1233,7 @@ class FakeRazorpay:
                 )
             link["status"] = "cancelled"
             link["cancelled_at"] = link["updated_at"] = int(time.time())
+            self._emit("payment_link.cancelled", payment_link_id=id)
             return 200, dict(link)
 
 

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 import pytest
@@ -818,6 +819,38 @@ async def test_payment_link_paid_webhook_is_checkout_completed(
     assert event.psp_payment_id == callback["razorpay_payment_id"]
     assert (event.merchant_id, event.payment_ref, event.recovery_id) == ("m_1", "order_42", "rec_1")
     assert (event.amount, event.currency) == (4999, "inr")
+
+
+async def test_payment_link_events_say_what_became_of_the_link(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """Razorpay's Payment Link events (razorpay.com/docs/webhooks/payment-links), as the fake
+    emits them: a part payment is the payment's own amount, never the link's; an expired or
+    cancelled link is closed; each names our link."""
+    part = await adapter.create_checkout_session(checkout())
+    rzp.update_payment_link(part.psp_checkout_id, accept_partial=True)
+    rzp.pay_payment_link(part.psp_checkout_id, amount=1500)
+    rzp.pay_payment_link(part.psp_checkout_id)  # the rest
+    second = checkout("rec_1-link-2").model_copy(update={"link_id": "lnk_2"})
+    cancelled = await adapter.create_checkout_session(second)
+    await adapter.close_checkout(cancelled.psp_checkout_id)
+    soon = datetime.now(UTC) + timedelta(minutes=20)
+    third = checkout("rec_1-link-3").model_copy(update={"link_id": "lnk_3", "expires_at": soon})
+    expiring = await adapter.create_checkout_session(third)
+    rzp.advance(rzp.payment_links[expiring.psp_checkout_id]["expire_by"] - rzp.now() + 1)
+    events = [verify(rzp, body, headers) for _, body, headers in rzp.take_webhooks()]
+    assert [(e.psp_type, e.kind, e.amount) for e in events] == [
+        ("payment.captured", "payment_succeeded", 1500),
+        ("payment_link.partially_paid", "checkout_partially_paid", 1500),
+        ("payment.captured", "payment_succeeded", 3499),
+        ("payment_link.paid", "checkout_completed", 3499),
+        ("payment_link.cancelled", "checkout_closed", None),
+        ("payment_link.expired", "checkout_closed", None),
+    ]
+    links = [part.psp_checkout_id] * 4 + [cancelled.psp_checkout_id, expiring.psp_checkout_id]
+    assert [e.checkout_id for e in events[1::2]] == links[1::2]
+    assert [e.link_id for e in events] == ["lnk_1"] * 4 + ["lnk_2", "lnk_3"]
+    assert {(e.merchant_id, e.payment_ref) for e in events} == {("m_1", "order_42")}
 
 
 def test_a_confirmed_token_is_a_new_payment_method_whose_customer_its_payment_names(

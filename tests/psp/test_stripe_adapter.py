@@ -572,6 +572,22 @@ def test_a_payment_failed_event_carries_the_decline() -> None:
             "checkout_completed", "pi_9", 4999,
         ),
         (
+            # at its expires_at, or expired by us: it takes no payment any more
+            "checkout.session.expired",
+            {"id": "cs_test_3", "object": "checkout.session", "payment_intent": None,
+             "status": "expired", "amount_total": 4999, "currency": "usd",
+             "metadata": {**OUR_METADATA, "link_id": "lnk_1"}},
+            "checkout_closed", None, None,
+        ),
+        (
+            # the customer's try on our hosted page: its PaymentIntent names our link
+            "payment_intent.payment_failed",
+            {"id": "pi_10", "object": "payment_intent", "amount": 4999, "currency": "usd",
+             "status": "requires_payment_method", "metadata": {**OUR_METADATA, "link_id": "lnk_1"},
+             "last_payment_error": {"type": "card_error", "code": "card_declined"}},
+            "payment_failed", "pi_10", 4999,
+        ),
+        (
             "customer.created",
             {"id": "cus_1", "object": "customer", "metadata": {}},
             "ignored", None, None,
@@ -587,6 +603,9 @@ def test_other_events_are_normalised(
 
     assert (event.kind, event.psp_payment_id, event.amount) == (kind, payment_id, amount)
     assert event.psp_type == event_type
+    assert event.link_id == obj["metadata"].get("link_id")
+    if obj["object"] == "checkout.session":
+        assert event.checkout_id == obj["id"]
     if obj["metadata"]:
         assert (event.merchant_id, event.payment_ref, event.recovery_id) == (
             "m_1",
@@ -1062,6 +1081,23 @@ async def test_a_legacy_default_source_is_the_default_card(
     assert (
         card.key == (await adapter.resolve_card(Customer(id=same.customer_id), PaymentMethod())).key
     )
+
+
+async def test_a_customer_whose_only_card_is_a_legacy_source_is_charged_off_session(
+    adapter: StripeAdapter, stripe_base: str
+) -> None:
+    """A customer saved before PaymentMethods has a `default_source` (`card_...`) and no
+    `invoice_settings.default_payment_method`: PaymentIntents charge such a card too."""
+    client = stripe_client(stripe_base)
+    token = client.v1.tokens.create(
+        {"card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+    )
+    customer = client.v1.customers.create({"source": token.id}).to_dict()
+    result = await adapter.create_payment_intent(charge_request(customer["id"], None))
+    assert (result.status, result.failure) == ("succeeded", None)
+    intent = client.v1.payment_intents.retrieve(result.psp_payment_id or "").to_dict()
+    assert intent["payment_method"] == customer["default_source"]
+    assert len(successful_charges(stripe_base, customer["id"])) == 1
 
 
 async def test_no_card_to_resolve_is_rejected(adapter: StripeAdapter, stripe_base: str) -> None:

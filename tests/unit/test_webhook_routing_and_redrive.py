@@ -8,12 +8,15 @@ import pytest
 
 from recovery.errors import NotFound, RecoveryNotExhausted
 from recovery.models import Customer, Failure, FailureEvent, PaymentMethod, WebhookEvent
+from recovery.payments import Disposition, RecoveryFacts, dispose, short_of
 from recovery.redrive import check_redrivable, redrive_event
 from recovery.webhook_routing import (
     OpenRecovery,
     PaymentFacts,
     WebhookOutcome,
+    WebhookRoute,
     names_a_payment,
+    paid_route,
     route_webhook,
 )
 
@@ -26,7 +29,7 @@ def event(kind: str, **kw: object) -> WebhookEvent:
     return WebhookEvent.model_validate({**base, "merchant_id": "m", "payment_ref": "r", **kw})
 
 
-@pytest.mark.parametrize("kind", ["ignored", "payment_refunded"])
+@pytest.mark.parametrize("kind", ["ignored", "payment_refunded", "checkout_closed"])
 def test_events_for_no_recovery_are_only_recorded(kind: str) -> None:
     assert not names_a_payment(event(kind))
     assert route_webhook(event(kind), None, now=NOW).outcome == kind
@@ -61,6 +64,44 @@ def test_a_failure_joins_the_open_recovery_unless_known_or_ended() -> None:
     assert route.failed.event_id == "stripe:evt_1" and route.failed.recovery_id == "rec_1"
     assert route.failed.payment_method.type == "card" and route.failed.occurred_at == NOW
     assert route.failed.failure.code == "payment_failed"
+
+
+def test_a_failed_try_on_our_checkout_is_no_failure_of_the_recovery() -> None:
+    """The customer's card declined on our hosted page: they may try again there; the
+    recovery neither decides again nor ends for it."""
+    tried = event("payment_failed", link_id="lnk_1", psp_payment_id="pi_1")
+    for facts in (PaymentFacts(OPEN, False), PaymentFacts(OPEN, True), PaymentFacts(None, False)):
+        route = route_webhook(tried, facts, now=NOW)
+        assert route.outcome is WebhookOutcome.CHECKOUT_PAYMENT_FAILED
+        assert route.failed is None and route.succeeded is None
+
+
+def test_a_part_payment_settles_nothing_and_is_refunded() -> None:
+    running = RecoveryFacts(status="active", ended=False, settled=False)
+    assert dispose(running, short=True) is Disposition.PARTIAL
+    assert dispose(running) is Disposition.RECOVERED
+    assert Disposition.PARTIAL.refunded and Disposition.DUPLICATE.refunded
+    assert not Disposition.RECOVERED.refunded and not Disposition.PAID_AFTER_END.refunded
+    paid = WebhookRoute(WebhookOutcome.SIGNALLED_PAYMENT_SUCCEEDED)
+    assert paid_route(paid, Disposition.PARTIAL).outcome is WebhookOutcome.REFUNDING_PARTIAL
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "short"),
+    [
+        (2000, "inr", True),
+        (2000, "INR", True),
+        (4999, "inr", False),
+        (5000, "inr", False),
+        (None, "inr", False),  # not said: the whole
+        (2000, None, True),
+        (2000, "usd", False),  # another currency is not compared
+    ],
+)
+def test_a_payment_is_short_only_below_the_amount_in_its_currency(
+    amount: int | None, currency: str | None, short: bool
+) -> None:
+    assert short_of(amount, currency, 4999, "inr") is short
 
 
 @pytest.mark.parametrize(

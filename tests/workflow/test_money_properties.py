@@ -128,7 +128,7 @@ class World:
         )
         checkout_id = f"simco_{uuid.uuid4().hex[:12]}"
 
-        async def create() -> tuple[str, str, str]:
+        async def create(_closed: str | None) -> tuple[str, str, str]:
             return "simulator", checkout_id, f"http://127.0.0.1:9/pay/simulator/{checkout_id}"
 
         await self.store.link_checkout(link_id, create, simulator_return_url="http://127.0.0.1:9")

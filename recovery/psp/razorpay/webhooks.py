@@ -33,9 +33,11 @@ def verify_webhook(secret: str | None, payload: bytes, headers: Mapping[str, str
     header: one captured body replayed with fresh headers is the same event. Events:
     ``payment.captured`` -> payment_succeeded, ``payment.failed`` -> payment_failed,
     ``refund.processed`` -> payment_refunded (Razorpay has no ``payment.refunded`` event),
-    ``payment_link.paid`` -> checkout_completed, ``token.confirmed`` -> payment_method_updated
-    (see `normalise_event`). ``order.paid`` is ignored: Razorpay sends it
-    together with ``payment.captured`` for the same payment, which alone decides success.
+    ``payment_link.paid`` -> checkout_completed, ``payment_link.partially_paid`` ->
+    checkout_partially_paid, ``payment_link.expired`` and ``payment_link.cancelled`` ->
+    checkout_closed, ``token.confirmed`` -> payment_method_updated (see `normalise_event`).
+    ``order.paid`` is ignored: Razorpay sends it together with ``payment.captured`` for the
+    same payment, which alone decides success.
     Everything else (``payment.authorized``, ``refund.created``, ...) is ignored. Our ids come
     from the notes we put on every order, payment and link."""
     if not secret:
@@ -113,6 +115,7 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
 
     kind: WebhookKind
     failure: Failure | None = None
+    checkout_id = text(link.get("id")) if link else None
     # Where our ids are, most specific first: the link carries them for a link payment, the
     # payment (and its order) for our recurring charges.
     notes_from: list[Mapping[str, Any] | None]
@@ -136,6 +139,15 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
             kind = "checkout_completed"
             notes_from = [link, payment, order]
             amount_from = payment or link
+        case "payment_link.partially_paid":
+            # a part of the amount (the payment's own), never the link's whole amount
+            kind = "checkout_partially_paid"
+            notes_from = [link, payment, order]
+        case "payment_link.expired" | "payment_link.cancelled":
+            # the link takes no payment any more (razorpay.com/docs/webhooks/payment-links)
+            kind = "checkout_closed"
+            notes_from = [link]
+            amount_from = None
         case "token.confirmed" if token is not None:
             kind = "payment_method_updated"
             notes_from = []
@@ -161,6 +173,8 @@ def normalise_event(event_id: str, body: Mapping[str, Any]) -> WebhookEvent:
         amount=_amount(amount_from),
         currency=lower(amount_from.get("currency")) if amount_from else None,
         failure=failure,
+        link_id=text(ours.get("link_id")),
+        checkout_id=checkout_id,
         customer_id=customer_id,
         payment_method=method,
         raw=dict(body),

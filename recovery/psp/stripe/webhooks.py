@@ -53,7 +53,9 @@ def verify_webhook(
 def normalise_event(event: Any) -> WebhookEvent:
     """A verified Stripe event (parsed JSON) → `WebhookEvent`. Ids come from the metadata we
     put on the PaymentIntent / Checkout Session (a Charge carries them only if Stripe copied
-    them; its `payment_intent` is always there)."""
+    them; its `payment_intent` is always there). A session's PaymentIntent carries the
+    session's `link_id` too: a `payment_intent.payment_failed` with one is the customer's try
+    on our hosted page, not a failure of the recovery (`recovery.webhook_routing`)."""
     if not isinstance(event, dict):
         raise InvalidWebhook("webhook body is not a Stripe event")
     event_id, event_type = event.get("id"), event.get("type")
@@ -69,6 +71,7 @@ def normalise_event(event: Any) -> WebhookEvent:
     metadata: dict[str, Any] = found if isinstance(found, dict) else {}
 
     kind: WebhookKind = "ignored"
+    checkout_id: str | None = None
     payment_id: str | None = None
     customer_id: str | None = None
     new_method: PaymentMethod | None = None
@@ -92,8 +95,12 @@ def normalise_event(event: Any) -> WebhookEvent:
             # `async_payment_succeeded`: only a paid session recovers the payment.
             if obj.get("payment_status") in ("paid", "no_payment_required"):
                 kind = "checkout_completed"
-            payment_id = object_id(obj.get("payment_intent"))
+            checkout_id, payment_id = object_id(obj), object_id(obj.get("payment_intent"))
             amount = obj.get("amount_total")
+        case "checkout.session.expired":
+            # at its `expires_at`, or expired by us: it takes no payment any more
+            kind, checkout_id = "checkout_closed", object_id(obj)
+            amount = None
         case _:
             pass
     return WebhookEvent(
@@ -108,6 +115,8 @@ def normalise_event(event: Any) -> WebhookEvent:
         amount=amount if isinstance(amount, int) else None,
         currency=clip(obj.get("currency")),
         failure=failure,
+        link_id=clip(metadata.get("link_id")),
+        checkout_id=checkout_id,
         customer_id=customer_id,
         payment_method=new_method,
         raw=event,
