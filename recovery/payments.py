@@ -2,9 +2,9 @@
 
 Every payment we learn of (a charge of ours that succeeded, a checkout paid through a link, a
 PSP webhook) is recorded once, and settled by exactly one rule:
-- a payment of less than the amount (a part payment on a hosted checkout: ours never ask for
-  one, a merchant may allow it at the PSP) settles nothing: it is refunded and reported, and
-  the recovery goes on for the whole amount;
+- a payment on a hosted checkout of ours for less than the amount (a part payment: ours
+  never ask for one, a merchant may allow it at the PSP) settles nothing: it is refunded and
+  reported, and the recovery goes on for the whole amount;
 - it settles the payment's recovery when nothing settled it yet: a running recovery ends
   `recovered`; an ended `cancelled` or `exhausted` one shows it was paid after its end;
 - otherwise it paid twice, and is refunded through the PSP (its refund's idempotency key is

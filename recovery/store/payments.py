@@ -33,11 +33,14 @@ async def receive_payment(
     amount: int | None,
     currency: str | None,
     partial: bool = False,
+    on_checkout: bool = False,
 ) -> Received | None:
     """Record a payment of `payment_ref` once, in the caller's transaction, which holds the
     payment's row lock. None when this payment was recorded before, or the payment is not
-    ours. A duplicate or a part payment (`partial`, or an `amount` below the payment's)
-    queues its refund (through the outbox, so it survives any crash)."""
+    ours. A duplicate or a part payment (`partial`, or, paid `on_checkout` of ours, which
+    asks for the payment's amount, an `amount` below it) queues its refund (through the
+    outbox, so it survives any crash). Our own charges are for what the recovery decided,
+    never compared."""
     rec = await latest_recovery(conn, merchant_id, payment_ref)
     if rec is None:
         return None
@@ -51,7 +54,7 @@ async def receive_payment(
         RecoveryFacts(
             status=rec.status, ended=rec.ended_at is not None, settled=rec.paid_by is not None
         ),
-        short=partial or short_of(amount, currency, rec.amount, rec.currency),
+        short=partial or (on_checkout and short_of(amount, currency, rec.amount, rec.currency)),
     )
     payment_id = new_id("pay")
     await conn.execute(

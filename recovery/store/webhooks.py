@@ -149,6 +149,7 @@ async def record_webhook(
                 amount=event.amount,
                 currency=event.currency,
                 partial=event.kind == "checkout_partially_paid",
+                on_checkout=event.link_id is not None or event.kind == "checkout_completed",
             )
             route = paid_route(route, received.disposition if received else None)
             if received is not None and received.disposition is Disposition.RECOVERED:
