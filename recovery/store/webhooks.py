@@ -180,15 +180,16 @@ async def _checkout_closed(
 ) -> None:
     """The PSP closed a hosted checkout of ours (expired, cancelled): recorded on its link,
     which opens a new one if the customer presses Pay again while the link is valid. Only a
-    checkout of the sending account's merchants (a merchant's own account: that merchant)."""
-    if not event.checkout_id:
+    checkout of the merchant the event names (and a merchant's own account: its own)."""
+    if not (event.checkout_id and event.merchant_id):
         return
     await conn.execute(
         "UPDATE recovery_links SET checkout_closed_at = coalesce(checkout_closed_at,"
         " clock_timestamp()) WHERE checkout_psp = $1 AND checkout_id = $2"
-        " AND ($3::text IS NULL OR merchant_id = $3)",
+        " AND merchant_id = $3 AND ($4::text IS NULL OR merchant_id = $4)",
         event.psp,
         event.checkout_id,
+        event.merchant_id,
         account,
     )
 
