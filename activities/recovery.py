@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
-from recovery.constants import CHARGE_HEARTBEAT_EVERY, CHARGE_TRY_BUDGET
+from recovery.constants import CHARGE_TRY_BUDGET
 from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
@@ -55,24 +56,6 @@ async def _within(budget: timedelta, call: Awaitable[T]) -> T:
             return await call
     except TimeoutError:
         raise TransientPSPError(f"no answer from the PSP within {budget}") from None
-
-
-async def _heartbeating(call: Coroutine[Any, Any, T]) -> T:
-    """Run `call`, heartbeating while it runs. A cancel from the workflow does not cut the
-    call short (its outcome would be unknown): it runs to its end, and its result stands."""
-    task = asyncio.ensure_future(call)
-    while True:
-        try:
-            done, _ = await asyncio.wait({task}, timeout=CHARGE_HEARTBEAT_EVERY.total_seconds())
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            log.info("cancel requested: the PSP call in flight runs to its end")
-            continue
-        if done:
-            return task.result()
-        activity.heartbeat()
 
 
 class RecoveryActivities(RecoveryActivityDefs):
@@ -197,7 +180,7 @@ class RecoveryActivities(RecoveryActivityDefs):
         try:
             result = await self._charged_before(psp, req, started)
             if result is None:
-                result = await _heartbeating(
+                result = await heartbeating(
                     _within(CHARGE_TRY_BUDGET, psp.create_payment_intent(req))
                 )
         except TransientPSPError as e:
@@ -248,7 +231,7 @@ class RecoveryActivities(RecoveryActivityDefs):
         bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref, attempt=req.attempt)
         psp = await self._psps.for_merchant(req.merchant_id, req.psp)
         try:
-            result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
+            result = await heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         await self._store.settle_unanswered_attempt(

@@ -106,5 +106,7 @@ CHARGE_MAX_TRIES = 5
 EMAIL_MAX_TRIES = 12
 EMAIL_FIRST_RETRY = timedelta(seconds=10)
 EMAIL_MAX_RETRY_INTERVAL = timedelta(minutes=30)
-# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this.
+# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this; a
+# try heartbeats, so one a dead worker left is made again after the heartbeat timeout.
 EMAIL_TRY_TIMEOUT = timedelta(minutes=3)
+EMAIL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)

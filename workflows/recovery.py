@@ -342,6 +342,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                     NotificationActivityDefs.send_customer_email,
                     SendNotification(notification_id=link.notification_id),
                     start_to_close_timeout=names.EMAIL_TRY_TIMEOUT,
+                    heartbeat_timeout=names.EMAIL_HEARTBEAT_TIMEOUT,
                     retry_policy=EMAIL_RETRY,
                 )
             )
