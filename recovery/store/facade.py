@@ -82,6 +82,11 @@ class Store:
     async def list_merchants(self) -> list[MerchantRecord]:
         return await merchants.list_merchants(self.pool)
 
+    async def update_merchant(
+        self, merchant_id: str, *, name: str | None = None, reply_to: str | None = None
+    ) -> MerchantRecord | None:
+        return await merchants.update_merchant(self.pool, merchant_id, name=name, reply_to=reply_to)
+
     async def add_api_key(
         self, key_id: str, merchant_id: str, role: str, key_hash: bytes, prefix: str
     ) -> None:

@@ -90,6 +90,8 @@ class RecoveryRecord:
 class MerchantRecord:
     id: str
     name: str
+    reply_to: str | None
+    """where customers' replies to our e-mail go (`Reply-To`), e.g. the merchant's support"""
     created_at: datetime
 
 

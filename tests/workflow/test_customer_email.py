@@ -104,11 +104,13 @@ async def test_a_retry_link_then_a_reminder_on_each_reminder_day_then_nothing(
     merchant: str,
     sink: MailSink,
 ) -> None:
+    await store.update_merchant(merchant, reply_to="help@merchant.test")
     ref = f"order_{uuid.uuid4().hex[:8]}"
     handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     [first] = await mails(sink, 1)
     assert first["To"] == "a@example.com"
+    assert first["Reply-To"] == "help@merchant.test"
     assert first["Subject"].startswith("Action needed: your payment of 49.99 USD")
     assert "Test Merchant" in first["From"]
     await ts_env.sleep(timedelta(days=3, hours=1))
