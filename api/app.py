@@ -17,7 +17,17 @@ from api.guards import RejectNul
 from api.metrics import Metrics, MetricsServer, install_request_metrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
-from api.routes import audit, classify, events, health, pay, policy, recoveries, webhooks
+from api.routes import (
+    audit,
+    classify,
+    events,
+    health,
+    pay,
+    policy,
+    recoveries,
+    webhook_endpoints,
+    webhooks,
+)
 from api.server import uvicorn_config
 from recovery.dbsetup import open_store
 from recovery.logs import mask_secrets_in, setup_logging
@@ -82,8 +92,19 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     install_request_metrics(app, app.state.metrics)
     install_docs(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    for module in (events, recoveries, classify, policy, audit, webhooks, pay, health):
+    for module in (
+        events,
+        recoveries,
+        classify,
+        policy,
+        audit,
+        webhooks,
+        webhook_endpoints,
+        pay,
+        health,
+    ):
         app.include_router(module.router)
+    app.include_router(webhook_endpoints.deliveries_router)
     return app
 
 

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery import devstack
-from recovery.constants import DEFAULT_TASK_QUEUE
+from recovery.constants import DEFAULT_TASK_QUEUE, WEBHOOK_TRY_TIMEOUT
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
 MIN_SECRET_BYTES = 32
@@ -119,6 +119,9 @@ class Settings(DatabaseSettings, CredentialsSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     link_signing_secret: SecretStr = SecretStr("")
     link_ttl_seconds: int = 900
+
+    webhook_timeout_seconds: float = Field(default=WEBHOOK_TRY_TIMEOUT.total_seconds(), gt=0, le=60)
+    """how long one merchant webhook try waits for the endpoint's answer (then it is retried)"""
 
     allow_simulator: bool = False
     """the built-in simulator PSP (moves no money): `make dev` and the tests turn it on;
