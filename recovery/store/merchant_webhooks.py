@@ -295,8 +295,10 @@ async def create_endpoint(
     secret: SealedSecret,
 ) -> WebhookEndpointRecord:
     async with transaction(pool) as conn:
+        # one creation at a time per merchant (the count below holds); NO KEY UPDATE leaves
+        # the events being written for the merchant (their foreign key) unblocked
         if not await conn.fetchval(
-            "SELECT true FROM merchants WHERE id = $1 FOR UPDATE", merchant_id
+            "SELECT true FROM merchants WHERE id = $1 FOR NO KEY UPDATE", merchant_id
         ):
             raise NotFound("no such merchant")
         count = await conn.fetchval(

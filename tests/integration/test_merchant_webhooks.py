@@ -448,9 +448,9 @@ async def test_an_endpoint_gets_only_the_types_it_asked_for(api: Stack) -> None:
         assert r.status_code == 200, r.text
         await of_type(everything, "recovery.cancelled")
         await of_type(some, "recovery.cancelled")
-    assert [event(r)["type"] for r in everything.received] == [
-        "recovery.started",
+    assert sorted(event(r)["type"] for r in everything.received) == [
         "recovery.cancelled",
+        "recovery.started",
     ]
     assert [event(r)["type"] for r in some.received] == ["recovery.cancelled"]
 
