@@ -506,9 +506,13 @@ async def queue_redelivery(
 
 async def prune(conn: asyncpg.Connection, older_than: timedelta) -> int:
     """Events older than `older_than` go, with their delivery log (no delivery of theirs is
-    still retried by then)."""
+    still retried by then), unless their recovery is still open: what it told is how it
+    knows what not to tell again."""
     return affected(
         await conn.execute(
-            "DELETE FROM merchant_events WHERE created_at < now() - $1::interval", older_than
+            "DELETE FROM merchant_events e WHERE e.created_at < now() - $1::interval"
+            " AND NOT EXISTS (SELECT 1 FROM recoveries r"
+            "   WHERE r.id = e.recovery_id AND r.ended_at IS NULL)",
+            older_than,
         )
     )
