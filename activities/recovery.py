@@ -28,8 +28,6 @@ from recovery.models import (
     ClassifyRequest,
     FinishRequest,
     FinishResult,
-    LinkIssued,
-    LinkRequest,
     PaymentLookup,
     RecoveryState,
     RefundOutcome,
@@ -40,7 +38,6 @@ from recovery.payments import refund_idempotency_key
 from recovery.policy import CardAttemptRequest, RetryPolicy, card_window
 from recovery.psp.base import PSPAdapter, PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
-from recovery.retry_links import issue_link
 from recovery.settings import Settings
 from recovery.store import ReceivedPayment, Store
 
@@ -152,26 +149,6 @@ class RecoveryActivities(RecoveryActivityDefs):
                 result, merchant_id=req.merchant_id, payment_ref=req.payment_ref
             )
         return result
-
-    @activity.defn(name="issue_retry_link")
-    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
-        """Issue a link and hand it to the customer notification outbox (e-mail when we
-        have the customer's address, else the merchant's webhook)."""
-        bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref)
-        link = await issue_link(
-            self._store, self._settings, req.merchant_id, req.payment_ref, "workflow"
-        )
-        view = await self._store.link_page(link.link_id)
-        email = view.customer_email if view else None
-        await self._store.add_notification(
-            req.merchant_id,
-            req.payment_ref,
-            link.link_id,
-            "email" if email else "merchant_webhook",
-            email,
-        )
-        log.info("retry link %s issued: %s", link.link_id, req.reason)
-        return LinkIssued(link_id=link.link_id, expires_at=link.expires_at)
 
     @activity.defn(name="revoke_retry_links")
     async def revoke_retry_links(self, req: RevokeLinks) -> int:

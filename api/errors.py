@@ -31,6 +31,15 @@ _HTTP_CODES = {
 }
 
 
+def envelope(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str]]:
+    """The error envelope itself: the one shape of every error the API answers, also where
+    no FastAPI response exists yet (the body guard, the HTTP server's own refusals)."""
+    err = {"code": code, "message": message}
+    if field:
+        err["field"] = field
+    return {"error": err}
+
+
 def error_response(
     status: int,
     code: str,
@@ -38,10 +47,7 @@ def error_response(
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    err: dict[str, str] = {"code": code, "message": message}
-    if field:
-        err["field"] = field
-    return JSONResponse({"error": err}, status_code=status, headers=headers)
+    return JSONResponse(envelope(code, message, field), status_code=status, headers=headers)
 
 
 def validation_response(exc: ValidationError | RequestValidationError) -> JSONResponse:

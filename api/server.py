@@ -15,6 +15,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from api.errors import envelope
+
 MAX_HEADER_BYTES = 32 * 1024
 KEEP_ALIVE_SECONDS = 5
 
@@ -23,15 +25,11 @@ class EnvelopeH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering a request it cannot parse in the error envelope."""
 
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "bad_request",
-                    "message": "invalid HTTP request (the request line and headers are "
-                    f"limited to {MAX_HEADER_BYTES} bytes)",
-                }
-            }
-        ).encode()
+        message = (
+            "invalid HTTP request (the request line and headers are "
+            f"limited to {MAX_HEADER_BYTES} bytes)"
+        )
+        body = json.dumps(envelope("bad_request", message)).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
         for event in (
             h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),

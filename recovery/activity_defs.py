@@ -26,11 +26,13 @@ from recovery.models import (
     FinishResult,
     LinkIssued,
     LinkRequest,
+    NotificationSent,
     PaymentLookup,
     RecoveryState,
     RefundOutcome,
     RefundRequest,
     RevokeLinks,
+    SendNotification,
     WebhookDeliveryRequest,
     WebhookDeliveryResult,
 )
@@ -66,10 +68,6 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="check_payment_status")
     async def check_payment_status(self, req: PaymentLookup) -> ChargeResult:
-        raise NotImplementedError
-
-    @activity.defn(name="issue_retry_link")
-    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
         raise NotImplementedError
 
     @activity.defn(name="revoke_retry_links")
@@ -108,4 +106,20 @@ class WebhookActivityDefs:
     async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:
         """One try of one merchant event to one endpoint: a 2xx within the try's timeout
         returns; anything else raises, and Temporal retries it with backoff."""
+        raise NotImplementedError
+
+
+class NotificationActivityDefs:
+    """What the recovery workflow may ask of the customer's mailbox: a retry link with the
+    message that carries it, and sending that message."""
+
+    @activity.defn(name="issue_retry_link")
+    async def issue_retry_link(self, req: LinkRequest) -> LinkIssued:
+        """Issue a retry link and record the message that carries it (once per activity,
+        however often it is retried)."""
+        raise NotImplementedError
+
+    @activity.defn(name="send_customer_email")
+    async def send_customer_email(self, req: SendNotification) -> NotificationSent:
+        """Send a recorded message (at most once; a temporary refusal is retried)."""
         raise NotImplementedError

@@ -9,7 +9,7 @@ and merchant whatever the amount, which never counts fewer).
 Where a network counts *declines* rather than *re-attempts*, the merchant's own first decline
 (the failure that started the recovery) is one of them, so our ceiling is one lower than the
 published threshold. Never-retry declines (Visa category 1, Mastercard merchant advice 03 and
-21) are not limits: the classifier stops on them (`recovery/rules.py`).
+21) are not limits: the classifier stops on them (`recovery/rules/advice.py`).
 """
 
 from __future__ import annotations

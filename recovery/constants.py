@@ -126,3 +126,11 @@ WEBHOOK_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=WEBHOOK_RETRY_BACKOFF,
     maximum_interval=WEBHOOK_RETRY_MAX,
 )
+
+# An e-mail the SMTP server defers is tried this many times (10 s apart at first, doubling,
+# at most 30 min apart: about 8 hours in all); the last try's failure marks it failed.
+EMAIL_MAX_TRIES = 12
+EMAIL_FIRST_RETRY = timedelta(seconds=10)
+EMAIL_MAX_RETRY_INTERVAL = timedelta(minutes=30)
+# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this.
+EMAIL_TRY_TIMEOUT = timedelta(minutes=3)

@@ -1,5 +1,7 @@
 """ISO-4217 currencies we accept, with the number of digits in their minor unit."""
 
+from decimal import Decimal
+
 # Active ISO-4217 codes (lower case) -> minor-unit exponent.
 MINOR_UNITS: dict[str, int] = {
     **dict.fromkeys(
@@ -21,3 +23,11 @@ MINOR_UNITS: dict[str, int] = {
 
 def is_known_currency(code: str) -> bool:
     return code in MINOR_UNITS
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """An amount in minor units as a person reads it: `format_amount(4999, "usd")` is
+    "49.99 USD", `format_amount(5000, "jpy")` is "5,000 JPY" (exact: no float)."""
+    exponent = MINOR_UNITS.get(currency, 2)
+    value = Decimal(amount).scaleb(-exponent)
+    return f"{value:,.{exponent}f} {currency.upper()}"

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 from temporalio import activity
@@ -57,12 +58,21 @@ def mask_values(values: Iterable[str]) -> None:
 
 
 def mask_secrets_in(model: BaseModel) -> None:
-    """Mask the value of every `SecretStr` field of `model` (settings, PSP credentials)."""
-    mask_values(
+    """Mask the value of every `SecretStr` field of `model` (settings, PSP credentials), and
+    of the password in one that is a URL (`SMTP_URL`), which may show up on its own."""
+    secrets = [
         value.get_secret_value()
         for name in type(model).model_fields
         if isinstance(value := getattr(model, name), SecretStr)
-    )
+    ]
+    mask_values([*secrets, *(_url_password(s) for s in secrets if "://" in s)])
+
+
+def _url_password(url: str) -> str:
+    try:
+        return unquote(urlsplit(url).password or "")
+    except ValueError:
+        return ""
 
 
 def redact(text: str) -> str:

@@ -152,11 +152,11 @@ class RecoveryInput(BaseModel):
     """Events carried over by continue-as-new: failures that arrived as the last run ended."""
 
 
-class FailureEvent(BaseModel):
-    """A recorded `payment_failed` event, as the outbox relay hands it to the workflow."""
+class Payment(BaseModel):
+    """A merchant's payment as every internal message names it: whose, which, how much, and
+    whom and what the PSP charges. Messages about a payment extend it, so one builds another
+    from `payment_fields()` instead of copying field by field."""
 
-    event_id: str
-    recovery_id: str
     merchant_id: str
     payment_ref: str
     psp: str
@@ -164,6 +164,17 @@ class FailureEvent(BaseModel):
     currency: str
     customer: Customer = Customer()
     payment_method: PaymentMethod = PaymentMethod()
+
+    def payment_fields(self) -> dict[str, Any]:
+        """This message's `Payment` fields, for another message about the same payment."""
+        return {name: getattr(self, name) for name in Payment.model_fields}
+
+
+class FailureEvent(Payment):
+    """A recorded `payment_failed` event, as the outbox relay hands it to the workflow."""
+
+    event_id: str
+    recovery_id: str
     failure: Failure
     occurred_at: datetime
     psp_payment_id: str | None = None  # the PSP's id of the failed (or pending) payment
@@ -235,17 +246,10 @@ class ClassifyRequest(BaseModel):
     attempt: int = 1
 
 
-class ChargeRequest(BaseModel):
-    merchant_id: str
+class ChargeRequest(Payment):
     recovery_id: str
-    payment_ref: str
     attempt: int
     idempotency_key: str
-    psp: str
-    amount: int
-    currency: str
-    customer: Customer = Customer()
-    payment_method: PaymentMethod = PaymentMethod()
     original_failure: Failure
 
 
@@ -268,13 +272,32 @@ class LinkRequest(BaseModel):
     merchant_id: str
     payment_ref: str
     reason: str
+    kind: Literal["retry_link", "reminder"] | None = None
+    """What the customer's message about the link is. None: a recovery from before e-mail
+    reminders (`email-customers` patch), whose activity sends its message itself, once."""
+    send_email: bool = True
+    """The recovery's policy e-mails customers (`RetryPolicy.email_customers`)."""
 
 
 class LinkIssued(BaseModel):
-    """A retry link the workflow sent; the token itself never enters the history."""
+    """A retry link the workflow issued; the token itself never enters the history."""
 
     link_id: str
     expires_at: datetime
+    notification_id: int | None = None
+    """The e-mail carrying the link, still to be sent (`send_customer_email`); None when
+    there is none to send (no address, e-mail off) or it was sent already."""
+
+
+class SendNotification(BaseModel):
+    notification_id: int
+
+
+class NotificationSent(BaseModel):
+    """How sending a notification ended: sent, failed or suppressed (with why)."""
+
+    status: str
+    error: str | None = None
 
 
 class RevokeLinks(BaseModel):

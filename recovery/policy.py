@@ -17,12 +17,13 @@ and "do not try again" advice never retry at all (the classifier stops them).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from recovery.card_networks import (
     HIGHEST_PER_30_DAYS,
@@ -31,6 +32,8 @@ from recovery.card_networks import (
     network_rule,
 )
 from recovery.models import Action, Category, Classification, Customer, PaymentMethod
+
+MAX_REMINDERS = 10
 
 
 class RetryPolicy(BaseModel):
@@ -59,6 +62,21 @@ class RetryPolicy(BaseModel):
     before the ceilings were enforced) means the network's ceiling, never "no limit"."""
     card_attempts_per_day: Annotated[int | None, Field(ge=1, le=10)] = HIGHEST_PER_DAY
     """Attempts on one card in a rolling 24 hours, likewise."""
+    email_customers: bool = True
+    """Whether a recovery waiting for the customer e-mails them its retry link (off: the
+    links are still issued, for the merchant to pass on, e.g. from the `link.issued` webhook)."""
+    reminder_days: Annotated[tuple[int, ...], Field(max_length=MAX_REMINDERS)] = (3, 7)
+    """Days after the first e-mail of a wait for the customer on which a reminder, with a
+    fresh link, goes out (while the recovery still waits): increasing, within the window."""
+
+    @field_validator("reminder_days")
+    @classmethod
+    def _increasing_days(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(day < 1 for day in v):
+            raise ValueError("reminder days count from 1 (the first e-mail is day 0)")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError("reminder days must be strictly increasing, e.g. [3, 7]")
+        return v
 
     @property
     def window(self) -> timedelta:
@@ -81,6 +99,18 @@ class PolicyUpdate(RetryPolicy):
         if v is None:
             raise ValueError(
                 "a card-network limit cannot be unset: it is a ceiling a policy may only lower"
+            )
+        return v
+
+    @field_validator("reminder_days")
+    @classmethod
+    def _reminders_within_window(cls, v: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        # (only what merchants publish: a stored policy loads whatever it holds, and a
+        # reminder due after its window is never sent)
+        window = info.data.get("window_days")
+        if v and isinstance(window, int) and v[-1] >= window:
+            raise ValueError(
+                f"reminder day {v[-1]} is not before the end of the {window}-day recovery window"
             )
         return v
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from recovery.links import issue_token, link_url
+from recovery.link_tokens import issue_token, link_url
 from recovery.settings import Settings
 from recovery.store import LinkView, Store
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recovery import devstack
 from recovery.constants import DEFAULT_TASK_QUEUE, WEBHOOK_TRY_TIMEOUT
+from recovery.mail import SmtpServer, sender_address
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev-secret"})
 MIN_SECRET_BYTES = 32
@@ -118,7 +119,21 @@ class Settings(DatabaseSettings, CredentialsSettings):
 
     public_base_url: str = "http://127.0.0.1:8000"
     link_signing_secret: SecretStr = SecretStr("")
-    link_ttl_seconds: int = 900
+    link_ttl_seconds: int = Field(default=900, ge=60)
+    """links issued through `POST /v1/recoveries/by_ref/{ref}/link`"""
+    email_link_ttl_seconds: int = Field(default=7 * 86400, ge=3600, le=30 * 86400)
+    """links the recovery e-mails to the customer (each reminder carries a fresh one)"""
+
+    # E-mail to customers (`recovery.mail`). Without SMTP_URL nothing is e-mailed: each
+    # notification is recorded `suppressed`, saying so.
+    smtp_url: SecretStr | None = None
+    """smtps://, smtp+starttls:// or smtp:// (loopback only outside development), with
+    user:password@ when the server wants a login (see `recovery.mail`)"""
+    mail_from: str | None = None
+    """the sender, e.g. `Payments <payments@example.com>` (the merchant's name is shown)"""
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    smtp_ca_file: Path | None = None
+    """a CA bundle for an SMTP server whose certificate a private CA signed"""
 
     webhook_timeout_seconds: float = Field(default=WEBHOOK_TRY_TIMEOUT.total_seconds(), gt=0, le=60)
     """how long one merchant webhook try waits for the endpoint's answer (then it is retried)"""
@@ -169,7 +184,20 @@ class Settings(DatabaseSettings, CredentialsSettings):
             self.credentials_keys()
         except ValueError as e:
             raise ValueError(f"CREDENTIALS_KEY / CREDENTIALS_KEYS_OLD: {e}") from None
+        if self.smtp_url is not None:
+            server = SmtpServer.from_url(self.smtp_url.get_secret_value())
+            if self.environment != "development":
+                server.check_safe()
+            if not self.mail_from:
+                raise ValueError("MAIL_FROM must be set with SMTP_URL (the sender's address)")
+            sender_address(self.mail_from)
         return self
+
+    def smtp_server(self) -> SmtpServer | None:
+        """The SMTP server customers' e-mail goes through (None: e-mail is off)."""
+        if self.smtp_url is None:
+            return None
+        return SmtpServer.from_url(self.smtp_url.get_secret_value())
 
 
 @lru_cache

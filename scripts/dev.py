@@ -32,13 +32,17 @@ import secrets
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
 
 from recovery import devstack
+from recovery.mail import SmtpServer
 from recovery.settings import Settings
+from scripts.mail_sink import MailSink
 from scripts.stack import (
     DEMO_KEY_ROLE,
     DEMO_MERCHANT_ID,
@@ -46,6 +50,7 @@ from scripts.stack import (
     REPO_ROOT,
     Stack,
     StackError,
+    free_port,
     read_or_create_secret,
 )
 
@@ -53,11 +58,18 @@ API_KEY_FILE = "dev-api-key"
 LINK_SECRET_FILE = "link-signing-secret"
 METRICS_ADDRESS = f"{HOST}:9464"
 WORKER_METRICS_ADDRESS = f"{HOST}:9465"
+DEV_MAIL_FROM = "Payments (dev) <payments@recovery.localhost>"
 
 
 def say(message: str) -> None:
     """One status line of our own, in the same column layout as the children's output."""
     sys.stdout.write(f"{'dev':<9}| {message}\n")
+    sys.stdout.flush()
+
+
+def mail_line(line: str) -> None:
+    """The SMTP sink's line for each message it keeps."""
+    sys.stdout.write(f"{'mail':<9}| {line}\n")
     sys.stdout.flush()
 
 
@@ -93,7 +105,7 @@ def ensure_address_free(address: str, what: str, env_name: str) -> None:
     ensure_port_free(int(port), what, env_name, host or HOST)
 
 
-def dev_stack() -> Stack:
+def dev_stack() -> DevStack:
     """The stack `make dev` runs, from the environment."""
     given = Settings(environment="development")
     data_dir = (given.recovery_data_dir or REPO_ROOT / ".data").expanduser().resolve()
@@ -108,6 +120,13 @@ def dev_stack() -> Stack:
     ensure_address_free(metrics, "API metrics", "METRICS_ADDRESS")
     ensure_address_free(worker_metrics, "worker metrics", "WORKER_METRICS_ADDRESS")
     keep = given.model_fields_set
+    # without SMTP_URL, e-mail goes to a local sink that keeps it in <data dir>/mail
+    own_mail = given.smtp_url is None
+    mail = (
+        {"smtp_url": SecretStr(f"smtp://{HOST}:{free_port()}"), "mail_from": DEV_MAIL_FROM}
+        if own_mail
+        else {}
+    )
     settings = given.model_copy(
         update={
             "credentials_key": given.credentials_key
@@ -123,7 +142,8 @@ def dev_stack() -> Stack:
             "worker_metrics_address": worker_metrics,
             "api_host": HOST,
             "recovery_data_dir": data_dir,
-            "log_format": os.environ.get("LOG_FORMAT", "text"),
+            "log_format": given.log_format if "log_format" in keep else "text",
+            # (not `keep`: a development Settings makes up a secret when none is given)
             "link_signing_secret": given.link_signing_secret
             if os.environ.get("LINK_SIGNING_SECRET")
             else SecretStr(
@@ -134,9 +154,10 @@ def dev_stack() -> Stack:
             "public_base_url": given.public_base_url
             if "public_base_url" in keep
             else f"http://{HOST}:{given.api_port}",
+            **mail,
         }
     )
-    return Stack(
+    return DevStack(
         data_dir=data_dir,
         settings=settings,
         own_postgres=not given.database_url,
@@ -144,10 +165,32 @@ def dev_stack() -> Stack:
         ui_port=given.temporal_ui_port,
         demo_key_file=data_dir / API_KEY_FILE,
         say=say,
+        mail_dir=data_dir / "mail" if own_mail else None,
     )
 
 
-def banner(stack: Stack) -> str:
+@dataclass
+class DevStack(Stack):
+    """The stack, with the local SMTP sink that keeps e-mail in `mail_dir` (None: the
+    e-mail goes to the SMTP_URL given)."""
+
+    mail_dir: Path | None = None
+    mail_sink: MailSink | None = None
+
+    async def start(self) -> None:
+        if self.mail_dir is not None and self.settings.smtp_url is not None:
+            port = SmtpServer.from_url(self.settings.smtp_url.get_secret_value()).port
+            self.mail_sink = MailSink(self.mail_dir, port=port, say=mail_line).start()
+            self.say(f"keeping e-mail in {self.mail_dir} (SMTP sink on {self.mail_sink.url})")
+        await super().start()
+
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        await super().stop(hurry)
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
+
+
+def banner(stack: DevStack) -> str:
     api = stack.api_url
     s = stack.settings
     own = stack.temporal is not None
@@ -165,6 +208,11 @@ def banner(stack: Stack) -> str:
         "metadata": {"plan": "pro"},
     }
     auth = f'-H "Authorization: Bearer {stack.api_key}"'
+    mail = (
+        f"kept in {stack.mail_dir}/<message id>.eml (a `mail |` line for each)"
+        if stack.mail_sink is not None
+        else f"sent through {s.smtp_server()}"
+    )
     rule = "=" * 78
     return "\n".join(
         [
@@ -179,6 +227,7 @@ def banner(stack: Stack) -> str:
             f"  Temporal:     {s.temporal_address} (namespace {s.temporal_namespace})",
             f"  PostgreSQL:   {redact(s.database_url)}",
             f"  Data dir:     {stack.data_dir}   (the `recovery` CLI finds this stack by itself)",
+            f"  E-mail:       {mail}",
             "",
             f"Demo merchant {DEMO_MERCHANT_ID}, key role {DEMO_KEY_ROLE}:",
             f"API key: {stack.api_key}",
@@ -200,7 +249,7 @@ def banner(stack: Stack) -> str:
     )
 
 
-async def run(stack: Stack) -> int:
+async def run(stack: DevStack) -> int:
     stop, hurry = asyncio.Event(), asyncio.Event()
 
     def request_stop() -> None:

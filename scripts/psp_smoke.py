@@ -196,7 +196,7 @@ async def razorpay_checks(
     customer = Customer(id=customer_id, email="smoke@example.com")
     checks: list[Check] = []
     try:
-        refusal = await asyncio.to_thread(adapter.token_refusal, customer_id, token_id, 100)
+        refusal = await adapter.token_refusal(customer_id, token_id, 100)
         checks.append(
             Check(
                 "the token's mandate can be debited",

@@ -21,6 +21,7 @@ from temporalio.client import (
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.notifications import NotificationActivities
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from activities.webhooks import WebhookActivities
 from recovery import constants as names
@@ -54,6 +55,7 @@ def build_worker(
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
     webhooks = WebhookActivities(store, tuning)
+    notifications = NotificationActivities(store, tuning)
     return Worker(
         client,
         task_queue=task_queue,
@@ -75,7 +77,8 @@ def build_worker(
             recovery.load_retry_policy,
             recovery.count_card_attempts,
             recovery.reserve_card_attempt,
-            recovery.issue_retry_link,
+            notifications.issue_retry_link,
+            notifications.send_customer_email,
             recovery.check_payment_status,
             recovery.revoke_retry_links,
             recovery.save_recovery_state,

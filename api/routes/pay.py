@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,8 +20,8 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.deps import PSPsDep, SettingsDep, StoreDep
-from recovery.currencies import MINOR_UNITS
-from recovery.links import ExpiredLink, InvalidLink, decode_token
+from recovery.currencies import format_amount
+from recovery.link_tokens import ExpiredLink, InvalidLink, decode_token
 from recovery.logs import bind
 from recovery.models import Customer
 from recovery.psp.base import CheckoutRequest
@@ -35,12 +34,6 @@ log = logging.getLogger("recovery.api.pay")
 
 _checkout_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 CHECKOUT_ORIGINS = ("https://checkout.stripe.com", "https://rzp.io", "https://*.razorpay.com")
-
-
-def format_amount(amount: int, currency: str) -> str:
-    exponent = MINOR_UNITS.get(currency, 2)
-    value = Decimal(amount).scaleb(-exponent)
-    return f"{value:,.{exponent}f} {currency.upper()}"
 
 
 def security_headers(settings: Settings) -> dict[str, str]:

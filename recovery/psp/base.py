@@ -10,6 +10,7 @@ webhooks find their recovery again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol
@@ -23,6 +24,7 @@ from recovery.models import (
     ChargeResult,
     ChargeStatus,
     Customer,
+    Failure,
     PaymentMethod,
 )
 
@@ -76,9 +78,12 @@ class Checkout(BaseModel):
     url: str
 
 
+RefundStatus = Literal["succeeded", "pending", "failed"]
+
+
 class RefundResult(BaseModel):
     psp_refund_id: str
-    status: Literal["succeeded", "pending", "failed"]
+    status: RefundStatus
     amount: int
 
 
@@ -174,3 +179,56 @@ class PSPAdapter(Protocol):
         """A refund's current status (a `pending` one settles later: Razorpay's normal
         refunds take working days, Stripe's can too)."""
         ...
+
+
+# ---- what every adapter does the same way ----------------------------------------------------
+
+SHORT_TEXT = 200
+"""`Failure`'s code fields and our ids hold this much (`recovery.models.ShortText`)."""
+MESSAGE_TEXT = 1000
+"""`Failure.message` holds this much."""
+
+
+def clip(value: object, limit: int = SHORT_TEXT) -> str | None:
+    """A PSP's value as text of at most `limit` characters; None or "" is None."""
+    if value is None or value == "":
+        return None
+    return str(value)[:limit]
+
+
+def psp_failure(
+    code: object, decline_code: object, message: object, network_advice_code: object = None
+) -> Failure:
+    """What the classifier reads, from a PSP's error fields, each clipped to what it holds."""
+    return Failure(
+        code=clip(code),
+        decline_code=clip(decline_code),
+        message=clip(message, MESSAGE_TEXT),
+        network_advice_code=clip(network_advice_code),
+    )
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by its name in any case (webhook routes pass a plain mapping)."""
+    if (value := headers.get(name)) is not None:
+        return value
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def charge_metadata(req: ChargeRequest) -> dict[str, str]:
+    """Our ids on what a charge creates (Stripe metadata, Razorpay notes)."""
+    return {**_our_ids(req), "attempt": str(req.attempt)}
+
+
+def checkout_metadata(req: CheckoutRequest) -> dict[str, str]:
+    """Our ids on a hosted checkout (and on the payment it makes, where the PSP allows)."""
+    return {**_our_ids(req), "link_id": req.link_id}
+
+
+def _our_ids(req: ChargeRequest | CheckoutRequest) -> dict[str, str]:
+    return {
+        "merchant_id": req.merchant_id,
+        "payment_ref": req.payment_ref,
+        "recovery_id": req.recovery_id,
+    }

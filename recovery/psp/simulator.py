@@ -85,6 +85,12 @@ def scripted_outcome(req: ChargeRequest) -> tuple[ChargeStatus, Failure | None]:
     return "succeeded", None
 
 
+def _ledger_result(psp_payment_id: str, status: ChargeStatus, decline: str | None) -> ChargeResult:
+    """A charge as the simulator's ledger keeps it (its decline code, if it was declined)."""
+    failure = Failure(code="card_declined", decline_code=decline) if decline else None
+    return ChargeResult(status=status, psp_payment_id=psp_payment_id, failure=failure)
+
+
 class SimulatorPSP:
     name = "simulator"
     idempotency_window: timedelta | None = None  # its ledger keeps every key
@@ -112,13 +118,11 @@ class SimulatorPSP:
         if found is None:
             return None
         psp_id, status, decline = found
-        failure = Failure(code="card_declined", decline_code=decline) if decline else None
-        return ChargeResult(status=status, psp_payment_id=psp_id, failure=failure)
+        return _ledger_result(psp_id, status, decline)
 
     async def retrieve_payment_intent(self, psp_payment_id: str) -> ChargeResult:
         status, decline = await self._store.simulator_payment(psp_payment_id)
-        failure = Failure(code="card_declined", decline_code=decline) if decline else None
-        return ChargeResult(status=status, psp_payment_id=psp_payment_id, failure=failure)
+        return _ledger_result(psp_payment_id, status, decline)
 
     async def resolve_card(self, customer: Customer, payment_method: PaymentMethod) -> CardIdentity:
         pm = charged_method(customer, payment_method)

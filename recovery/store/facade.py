@@ -33,6 +33,7 @@ from recovery.store import (
     maintenance,
     merchant_webhooks,
     merchants,
+    notifications,
     outbox,
     payments,
     policies,
@@ -50,7 +51,9 @@ from recovery.store.records import (
     LinkView,
     MerchantRecord,
     MetricsSnapshot,
+    NotificationRecord,
     OutboxRow,
+    OutgoingNotification,
     ReceivedPayment,
     RecoveryRecord,
     SealedSecret,
@@ -242,18 +245,6 @@ class Store:
             self.pool, merchant_id, payment_ref, issued_by=issued_by, expires_at=expires_at
         )
 
-    async def add_notification(
-        self,
-        merchant_id: str,
-        payment_ref: str,
-        link_id: str,
-        channel: str,
-        recipient: str | None,
-    ) -> None:
-        await links.add_notification(
-            self.pool, merchant_id, payment_ref, link_id, channel, recipient
-        )
-
     async def link_page(self, link_id: str) -> LinkView | None:
         """Everything the customer's page shows about a link, or None for an unknown link."""
         return await links.link_view(self.pool, link_id)
@@ -289,6 +280,46 @@ class Store:
 
     async def pay_simulator_checkout(self, checkout_id: str) -> str:
         return await links.pay_simulator_checkout(self.pool, checkout_id)
+
+    # ---- messages to customers (notifications.py) -------------------------------------------
+
+    async def record_notification(
+        self,
+        *,
+        key: str,
+        merchant_id: str,
+        payment_ref: str,
+        kind: str,
+        link_ttl: timedelta | None,
+    ) -> NotificationRecord:
+        return await notifications.record_notification(
+            self.pool,
+            key=key,
+            merchant_id=merchant_id,
+            payment_ref=payment_ref,
+            kind=kind,
+            link_ttl=link_ttl,
+        )
+
+    async def outgoing_notification(self, notification_id: int) -> OutgoingNotification:
+        return await notifications.outgoing_notification(self.pool, notification_id)
+
+    async def begin_notification_try(
+        self, notification_id: int, *, subject: str, message_id: str
+    ) -> None:
+        await notifications.begin_notification_try(
+            self.pool, notification_id, subject=subject, message_id=message_id
+        )
+
+    async def settle_notification(
+        self, notification_id: int, status: str, error: str | None = None
+    ) -> NotificationRecord:
+        return await notifications.settle_notification(self.pool, notification_id, status, error)
+
+    async def notifications_of(
+        self, merchant_id: str, payment_ref: str | None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        return await notifications.notifications_of(self.pool, merchant_id, payment_ref, limit)
 
     # ---- PSP credentials and webhooks (webhooks.py) -----------------------------------------
 

@@ -133,19 +133,14 @@ async def _record_event(
     else:
         recovery_id, status = open_rec["id"], open_rec["status"]
 
-    event = FailureEvent(
-        event_id=body.event_id or new_id("evt"),
-        recovery_id=recovery_id,
-        merchant_id=merchant_id,
-        payment_ref=ref,
-        psp=body.psp,
-        amount=body.amount,
-        currency=body.currency,
-        customer=body.customer,
-        payment_method=body.payment_method,
-        failure=body.failure,
-        occurred_at=body.occurred_at,
-        psp_payment_id=body.psp_payment_id,
+    event = FailureEvent.model_validate(
+        dict(body)
+        | {
+            "event_id": body.event_id or new_id("evt"),
+            "recovery_id": recovery_id,
+            "merchant_id": merchant_id,
+            "payment_ref": ref,
+        }
     )
     await queue_failure(conn, event)
     return IngestResult.of(

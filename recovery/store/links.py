@@ -1,4 +1,4 @@
-"""Retry links, the customer notifications that carry them, and a link's one checkout."""
+"""Retry links and a link's one checkout (the messages that carry links: notifications.py)."""
 
 from __future__ import annotations
 
@@ -42,42 +42,37 @@ async def add_link(
             raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
         if latest.ended_at is not None:
             raise RecoveryFinished(f"the recovery of {payment_ref!r} already ended {latest.status}")
-        link_id = new_id("lnk")
-        await conn.execute(
-            "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
-            " issued_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            link_id,
-            merchant_id,
-            payment_ref,
-            latest.id,
-            issued_by,
-            expires_at,
+        link_id = await insert_link(
+            conn, merchant_id, payment_ref, latest.id, issued_by=issued_by, expires_at=expires_at
         )
-        await merchant_webhooks.tell_link(conn, link_id)
         return link_id, latest.id
 
 
-async def add_notification(
-    pool: asyncpg.Pool,
+async def insert_link(
+    conn: asyncpg.Connection,
     merchant_id: str,
     payment_ref: str,
-    link_id: str,
-    channel: str,
-    recipient: str | None,
-) -> None:
-    """A message for the customer about `link_id`: the link's URL is built when it is sent
-    (it holds the token, which is never stored)."""
-    async with connection(pool) as conn:
-        await conn.execute(
-            "INSERT INTO customer_notifications"
-            " (merchant_id, payment_ref, link_id, channel, recipient)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            merchant_id,
-            payment_ref,
-            link_id,
-            channel,
-            recipient,
-        )
+    recovery_id: str,
+    *,
+    issued_by: str,
+    expires_at: datetime,
+) -> str:
+    """Insert a link row of `recovery_id` in the caller's transaction (which holds the
+    payment's lock and checked that the recovery is open), and tell the merchant
+    (`link.issued`); returns its id."""
+    link_id = new_id("lnk")
+    await conn.execute(
+        "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
+        " issued_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        link_id,
+        merchant_id,
+        payment_ref,
+        recovery_id,
+        issued_by,
+        expires_at,
+    )
+    await merchant_webhooks.tell_link(conn, link_id)
+    return link_id
 
 
 async def link_view(pool: asyncpg.Pool, link_id: str) -> LinkView | None:

@@ -269,3 +269,38 @@ class WebhookDeliveryRecord:
     duration_ms: int | None
     attempted_at: datetime
     next_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One message to a customer (`customer_notifications`), as the API shows it."""
+
+    id: int
+    merchant_id: str
+    payment_ref: str
+    recovery_id: str | None
+    channel: str
+    kind: str
+    recipient: str | None
+    status: str
+    link_id: str | None
+    subject: str | None
+    message_id: str | None
+    tries: int
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutgoingNotification:
+    """A notification with what its message needs: the payment, the merchant, its link."""
+
+    notification: NotificationRecord
+    notification_key: str
+    merchant_name: str
+    reply_to: str | None
+    amount: int
+    currency: str
+    recovery_ended: bool
+    link: LinkView | None

@@ -24,6 +24,7 @@ from recovery.store.db import (
     new_id,
     transaction,
 )
+from recovery.store.notifications import suppress_unsent
 from recovery.store.outbox import queue_failure, queue_watch
 from recovery.store.records import RecoveryRecord
 from recovery.store.views import recovery_view, with_attempts
@@ -132,6 +133,7 @@ async def finish(
         )
         if before is not None:
             await merchant_webhooks.tell_recovery(conn, state.recovery_id or "", before)
+        await suppress_unsent(conn, state.recovery_id or "")
         watch: dict[str, datetime | None] = dict.fromkeys(pending_payments)
         watch.update(late_payments or {})
         for psp_payment_id, late_until in watch.items():

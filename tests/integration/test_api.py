@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -14,35 +13,18 @@ from recovery import constants as names
 from recovery.card_networks import HIGHEST_PER_30_DAYS, HIGHEST_PER_DAY
 from recovery.models import RecoveryState
 from recovery.store import Store
-from tests.helpers import eventually, failure_body
-from tests.integration.conftest import Stack, add_merchant, running_stack
-
-INGEST = "/v1/events/payment_failed"
-
-
-async def recovery(api: Stack, ref: str) -> dict[str, Any]:
-    r = await api.http.get(f"/v1/recoveries/by_ref/{ref}", headers=api.auth())
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-async def counts(api: Stack, merchant_id: str) -> tuple[int, int, int]:
-    row = await api.store.pool.fetchrow(
-        "SELECT (SELECT count(*) FROM payment_events WHERE merchant_id = $1) AS events,"
-        " (SELECT count(*) FROM transactions WHERE merchant_id = $1) AS txs,"
-        " (SELECT count(*) FROM outbox WHERE payload->>'merchant_id' = $1) AS outbox",
-        merchant_id,
-    )
-    return row["events"], row["txs"], row["outbox"]
-
-
-def assert_envelope(r: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) <= {"code", "message", "field"} and err["message"]
-    if code:
-        assert err["code"] == code, err
-    return err
+from tests.helpers import (
+    INGEST,
+    Stack,
+    add_merchant,
+    assert_envelope,
+    eventually,
+    failure_body,
+    has_next_attempt,
+    recovery,
+    running_stack,
+)
+from tests.helpers.stack import counts
 
 
 async def test_ingest_starts_a_workflow_with_search_attributes(api: Stack) -> None:
@@ -265,7 +247,7 @@ async def test_cancel_then_actions_on_ended_recovery_conflict(api: Stack) -> Non
     body = failure_body()
     ref = body["payment_ref"]
     assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, ref))
+    await eventually(lambda: has_next_attempt(api, ref))
     r = await api.http.post(
         f"/v1/recoveries/by_ref/{ref}/cancel",
         json={"reason": "customer disputes"},
@@ -288,12 +270,7 @@ async def test_cancel_then_actions_on_ended_recovery_conflict(api: Stack) -> Non
     again = failure_body(ref)
     r2 = await api.http.post(INGEST, json=again, headers=api.auth())
     assert r2.status_code == 202 and r2.json()["recovery_id"] != cancelled["recovery_id"]
-    await eventually(lambda: _has_next_attempt(api, ref))
-
-
-async def _has_next_attempt(api: Stack, ref: str) -> bool:
-    rec = await recovery(api, ref)
-    return rec["status"] == "active" and rec["next_attempt_at"] is not None
+    await eventually(lambda: has_next_attempt(api, ref))
 
 
 async def test_unknown_ref_is_404(api: Stack) -> None:
@@ -397,7 +374,7 @@ async def test_policy_versions_and_apply_to_a_running_recovery(api: Stack) -> No
     body = failure_body(pm="pm_sim_decline_insufficient_funds")
     ref = body["payment_ref"]
     assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, ref))
+    await eventually(lambda: has_next_attempt(api, ref))
     assert (await recovery(api, ref))["policy_version"] == 0
 
     r = await api.http.put(

@@ -17,13 +17,14 @@ import signal
 import socket
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+
+from tests.helpers import eventually, failure_body, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +33,6 @@ KEY_LINE = re.compile(r"^API key: (rk_test_\S+)$")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 CLASSIFY_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:
@@ -164,37 +159,6 @@ class DevStack:
         await self._finish_reading()
 
 
-def failure_event(payment_ref: str) -> dict[str, Any]:
-    return {
-        "event_id": f"evt_{uuid.uuid4().hex[:12]}",
-        "payment_ref": payment_ref,
-        "psp": "simulator",
-        "amount": 4999,
-        "currency": "usd",
-        "customer": {"id": "cus_1", "email": "a@example.com"},
-        "payment_method": {"type": "card", "id": "pm_sim_succeed_on_2"},
-        "failure": {"code": "card_declined", "decline_code": "insufficient_funds"},
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "metadata": {"plan": "pro"},
-    }
-
-
-async def wait_until_classified(http: httpx.AsyncClient, ref: str) -> dict[str, Any]:
-    """Poll the recovery until its workflow has classified it and planned an attempt."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CLASSIFY_TIMEOUT
-    last: Any = None
-    while loop.time() < deadline:
-        response = await http.get(f"/v1/recoveries/by_ref/{ref}")
-        last = (response.status_code, response.text)
-        if response.status_code == 200:
-            body = response.json()
-            if body["category"] is not None and body["next_attempt_at"] is not None:
-                return body
-        await asyncio.sleep(0.5)
-    pytest.fail(f"recovery {ref} not classified within {CLASSIFY_TIMEOUT:.0f} s; last: {last}")
-
-
 def describe(proc: psutil.Process) -> str:
     try:
         return f"{proc.pid} {' '.join(proc.cmdline()[:3])}"
@@ -213,12 +177,13 @@ def is_gone(proc: psutil.Process) -> bool:
 async def assert_all_stopped(stack: DevStack, processes: list[psutil.Process]) -> None:
     seen = [describe(p) for p in processes]
     assert len(processes) >= 4, f"expected temporal, worker, api and postgres, saw {seen}"
-    for _ in range(50):  # up to 10 s
+
+    async def all_gone() -> bool:
         alive = [p for p in processes if not is_gone(p)]
-        if not alive:
-            break
-        await asyncio.sleep(0.2)
-    assert not alive, f"left running after Ctrl-C: {[describe(p) for p in alive]}"
+        assert not alive, f"left running after Ctrl-C: {[describe(p) for p in alive]}"
+        return True
+
+    await eventually(all_gone, within=10, what="the stack stopped", interval=0.2)
     busy = [name for name, port in stack.ports.items() if not port_is_free(port)]
     assert not busy, f"ports still in use after Ctrl-C: {busy}\n{stack.output}"
 
@@ -271,7 +236,8 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
         assert (data_dir / "credentials-key").stat().st_mode & 0o777 == 0o600
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=first.api_url, headers=headers, timeout=10) as http:
-            response = await http.post("/v1/events/payment_failed", json=failure_event(ref))
+            body = failure_body(ref, pm="pm_sim_succeed_on_2")
+            response = await http.post("/v1/events/payment_failed", json=body)
             assert response.status_code == 202, response.text
             ingested = response.json()
             assert set(ingested) >= {
@@ -283,7 +249,18 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
             }
             assert ingested["payment_ref"] == ref
             assert ingested["duplicate"] is False
-            recovery = await wait_until_classified(http, ref)
+
+            async def classified() -> dict[str, Any]:
+                """Its workflow has classified it and planned an attempt."""
+                response = await http.get(f"/v1/recoveries/by_ref/{ref}")
+                assert response.status_code == 200, response.text
+                found = response.json()
+                assert found["category"] is not None and found["next_attempt_at"] is not None
+                return found
+
+            recovery = await eventually(
+                classified, CLASSIFY_TIMEOUT, what=f"recovery {ref} classified", interval=0.5
+            )
         assert recovery["category"] == "funds"
         assert recovery["recovery_id"] == ingested["recovery_id"]
         assert "mer_demo" in await cli_beside(tmp_path, "merchants", "list", "--json")

@@ -9,24 +9,18 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from recovery.links import AUDIENCE, ISSUER, decode_token
+from recovery.link_tokens import AUDIENCE, ISSUER, decode_token
 from recovery.retry_links import notification_url
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, add_merchant
-from tests.integration.test_api import (
+from tests.helpers import (
     INGEST,
-    _has_next_attempt,
+    Stack,
+    add_merchant,
     assert_envelope,
     eventually,
+    failure_body,
     recovery,
+    scheduled_recovery,
 )
-
-
-async def started(api: Stack, **kw) -> str:
-    body = failure_body(**kw)
-    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
-    return body["payment_ref"]
 
 
 async def new_link(api: Stack, ref: str) -> tuple[str, dict]:
@@ -46,7 +40,7 @@ def assert_page_headers(r) -> None:
 
 
 async def test_link_endpoint_contract(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     path, out = await new_link(api, ref)
     assert out["url"] == f"{api.settings.public_base_url}{path}"
     assert path.startswith("/pay/retry/") and out["link_id"].startswith("lnk_")
@@ -82,7 +76,7 @@ async def test_link_endpoint_contract(api: Stack) -> None:
 
 
 async def test_page_shows_the_payment_and_never_the_token(api: Stack) -> None:
-    ref = await started(api, amount=4999)
+    ref = await scheduled_recovery(api, amount=4999)
     path, _ = await new_link(api, ref)
     r = await api.http.get(path)
     assert r.status_code == 200
@@ -96,7 +90,7 @@ async def test_page_shows_the_payment_and_never_the_token(api: Stack) -> None:
 
 
 async def test_bad_tokens_get_friendly_pages(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     path, _ = await new_link(api, ref)
     token = path.rsplit("/", 1)[1]
     expired = jwt.encode(
@@ -127,7 +121,7 @@ async def test_bad_tokens_get_friendly_pages(api: Stack) -> None:
 
 
 async def test_fifty_concurrent_redemptions_make_one_checkout(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     path, out = await new_link(api, ref)
     replies = await asyncio.gather(*(api.http.post(path) for _ in range(50)))
     assert {r.status_code for r in replies} == {303}
@@ -139,7 +133,7 @@ async def test_fifty_concurrent_redemptions_make_one_checkout(api: Stack) -> Non
 
 
 async def test_paying_through_the_simulator_recovers_and_the_link_says_so(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     path, _ = await new_link(api, ref)
     r = await api.http.post(path)
     checkout = urlsplit(r.headers["location"]).path
@@ -162,7 +156,7 @@ async def test_paying_through_the_simulator_recovers_and_the_link_says_so(api: S
 
 
 async def test_cancel_revokes_links(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     path, _ = await new_link(api, ref)
     r = await api.http.post(
         f"/v1/recoveries/by_ref/{ref}/cancel", json={"reason": "x"}, headers=api.auth()

@@ -32,9 +32,10 @@ from recovery.models import (
     WebhookEvent,
 )
 from recovery.store import Store
-from tests.helpers import eventually, failure_body, ingest
-from tests.integration.conftest import Stack, add_merchant, running_stack, stack_settings
-from tests.integration.webhook_receiver import (
+from tests.helpers import INGEST, eventually, failure_body, ingest, recovery
+from tests.helpers.stack import Stack, add_merchant, put_policy, running_stack, stack_settings
+from tests.helpers.stack import expedite as expedite_now
+from tests.helpers.webhooks import (
     Late,
     Received,
     WebhookReceiver,
@@ -42,7 +43,6 @@ from tests.integration.webhook_receiver import (
     webhook_receiver,
 )
 
-INGEST = "/v1/events/payment_failed"
 ENDPOINTS = "/v1/webhook_endpoints"
 
 
@@ -107,12 +107,6 @@ async def ingest_body(api: Stack, body: dict[str, Any]) -> str:
     return str(body["payment_ref"])
 
 
-async def recovery(api: Stack, ref: str) -> dict[str, Any]:
-    r = await api.http.get(f"/v1/recoveries/by_ref/{ref}", headers=api.auth())
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 async def in_cooldown(api: Stack, ref: str) -> dict[str, Any]:
     async def scheduled() -> dict[str, Any] | None:
         rec = await recovery(api, ref)
@@ -122,9 +116,9 @@ async def in_cooldown(api: Stack, ref: str) -> dict[str, Any]:
 
 
 async def expedite(api: Stack, ref: str) -> None:
+    """Expedite the attempt once it waits on its cooldown."""
     await in_cooldown(api, ref)
-    r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
-    assert r.status_code == 200, r.text
+    await expedite_now(api, ref)
 
 
 async def deliveries(api: Stack, **params: str) -> list[dict[str, Any]]:
@@ -500,8 +494,7 @@ async def test_awaiting_customer_and_links_issued(api: Stack) -> None:
 
 
 async def test_attempt_failed_at_the_end_and_exhausted(api: Stack) -> None:
-    r = await api.http.put("/v1/policy", json={"max_attempts": 1}, headers=api.auth())
-    assert r.status_code == 200, r.text
+    await put_policy(api, max_attempts=1)
     with webhook_receiver() as receiver:
         await add_endpoint(
             api, receiver.url, events=["recovery.attempt_failed", "recovery.exhausted"]

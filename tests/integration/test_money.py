@@ -20,9 +20,15 @@ from recovery.models import (
 from recovery.payments import Disposition, RecoveryFacts, dispose
 from recovery.store import Store
 from recovery.webhook_routing import WebhookOutcome
-from tests.helpers import eventually, failure_body, ingest
-from tests.integration.conftest import Stack, running_stack
-from tests.integration.test_api import INGEST, recovery
+from tests.helpers import (
+    INGEST,
+    Stack,
+    eventually,
+    failure_body,
+    ingest,
+    recovery,
+    running_stack,
+)
 from worker.main import build_worker
 
 

@@ -20,10 +20,17 @@ from temporalio.testing import WorkflowEnvironment
 from recovery.logs import JsonFormatter
 from recovery.settings import Settings
 from recovery.store import Store
-from scripts.stack import HOST, free_port
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, running_stack
-from tests.integration.test_api import INGEST, _has_next_attempt, eventually, recovery
+from scripts.stack import HOST
+from tests.helpers import (
+    INGEST,
+    Stack,
+    eventually,
+    failure_body,
+    free_port,
+    has_next_attempt,
+    recovery,
+    running_stack,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_ENV = {
@@ -125,7 +132,7 @@ async def recover_at_once(api: Stack, body: dict[str, Any]) -> httpx.Response:
     ref = body["payment_ref"]
     r = await api.http.post(INGEST, json=body, headers=api.auth())
     assert r.status_code == 202, r.text
-    await eventually(lambda: _has_next_attempt(api, ref))
+    await eventually(lambda: has_next_attempt(api, ref))
     await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
 
     async def recovered() -> bool:
@@ -231,7 +238,7 @@ async def test_worker_finishes_its_activity_on_sigterm(
             body = failure_body(pm="pm_sim_slow_3")
             ref = body["payment_ref"]
             assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-            await eventually(lambda: _has_next_attempt(api, ref), within=30)
+            await eventually(lambda: has_next_attempt(api, ref), within=30)
             await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
 
             async def charging() -> bool:

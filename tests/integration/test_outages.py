@@ -14,10 +14,9 @@ from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.models import RecoveryState
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import running_stack
+from tests.helpers import INGEST, assert_envelope, eventually, failure_body, running_stack
+from tests.helpers.stack import counts
 from tests.integration.servers import OwnPostgres, TemporalDevServer
-from tests.integration.test_api import INGEST, assert_envelope, counts, eventually
 
 
 async def test_events_accepted_while_temporal_is_down_reach_their_workflows(

@@ -18,10 +18,7 @@ from recovery.psp.dispatcher import PSPDispatcher
 from recovery.psp.sealing import CredentialsCipher, CredentialsUnreadable, key_id
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, add_merchant
-from tests.integration.test_api import INGEST, assert_envelope
-from tests.integration.test_support import cli
+from tests.helpers import INGEST, Stack, add_merchant, assert_envelope, cli, failure_body
 
 
 def new_key() -> str:

@@ -3,11 +3,7 @@ charge, the customer's new card, a successful retry), and PSP webhooks driving r
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,22 +14,27 @@ from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.psp.sealing import CredentialsCipher
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import (
-    RAZORPAY_WHSEC,
-    STRIPE_WHSEC,
+from tests.helpers import (
+    INGEST,
     Stack,
     add_merchant,
+    assert_envelope,
+    eventually,
+    failure_body,
+    has_next_attempt,
+    recovery,
     running_stack,
 )
-from tests.integration.test_api import (
-    INGEST,
-    _has_next_attempt,
-    assert_envelope,
-    counts,
-    eventually,
-    recovery,
+from tests.helpers.bodies import (
+    RAZORPAY_WHSEC,
+    STRIPE_WHSEC,
+    payment_intent,
+    razorpay_event,
+    razorpay_signed,
+    stripe_event,
+    stripe_signed,
 )
+from tests.helpers.stack import counts, razorpay_failure, stripe_failure
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
@@ -43,48 +44,6 @@ from tests.psp.localstripe_server import (
     stripe_client,
     successful_charges,
 )
-
-
-def stripe_signed(
-    event: dict, secret: str = STRIPE_WHSEC, at: int | None = None
-) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(event).encode()
-    t = at or int(time.time())
-    sig = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
-
-
-def stripe_event(kind: str, obj: dict) -> dict:
-    return {
-        "id": f"evt_{uuid.uuid4().hex[:16]}",
-        "object": "event",
-        "type": kind,
-        "api_version": "2024-06-20",
-        "created": int(time.time()),
-        "livemode": False,
-        "data": {"object": obj},
-    }
-
-
-def pi(merchant_id: str, ref: str, status: str = "succeeded") -> dict:
-    return {
-        "id": f"pi_{uuid.uuid4().hex[:16]}",
-        "object": "payment_intent",
-        "amount": 4999,
-        "currency": "usd",
-        "status": status,
-        "metadata": {"merchant_id": merchant_id, "payment_ref": ref},
-    }
-
-
-async def stripe_failure(api: Stack, customer: str, pm: str | None) -> str:
-    body = failure_body(psp="stripe", decline_code="insufficient_funds", pm="x")
-    body["customer"] = {"id": customer, "email": "c@example.com"}
-    body["payment_method"] = {"type": "card", "id": pm}
-    r = await api.http.post(INGEST, json=body, headers=api.auth())
-    assert r.status_code == 202, r.text
-    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
-    return body["payment_ref"]
 
 
 async def test_stripe_decline_then_new_card_then_recovered_with_one_charge(
@@ -107,7 +66,7 @@ async def test_stripe_decline_then_new_card_then_recovered_with_one_charge(
     assert successful_charges(stripe_base, saved.customer_id) == []
 
     attach_card(stripe_base, saved.customer_id, CARD_OK, make_default=True)
-    await eventually(lambda: _has_next_attempt(api, ref))
+    await eventually(lambda: has_next_attempt(api, ref))
     await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
     await eventually(lambda: attempts(2, "succeeded"), within=30)
 
@@ -124,7 +83,7 @@ async def test_a_signed_stripe_webhook_recovers_first(psp_api: Stack, stripe_bas
     saved = create_customer_with_card(stripe_base, CARD_OK)
     ref = await stripe_failure(api, saved.customer_id, saved.payment_method_id)
     body, headers = stripe_signed(
-        stripe_event("payment_intent.succeeded", pi(api.merchant_id, ref))
+        stripe_event("payment_intent.succeeded", payment_intent(api.merchant_id, ref))
     )
     r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
     assert r.status_code == 200, r.text
@@ -145,7 +104,7 @@ async def test_a_signed_stripe_webhook_recovers_first(psp_api: Stack, stripe_bas
 async def test_bad_stripe_signatures_are_400_and_store_nothing(psp_api: Stack) -> None:
     api = psp_api
     before = await api.store.pool.fetchval("SELECT count(*) FROM webhook_events")
-    event = stripe_event("payment_intent.succeeded", pi(api.merchant_id, "order_x"))
+    event = stripe_event("payment_intent.succeeded", payment_intent(api.merchant_id, "order_x"))
     good, headers = stripe_signed(event)
     cases = [
         (good, stripe_signed(event, secret="whsec_wrong")[1]),
@@ -165,7 +124,7 @@ async def test_webhook_for_an_unknown_payment_is_acknowledged_and_recorded(
 ) -> None:
     api = psp_api
     body, headers = stripe_signed(
-        stripe_event("payment_intent.succeeded", pi(api.merchant_id, "never_seen"))
+        stripe_event("payment_intent.succeeded", payment_intent(api.merchant_id, "never_seen"))
     )
     r = await api.http.post("/v1/webhooks/stripe", content=body, headers=headers)
     assert r.status_code == 200 and r.json()["outcome"] == "unknown_payment"
@@ -175,54 +134,6 @@ async def test_webhook_for_an_unknown_payment_is_acknowledged_and_recorded(
 
 
 # ---- webhooks per PSP account: signed identity, a merchant's own account, tenant isolation --
-
-
-def razorpay_event(event: str, merchant_id: str, ref: str, payment_id: str) -> dict:
-    status = "failed" if event == "payment.failed" else "captured"
-    return {
-        "entity": "event",
-        "account_id": "acc_1",
-        "event": event,
-        "contains": ["payment"],
-        "created_at": int(time.time()),
-        "payload": {
-            "payment": {
-                "entity": {
-                    "id": payment_id,
-                    "entity": "payment",
-                    "amount": 4999,
-                    "currency": "INR",
-                    "status": status,
-                    "order_id": f"order_{payment_id}",
-                    "method": "card",
-                    "error_code": "BAD_REQUEST_ERROR" if status == "failed" else None,
-                    "error_reason": "insufficient_funds" if status == "failed" else None,
-                    "notes": {"merchant_id": merchant_id, "payment_ref": ref},
-                    "created_at": int(time.time()),
-                }
-            }
-        },
-    }
-
-
-def razorpay_signed(event: dict, secret: str, event_id: str) -> tuple[bytes, dict[str, str]]:
-    raw = json.dumps(event).encode()
-    return raw, {
-        "X-Razorpay-Signature": hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
-        "X-Razorpay-Event-Id": event_id,
-        "Content-Type": "application/json",
-    }
-
-
-async def razorpay_failure(api: Stack, customer_id: str = "cust_e2e") -> str:
-    """Ingest a Razorpay funds failure; its ref once its first attempt is scheduled."""
-    body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm="token_ok")
-    body["currency"] = "inr"
-    body["customer"] = {"id": customer_id, "email": "c@example.com"}
-    r = await api.http.post(INGEST, json=body, headers=api.auth())
-    assert r.status_code == 202, r.text
-    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
-    return body["payment_ref"]
 
 
 async def own_account(api: Stack, merchant_id: str, psp: str, **values: str) -> None:
@@ -313,7 +224,7 @@ async def test_a_merchant_own_account_acts_on_its_own_payments_only(
     await own_account(api, other, "stripe", api_key="sk_test_other", webhook_secret=other_secret)
     saved = create_customer_with_card(stripe_base, CARD_OK)
     ref = await stripe_failure(api, saved.customer_id, saved.payment_method_id)
-    event = stripe_event("payment_intent.succeeded", pi(api.merchant_id, ref))
+    event = stripe_event("payment_intent.succeeded", payment_intent(api.merchant_id, ref))
 
     body, headers = stripe_signed(event, secret=other_secret)
     r = await api.http.post(f"/v1/webhooks/stripe/{other}", content=body, headers=headers)

@@ -9,10 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import eventually
-from tests.integration.conftest import Stack
-from tests.integration.test_api import recovery
-from tests.integration.test_psp_end_to_end import razorpay_failure
+from tests.helpers import Stack, eventually, recovery
+from tests.helpers.stack import razorpay_failure
 from tests.psp.razorpay_server import FakeRazorpay
 
 

@@ -4,21 +4,20 @@ operator CLI."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
 from recovery.auth import generate_key, register_key
-from tests.helpers import failure_body
-from tests.integration.conftest import TEST_CREDENTIALS_KEY, Stack, add_merchant
-from tests.integration.test_api import (
+from tests.helpers import (
     INGEST,
-    _has_next_attempt,
+    Stack,
+    add_merchant,
     assert_envelope,
+    cli,
     eventually,
+    failure_body,
     recovery,
+    scheduled_recovery,
 )
 
 SUPPORT_ACTIONS = ("cancel", "expedite", "pause", "resume", "retry", "apply_policy")
@@ -32,15 +31,8 @@ def endpoints(ref: str) -> list[tuple[str, str, dict[str, Any] | None]]:
     ]
 
 
-async def started(api: Stack, **kw: Any) -> str:
-    body = failure_body(**kw)
-    assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
-    await eventually(lambda: _has_next_attempt(api, body["payment_ref"]))
-    return body["payment_ref"]
-
-
 async def test_isolation_matrix(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     other_merchant, other_key = await add_merchant(api.store, "support")
     merchant_key = generate_key()
     await register_key(api.store, api.merchant_id, "merchant", merchant_key)
@@ -91,7 +83,7 @@ async def test_isolation_matrix(api: Stack) -> None:
 
 
 async def test_admin_reads_any_merchant_by_naming_it(api: Stack) -> None:
-    ref = await started(api)
+    ref = await scheduled_recovery(api)
     _, admin_key = await add_merchant(api.store, "admin")
     path = f"/v1/recoveries/by_ref/{ref}"
     assert_envelope(await api.http.get(path, headers=api.auth(admin_key)), 404)
@@ -102,7 +94,7 @@ async def test_admin_reads_any_merchant_by_naming_it(api: Stack) -> None:
 
 
 async def test_support_actions_are_audited_with_their_actor(api: Stack) -> None:
-    ref = await started(api, pm="pm_sim_succeed_on_1")
+    ref = await scheduled_recovery(api, pm="pm_sim_succeed_on_1")
     key_id = (await api.store.list_api_keys(api.merchant_id))[0].id
     r = await api.http.post(
         f"/v1/recoveries/by_ref/{ref}/pause",
@@ -242,19 +234,6 @@ async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Sta
     await eventually(scheduled)
 
 
-def cli(
-    dsn: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The operator CLI on `dsn`, with the tests' CREDENTIALS_KEY unless `env` says otherwise."""
-    return subprocess.run(
-        [sys.executable, "-m", "recovery.cli", "--database-url", dsn, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CREDENTIALS_KEY": TEST_CREDENTIALS_KEY, **(env or {})},
-    )
-
-
 async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: str) -> None:
     name = f"Shop {uuid.uuid4().hex[:6]}"
     made = cli(pg_dsn, "merchants", "create", name, "--json")
@@ -280,12 +259,9 @@ async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: s
 
 
 async def test_cli_sets_a_merchants_own_psp_credentials(api: Stack, pg_dsn: str) -> None:
-    from tests.helpers import failure_body as body_for
-    from tests.integration.test_api import INGEST
-
     # without credentials a Stripe event is refused...
     assert (
-        await api.http.post(INGEST, json=body_for(psp="stripe"), headers=api.auth())
+        await api.http.post(INGEST, json=failure_body(psp="stripe"), headers=api.auth())
     ).status_code == 422
     bad = cli(
         pg_dsn,
@@ -314,7 +290,7 @@ async def test_cli_sets_a_merchants_own_psp_credentials(api: Stack, pg_dsn: str)
     assert ok.returncode == 0, ok.stderr
     assert "sk_test_merchant_own" not in ok.stdout
     # ...and accepted once the merchant has its own
-    r = await api.http.post(INGEST, json=body_for(psp="stripe"), headers=api.auth())
+    r = await api.http.post(INGEST, json=failure_body(psp="stripe"), headers=api.auth())
     assert r.status_code == 202, r.text
 
 

@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import eventually, failure_body
-from tests.integration.conftest import Stack
-from tests.integration.test_api import INGEST, recovery
-from tests.integration.test_psp_end_to_end import (
-    pi,
-    stripe_event,
-    stripe_failure,
-    stripe_signed,
-)
+from tests.helpers import INGEST, Stack, eventually, failure_body, recovery
+from tests.helpers.bodies import payment_intent, stripe_event, stripe_signed
+from tests.helpers.stack import expedite, stripe_failure
 from tests.psp.localstripe_server import CARD_OK, create_customer_with_card, successful_charges
 from tests.psp.razorpay_server import FakeRazorpay
 from tests.psp.webhook_delivery import Post, WebhookDelivery
-from tests.reliability.test_worker_crash import expedite
 
 RECURRING = r"/v1/payments/create/recurring"
 
@@ -114,13 +107,13 @@ async def test_stripe_events_shuffled_repeated_and_retried_recover_once(
     api = psp_api
     card = create_customer_with_card(stripe_base, CARD_OK)
     ref = await stripe_failure(api, card.customer_id, card.payment_method_id)
-    earlier = pi(api.merchant_id, ref, status="requires_payment_method")
+    earlier = payment_intent(api.merchant_id, ref, status="requires_payment_method")
     earlier["last_payment_error"] = {
         "type": "card_error",
         "code": "card_declined",
         "decline_code": "insufficient_funds",
     }
-    paid = pi(api.merchant_id, ref)
+    paid = payment_intent(api.merchant_id, ref)
 
     delivery = WebhookDelivery(poster(api, "stripe"), random.Random(seed), unreachable=3)
     delivery.queue("failed", *stripe_signed(stripe_event("payment_intent.payment_failed", earlier)))

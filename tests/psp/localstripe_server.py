@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -85,6 +84,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import stripe
+
+from scripts.stack import free_port
 
 TEST_API_KEY = "sk_test_localstripe"
 """Any key starting with `sk_` works; localstripe keeps one store for all keys."""
@@ -165,12 +166,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- the idempotency proxy ----------------------------------------------------------------

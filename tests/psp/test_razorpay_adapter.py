@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any, get_args
@@ -18,6 +17,7 @@ import pytest
 from recovery.classifier import classify
 from recovery.models import (
     ChargeRequest,
+    ChargeResult,
     ClassifyRequest,
     Customer,
     Failure,
@@ -30,8 +30,8 @@ from recovery.psp.base import (
     PaymentStatus,
     TransientPSPError,
 )
-from recovery.psp.razorpay import (
-    RazorpayAdapter,
+from recovery.psp.razorpay import RazorpayAdapter, verify_webhook
+from recovery.psp.razorpay.transformers import (
     RazorpayAuthError,
     RazorpayConfigError,
     RazorpayIdempotencyConflict,
@@ -44,8 +44,8 @@ from recovery.psp.razorpay import (
     map_refund_status,
     reference_for,
     refund_idempotency_header,
-    verify_webhook,
 )
+from tests.helpers import free_port
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay, sign
 
 RECURRING = r"/v1/payments/create/recurring"
@@ -103,12 +103,6 @@ def checkout(key: str = "rec_1-link-1", *, amount: int = 4999) -> CheckoutReques
         cancel_url="http://127.0.0.1:8000/pay/retry/cancel",
         idempotency_key=key,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- charges -------------------------------------------------------------------------------
@@ -603,6 +597,28 @@ async def test_retrieve_an_unknown_payment_is_a_request_error(adapter: RazorpayA
         await adapter.retrieve_payment_intent("pay_DoesNotExist01")
 
 
+async def test_calls_at_once_each_read_their_own_answer(
+    rzp: FakeRazorpay, adapter: RazorpayAdapter
+) -> None:
+    """Calls run in threads at the same time, each with a client of its own: an error is
+    read from the response its own call got, never from another's."""
+    paid = await adapter.create_payment_intent(charge())
+    pay_id = paid.psp_payment_id or ""
+    outcomes = await asyncio.gather(
+        *(
+            adapter.retrieve_payment_intent(pay_id if n % 2 else f"pay_Missing{n:07d}")
+            for n in range(16)
+        ),
+        return_exceptions=True,
+    )
+    for n, outcome in enumerate(outcomes):
+        if n % 2:
+            assert isinstance(outcome, ChargeResult) and outcome.status == "succeeded"
+        else:
+            assert isinstance(outcome, RazorpayRequestError), outcome
+            assert outcome.error is not None and outcome.error.http_status == 400
+
+
 async def test_an_api_base_ending_in_v1_works(rzp: FakeRazorpay) -> None:
     a = RazorpayAdapter(rzp.key_id, rzp.key_secret, api_base=rzp.base_url + "/v1/")
     try:
@@ -950,27 +966,6 @@ def test_payment_signature_helper(rzp: FakeRazorpay, adapter: RazorpayAdapter) -
     assert not adapter.verify_payment_signature(
         order_id="order_Abc", payment_id="pay_Def", signature=sign(b"order_Abc|pay_Def", "x")
     )
-
-
-async def test_payment_link_callback_signature_helper(
-    rzp: FakeRazorpay, adapter: RazorpayAdapter
-) -> None:
-    link = await adapter.create_checkout_session(checkout())
-    callback = rzp.pay_payment_link(link.psp_checkout_id)
-
-    assert adapter.verify_payment_link_callback(callback)
-    assert adapter.verify_payment_link_signature(
-        payment_link_id=callback["razorpay_payment_link_id"],
-        payment_link_reference_id=callback["razorpay_payment_link_reference_id"],
-        payment_link_status="paid",
-        payment_id=callback["razorpay_payment_id"],
-        signature=callback["razorpay_signature"],
-    )
-    assert not adapter.verify_payment_link_callback(
-        {**callback, "razorpay_payment_link_status": "cancelled"}
-    )
-    missing = {k: v for k, v in callback.items() if k != "razorpay_signature"}
-    assert not adapter.verify_payment_link_callback(missing)
 
 
 async def test_a_closed_payment_link_takes_no_money(

@@ -38,19 +38,19 @@ from recovery.psp.base import (
     PaymentStatus,
     TransientPSPError,
 )
-from recovery.psp.stripe import (
+from recovery.psp.stripe import StripeAdapter, verify_webhook
+from recovery.psp.stripe.transformers import (
     CHECKOUT_MAX_LIFETIME,
     CHECKOUT_MIN_LIFETIME,
-    StripeAdapter,
     StripePaymentIntentStatus,
     StripeRequestRejected,
     StripeUnexpectedResponse,
     canonical_status,
     charge_result,
     checkout_expiry,
-    normalise_event,
-    verify_webhook,
 )
+from recovery.psp.stripe.webhooks import normalise_event
+from tests.helpers import free_port
 from tests.psp.localstripe_server import (
     CARD_DECLINED_ON_CHARGE,
     CARD_OK,
@@ -59,9 +59,7 @@ from tests.psp.localstripe_server import (
     attach_card,
     charges_for_customer,
     create_customer_with_card,
-    free_port,
     inject_server_errors,
-    localstripe,
     payment_intents_for_customer,
     register_webhook_endpoint,
     reset,
@@ -95,12 +93,6 @@ def charge_request(
 
 
 # ---- localstripe ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stripe_base() -> Iterator[str]:
-    with localstripe() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

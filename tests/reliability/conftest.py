@@ -8,8 +8,6 @@ histories it holds go to the bank that `test_replay_suite_histories.py` replays 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,9 +15,9 @@ import pytest
 
 from tests.integration.servers import TemporalDevServer
 from tests.reliability import support
+from tests.reliability.support import serving_temporal
 
 REPLAY_MODULE = "test_replay_suite_histories.py"
-BANK_TIMEOUT = 60.0  # seconds to fetch one server's histories; more fails the replay test
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,25 +38,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for test in support.FIGURES:
         terminalreporter.write_line(support.summary_line(test))
     terminalreporter.write_line(f"figures as JSON: {support.figures_file()}")
-
-
-@contextlib.asynccontextmanager
-async def serving_temporal(db_dir: Path, source: str) -> AsyncIterator[TemporalDevServer]:
-    """A Temporal dev server on a database file in `db_dir`, which the test may stop and
-    start; its recovery histories are banked for the replay test before it stops for good."""
-    server = TemporalDevServer(db_dir / "temporal.db")
-    await server.start()
-    try:
-        yield server
-    finally:
-        try:
-            if server.env is None:  # left stopped by a failed test: bring it back to read it
-                await server.start()
-            await asyncio.wait_for(support.bank_histories(server.address, source), BANK_TIMEOUT)
-        except Exception as e:
-            support.BANK_ERRORS.append(f"{source}: {type(e).__name__}: {e}")
-        finally:
-            await server.stop()
 
 
 @pytest.fixture

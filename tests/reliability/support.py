@@ -1,19 +1,19 @@
 """Shared pieces of the reliability suite: the figures each test reports, the bank of workflow
-histories the suite produced (replayed at its end), a worker process that can be SIGKILLed,
-and small helpers."""
+histories the suite produced (replayed at its end), Temporal servers that bank theirs, a
+worker process that can be SIGKILLed, and the recoveries' rows."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,10 +21,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from recovery import constants as names
 from recovery.models import FailureEvent
 from scripts.stack import Process
-from tests.integration.conftest import Stack
+from tests.helpers.stack import Stack
+from tests.integration.servers import TemporalDevServer
 
-INGEST = "/v1/events/payment_failed"
-T = TypeVar("T")
+BANK_TIMEOUT = 60.0  # seconds to fetch one server's histories; more fails the replay test
 
 # ---- figures ----------------------------------------------------------------------------------
 
@@ -96,48 +96,48 @@ async def delivered_events(client: Client, merchant_id: str) -> dict[str, list[s
     return where
 
 
-# ---- waiting ----------------------------------------------------------------------------------
+# ---- servers ----------------------------------------------------------------------------------
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[T]], *, within: float, what: str, interval: float = 0.2
-) -> T:
-    """Poll `check` until it returns something truthy (exceptions count as not yet)."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
+@contextlib.asynccontextmanager
+async def serving_temporal(db_dir: Path, source: str) -> AsyncIterator[TemporalDevServer]:
+    """A Temporal dev server on a database file in `db_dir`, which the test may stop and
+    start; its recovery histories are banked for the replay test before it stops for good."""
+    server = TemporalDevServer(db_dir / "temporal.db")
+    await server.start()
+    try:
+        yield server
+    finally:
         try:
-            last = await check()
-            if last:
-                return last
+            if server.env is None:  # left stopped by a failed test: bring it back to read it
+                await server.start()
+            await asyncio.wait_for(bank_histories(server.address, source), BANK_TIMEOUT)
         except Exception as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {within:.0f}s; last: {last!r}")
-        await asyncio.sleep(interval)
+            BANK_ERRORS.append(f"{source}: {type(e).__name__}: {e}")
+        finally:
+            await server.stop()
 
 
-# ---- the API ----------------------------------------------------------------------------------
+# ---- recoveries in the database -----------------------------------------------------------------
 
 
-async def put_policy(api: Stack, **fields: Any) -> dict[str, Any]:
-    r = await api.http.put("/v1/policy", json=fields, headers=api.auth())
-    assert r.status_code == 200, r.text
-    return r.json()
+async def recovery_statuses(api: Stack) -> dict[str, tuple[str, bool]]:
+    """payment_ref -> (status, whether an attempt is scheduled) of the merchant's recoveries."""
+    rows = await api.store.pool.fetch(
+        "SELECT payment_ref, status, next_attempt_at IS NOT NULL AS scheduled FROM recoveries"
+        " WHERE merchant_id = $1",
+        api.merchant_id,
+    )
+    return {r["payment_ref"]: (r["status"], r["scheduled"]) for r in rows}
 
 
-def is_envelope(body: Any) -> bool:
-    """`{"error": {"code": str, "message": str, "field"?: str}}` and nothing else."""
-    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
-        return False
-    err = body["error"]
-    return (
-        {"code", "message"} <= set(err) <= {"code", "message", "field"}
-        and isinstance(err["code"], str)
-        and bool(err["code"])
-        and isinstance(err["message"], str)
-        and bool(err["message"])
-        and isinstance(err.get("field", ""), str)
+async def pending_attempts(api: Stack, refs: list[str]) -> int:
+    """How many attempts of these payments are pending (a charge in flight)."""
+    return await api.store.pool.fetchval(
+        "SELECT count(*) FROM attempts a JOIN recoveries r ON r.id = a.recovery_id"
+        " WHERE r.merchant_id = $1 AND r.payment_ref = ANY($2) AND a.status = 'pending'",
+        api.merchant_id,
+        refs,
     )
 
 

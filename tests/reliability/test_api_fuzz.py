@@ -37,10 +37,9 @@ from recovery import constants as names
 from recovery.models import RecoveryState
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body, ingest, relay
-from tests.integration.conftest import add_merchant, stack_settings
-from tests.reliability.conftest import serving_temporal
-from tests.reliability.support import INGEST, WorkerProcess, is_envelope, record, wait_until
+from tests.helpers import INGEST, add_merchant, eventually, failure_body, ingest, is_envelope, relay
+from tests.helpers.stack import stack_settings
+from tests.reliability.support import WorkerProcess, record, serving_temporal
 
 MAX_EXAMPLES = 30
 
@@ -262,7 +261,7 @@ async def test_nul_in_a_support_reason_is_refused_and_leaves_the_recovery_workin
             rec = (await http.get(f"/v1/recoveries/by_ref/{ref}")).json()
             return rec.get("next_attempt_at") is not None
 
-        await wait_until(in_its_cooldown, within=30, what="recovery waiting on its cooldown")
+        await eventually(in_its_cooldown, within=30, what="recovery waiting on its cooldown")
         path = f"/v1/recoveries/by_ref/{ref}"
         _assert_refused(await http.post(f"{path}/{action}", json={"reason": "a\x00b"}))
         # ... and nothing reached the workflow: not paused, and a normal cancel still ends it
@@ -278,7 +277,7 @@ async def test_nul_in_a_support_reason_is_refused_and_leaves_the_recovery_workin
         async def cancelled() -> bool:
             return (await http.get(path)).json()["status"] == "cancelled"
 
-        await wait_until(cancelled, within=15, what="recovery cancelled")
+        await eventually(cancelled, within=15, what="recovery cancelled")
 
 
 # ---- hostile input: a clear 4xx in the envelope, nothing written ------------------------------

@@ -22,17 +22,9 @@ import pytest
 
 from recovery import constants as names
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import running_stack
+from tests.helpers import INGEST, eventually, failure_body, is_envelope, running_stack
 from tests.integration.servers import TemporalDevServer
-from tests.reliability.support import (
-    INGEST,
-    delivered_events,
-    fetch_histories,
-    is_envelope,
-    record,
-    wait_until,
-)
+from tests.reliability.support import delivered_events, fetch_histories, record
 
 POSTS = 2000
 CONCURRENCY = 50
@@ -171,7 +163,7 @@ async def test_duplicate_storm(
             where = await delivered_events(api.temporal, api.merchant_id)
             return where if set(where) >= set(want) else {}
 
-        where = await wait_until(all_delivered, within=90, what="events delivered", interval=1)
+        where = await eventually(all_delivered, within=90, what="events delivered", interval=1)
         assert set(where) == set(want)
         # Each event in its own payment's workflow. The relay delivers at least once (a
         # signal-with-start Temporal took but answered after the relay's RPC timeout is sent

@@ -25,16 +25,18 @@ from api.app import create_app
 from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, add_merchant, running_stack, stack_settings
-from tests.integration.servers import OwnPostgres, TemporalDevServer
-from tests.reliability.support import (
+from tests.helpers import (
     INGEST,
-    delivered_events,
+    Stack,
+    add_merchant,
+    eventually,
+    failure_body,
     is_envelope,
-    record,
-    wait_until,
+    running_stack,
 )
+from tests.helpers.stack import stack_settings
+from tests.integration.servers import OwnPostgres, TemporalDevServer
+from tests.reliability.support import delivered_events, record
 
 CLIENTS = 12
 REQUESTS = 360
@@ -113,7 +115,7 @@ async def test_postgres_outage_during_ingest_is_503_and_retries_complete(
             async def warmed_up() -> bool:
                 return done >= REQUESTS // 3
 
-            await wait_until(warmed_up, within=60, what="traffic", interval=0.01)
+            await eventually(warmed_up, within=60, what="traffic", interval=0.01)
             await asyncio.to_thread(pg.stop)
             stopped_at_done = done
             await asyncio.sleep(OUTAGE)
@@ -143,7 +145,7 @@ async def test_postgres_outage_during_ingest_is_503_and_retries_complete(
             where = await delivered_events(api.temporal, api.merchant_id)
             return where if set(where) >= set(want) else {}
 
-        where = await wait_until(all_delivered, within=60, what="events delivered", interval=0.5)
+        where = await eventually(all_delivered, within=60, what="events delivered", interval=0.5)
         lost = [e for e in want if e not in where]
         assert not lost
         for event_id, wfs in where.items():

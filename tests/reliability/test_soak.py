@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, running_stack
+from tests.helpers import INGEST, Stack, eventually, failure_body, running_stack
+from tests.helpers.stack import expedite
 from tests.integration.servers import TemporalDevServer
 from tests.psp.localstripe_server import (
     TEST_API_KEY,
@@ -33,8 +33,7 @@ from tests.psp.localstripe_server import (
     set_latency,
     successful_charges,
 )
-from tests.reliability.support import INGEST, WorkerProcess, record, wait_until
-from tests.reliability.test_worker_crash import _pending, _statuses, expedite
+from tests.reliability.support import WorkerProcess, pending_attempts, record, recovery_statuses
 
 pytestmark = pytest.mark.soak
 PER_KILL = 2  # recoveries charging when each kill comes
@@ -58,15 +57,17 @@ async def _kill_cycles(
             worker.start()
 
         async def scheduled(b: list[str] = batch) -> bool:
-            statuses = await _statuses(api)
+            statuses = await recovery_statuses(api)
             return all(statuses.get(ref, ("", False))[1] for ref in b)
 
-        await wait_until(scheduled, within=60, what="recoveries in their cooldowns")
+        await eventually(scheduled, within=60, what="recoveries in their cooldowns")
         for ref in batch:
             await expedite(api, ref)
-        await wait_until(lambda b=batch: _pending(api, b), within=30, what="a charge in flight")
+        await eventually(
+            lambda b=batch: pending_attempts(api, b), within=30, what="a charge in flight"
+        )
         await asyncio.sleep(rng.uniform(0.0, 2.0))
-        in_flight += await _pending(api, batch)
+        in_flight += await pending_attempts(api, batch)
         worker.kill()
     return refs, in_flight
 
@@ -76,14 +77,14 @@ async def _settle(api: Stack, worker: WorkerProcess, refs: list[str]) -> float:
     started = time.monotonic()
 
     async def all_ended() -> bool:
-        statuses = await _statuses(api)
+        statuses = await recovery_statuses(api)
         return all(statuses[ref][0] != "active" for ref in refs)
 
     # a worker restarted after a kill has every killed charge to retry and look up: allow
     # 3 s per recovery (400 at the default 200 kills), at least 10 minutes
     within = max(600.0, 3.0 * len(refs))
     try:
-        await wait_until(all_ended, within=within, what="every recovery ended", interval=1.0)
+        await eventually(all_ended, within=within, what="every recovery ended", interval=1.0)
     except AssertionError as e:  # say which are still open, and where each one is
         stuck = await api.store.pool.fetch(
             "SELECT r.payment_ref, r.status, r.next_attempt_at, r.next_attempt_reason,"
@@ -118,7 +119,7 @@ async def test_soak_sigkills_during_simulator_charges(
             settled = await _settle(api, worker, refs)
         finally:
             worker.stop()
-        statuses = await _statuses(api)
+        statuses = await recovery_statuses(api)
         lost = sorted(ref for ref in refs if statuses[ref][0] != "recovered")
         rows = await api.store.pool.fetch(
             "SELECT payment_ref, count(*) FILTER (WHERE status = 'succeeded') AS n"
@@ -178,7 +179,7 @@ async def test_soak_sigkills_during_stripe_charges(
                 settled = await _settle(api, worker, refs)
             finally:
                 worker.stop()
-            statuses = await _statuses(api)
+            statuses = await recovery_statuses(api)
         lost = sorted(ref for ref in refs if statuses[ref][0] != "recovered")
         charged = {ref: len(successful_charges(stripe_base, customers[ref])) for ref in refs}
     doubles = sorted(ref for ref, n in charged.items() if n > 1)

@@ -20,10 +20,10 @@ import pytest
 from recovery import constants as names
 from recovery.models import RecoveryState
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, running_stack
+from tests.helpers import INGEST, Stack, eventually, failure_body, running_stack
+from tests.helpers.stack import put_policy
 from tests.integration.servers import TemporalDevServer
-from tests.reliability.support import INGEST, delivered_events, put_policy, record, wait_until
+from tests.reliability.support import delivered_events, record
 
 # processing_error is a network failure: a 5 min cooldown, x 0.1 = 30 s (+-20 % jitter)
 COOLDOWN_MULTIPLIER = 0.1
@@ -63,7 +63,7 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
             ok = len(recs) == SLEEPING and all(r["next_attempt_at"] for r in recs)
             return recs if ok else []
 
-        recs = await wait_until(all_sleeping, within=30, what="recoveries in their cooldowns")
+        recs = await eventually(all_sleeping, within=30, what="recoveries in their cooldowns")
         due = {r["payment_ref"]: r["next_attempt_at"] for r in recs}
         await temporal_server.stop()
         down_at = datetime.now(UTC)
@@ -80,7 +80,7 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
             recs = await _recoveries(api)
             return recs if all(r["status"] == "recovered" for r in recs) else []
 
-        recs = await wait_until(
+        recs = await eventually(
             all_recovered, within=60, what="every recovery recovered", interval=0.5
         )
         overdue = after_return = on_time = 0.0
@@ -138,7 +138,7 @@ async def test_every_event_accepted_while_temporal_is_down_reaches_its_workflow(
             return state.events_seen == len(expected[ref]) and state.category is not None
 
         for ref in list(expected):
-            await wait_until(lambda r=ref: running(r), within=30, what="recovery running")
+            await eventually(lambda r=ref: running(r), within=30, what="recovery running")
 
         await temporal_server.stop()
         down_at = time.monotonic()
@@ -185,7 +185,7 @@ async def test_every_event_accepted_while_temporal_is_down_reaches_its_workflow(
             where = await delivered_events(api.temporal, api.merchant_id)
             return where if set(where) >= set(want) else {}
 
-        where = await wait_until(
+        where = await eventually(
             all_delivered, within=60, what="every accepted event delivered", interval=0.5
         )
         delivered_after = time.monotonic() - back_at
@@ -196,7 +196,7 @@ async def test_every_event_accepted_while_temporal_is_down_reaches_its_workflow(
         redelivered = sum(len(wfs) - 1 for wfs in where.values())
         # ... and each workflow took its events in (duplicates recognised)
         for ref in expected:
-            await wait_until(lambda r=ref: running(r), within=30, what=f"{ref} saw its events")
+            await eventually(lambda r=ref: running(r), within=30, what=f"{ref} saw its events")
         undelivered = await api.store.pool.fetchval(
             "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"
             " AND payload->>'merchant_id' = $1",

@@ -15,56 +15,25 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from recovery import constants as names
 from recovery.store import Store
-from tests.helpers import failure_body
-from tests.integration.conftest import Stack, running_stack
+from tests.helpers import INGEST, eventually, failure_body, running_stack
+from tests.helpers.stack import expedite
 from tests.integration.servers import TemporalDevServer
 from tests.reliability.support import (
-    INGEST,
     WorkerProcess,
     fetch_histories,
+    pending_attempts,
     record,
-    wait_until,
+    recovery_statuses,
 )
 
 TRIALS = 5
 PER_TRIAL = 4
 CHARGE_TIMEOUT = names.CHARGE_HEARTBEAT_TIMEOUT.total_seconds()  # an abandoned try is retried
-
-
-async def _statuses(api: Stack) -> dict[str, tuple[str, bool]]:
-    rows = await api.store.pool.fetch(
-        "SELECT payment_ref, status, next_attempt_at IS NOT NULL AS scheduled FROM recoveries"
-        " WHERE merchant_id = $1",
-        api.merchant_id,
-    )
-    return {r["payment_ref"]: (r["status"], r["scheduled"]) for r in rows}
-
-
-async def _pending(api: Stack, refs: list[str]) -> int:
-    return await api.store.pool.fetchval(
-        "SELECT count(*) FROM attempts a JOIN recoveries r ON r.id = a.recovery_id"
-        " WHERE r.merchant_id = $1 AND r.payment_ref = ANY($2) AND a.status = 'pending'",
-        api.merchant_id,
-        refs,
-    )
-
-
-async def expedite(api: Any, ref: str) -> None:
-    """Expedite as a well-behaved client does: a 503 (the workflow's worker is just back and
-    still replaying) is retried after its Retry-After."""
-    for _ in range(10):
-        r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
-        if r.status_code != 503:
-            assert r.status_code == 200, r.text
-            return
-        await asyncio.sleep(int(r.headers.get("Retry-After", "1")))
-    raise AssertionError(f"expedite of {ref} kept answering 503")
 
 
 @pytest.mark.heavy
@@ -94,21 +63,21 @@ async def test_sigkill_worker_during_charges(
             worker.start()
 
             async def all_scheduled() -> bool:
-                statuses = await _statuses(api)
+                statuses = await recovery_statuses(api)
                 return len(statuses) == len(refs) and all(s[1] for s in statuses.values())
 
             # funds declines: every recovery sleeps in a cooldown of days until expedited
-            await wait_until(all_scheduled, within=60, what="recoveries in their cooldowns")
+            await eventually(all_scheduled, within=60, what="recoveries in their cooldowns")
             for batch in batches:
                 if not worker.running:
                     worker.start()
                 for ref in batch:
                     await expedite(api, ref)
-                await wait_until(
-                    lambda b=batch: _pending(api, b), within=30, what="a charge in flight"
+                await eventually(
+                    lambda b=batch: pending_attempts(api, b), within=30, what="a charge in flight"
                 )
                 await asyncio.sleep(rng.uniform(0.0, 1.5))  # a random moment of the charges
-                pending = await _pending(api, batch)
+                pending = await pending_attempts(api, batch)
                 worker.kill()
                 in_flight += pending
                 completed_before_kill += await api.store.pool.fetchval(
@@ -121,10 +90,10 @@ async def test_sigkill_worker_during_charges(
             worker.start()
 
             async def all_recovered() -> bool:
-                statuses = await _statuses(api)
+                statuses = await recovery_statuses(api)
                 return all(s[0] == "recovered" for s in statuses.values())
 
-            await wait_until(
+            await eventually(
                 all_recovered,
                 within=CHARGE_TIMEOUT + 60,
                 what="every recovery recovered",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from recovery.links import (
+from recovery.link_tokens import (
     AUDIENCE,
     ISSUER,
     ExpiredLink,

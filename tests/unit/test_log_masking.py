@@ -46,7 +46,10 @@ def test_every_secret_setting_is_masked_by_value(captured: io.StringIO) -> None:
     assert {"link_signing_secret", "stripe_api_key", "razorpay_key_secret"} <= set(values)
     for name in ("credentials_key", "credentials_keys_old"):  # these must be real keys
         values[name] = base64.b64encode(secrets.token_bytes(32)).decode()
-    settings = Settings(environment="test", **values)  # type: ignore[arg-type]
+    smtp_password = no_prefix()  # the SMTP login's password shows up on its own, too
+    values["smtp_url"] = f"smtps://mailer:{smtp_password}@smtp.example.com"
+    settings = Settings(environment="test", mail_from="pay@example.com", **values)  # type: ignore[arg-type]
+    values["smtp_password"] = smtp_password
     mask_secrets_in(settings)
     log = logging.getLogger("test.masking")
     for name, value in values.items():

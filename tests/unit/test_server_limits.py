@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from api.guards import RejectNul
 from api.server import uvicorn_config
+from tests.helpers import eventually, free_port
 
 
 async def _hello(scope: dict, receive: Any, send: Any) -> None:
@@ -23,23 +23,20 @@ async def _hello(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[int]:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn_config(_hello, "127.0.0.1", port)
     config.lifespan = "off"
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
-    while not srv.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-        await asyncio.sleep(0.02)
+
+    async def started() -> bool:  # uvicorn offers no event for it
+        return srv.started
+
+    await eventually(started, what="uvicorn serving", interval=0.02)
     yield port
     srv.should_exit = True
     await task

@@ -8,19 +8,23 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
-from recovery.models import CancelRequest, ChargeRequest, ExpediteRequest, Failure, RecoveryState
+from recovery.models import CancelRequest, ChargeRequest, Failure, RecoveryState
 from recovery.policy import RetryPolicy
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import (
+    RunningWorker,
+    eventually,
+    expedited,
     failure_body,
     ingest,
     relay,
     run_out,
+    running_worker,
     start_recovery,
     wait_for_state,
     workflow_state,
@@ -33,7 +37,6 @@ from tests.psp.localstripe_server import (
     localstripe,
     successful_charges,
 )
-from worker.main import build_worker
 
 NO_PAYDAYS = RetryPolicy(payday_snap_days=0)
 
@@ -62,18 +65,13 @@ async def activity_runs(handle: WorkflowHandle, name: str) -> int:
     return tries
 
 
-async def expedited(handle: WorkflowHandle) -> None:
-    await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
-    await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
-
-
 async def test_an_answer_lost_on_every_try_is_looked_up_and_never_charged_again(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: a charge whose PSP replays a 5xx was retried without end (and a new
     charge would follow). Now: a few tries, then the charge is found at the PSP."""
     await store.save_policy(merchant, NO_PAYDAYS, "test")
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_lost_answer")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_lost_answer")
     await expedited(handle)
     result = await run_out(ts_env, handle)
     assert result.status == "recovered", result.ended_reason
@@ -86,12 +84,12 @@ async def test_an_answer_lost_on_every_try_is_looked_up_and_never_charged_again(
 
 
 async def test_an_attempt_the_psp_never_made_counts_as_not_made_and_the_recovery_ends(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Every try answered 5xx and nothing was charged: each attempt is bounded, recorded as
     not made, and the recovery ends within its policy instead of looping."""
     await store.save_policy(merchant, RetryPolicy(payday_snap_days=0, max_attempts=2), "test")
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_error")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_error")
     await expedited(handle)
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted", result.ended_reason
@@ -104,16 +102,17 @@ async def test_an_attempt_the_psp_never_made_counts_as_not_made_and_the_recovery
 
 
 async def test_cancel_during_a_retrying_charge_ends_it_cancelled_with_the_attempt_recorded(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     await store.save_policy(merchant, NO_PAYDAYS, "test")
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_error")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_error")
         await expedited(handle)
-        deadline = asyncio.get_running_loop().time() + 20
-        while await retrying(handle, "charge_payment") < 2:  # it is retrying
-            assert asyncio.get_running_loop().time() < deadline, "the charge never retried"
-            await asyncio.sleep(0.2)
+
+        async def retried() -> bool:
+            return await retrying(handle, "charge_payment") >= 2
+
+        await eventually(retried, within=20, what="the charge retrying", interval=0.2)
         await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="customer left", actor="s"))
         result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result.status == "cancelled" and "customer left" in (result.ended_reason or "")
@@ -123,12 +122,12 @@ async def test_cancel_during_a_retrying_charge_ends_it_cancelled_with_the_attemp
 
 
 async def test_a_pending_charge_that_settles_after_the_pending_wait_is_never_charged_again(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: after the pending wait our pending charge was written off and a new
     charge (new key) followed without looking at the old one again."""
     await store.save_policy(merchant, NO_PAYDAYS, "test")
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_pending")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_pending")
     await expedited(handle)
     await ts_env.sleep(timedelta(hours=6))  # the pending wait ends with it still pending
     s = await workflow_state(handle)
@@ -148,10 +147,10 @@ async def test_a_pending_charge_that_settles_after_the_pending_wait_is_never_cha
 
 
 async def test_a_charge_still_pending_when_the_next_attempt_is_due_holds_every_new_charge(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     await store.save_policy(merchant, NO_PAYDAYS, "test")
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_pending")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_pending")
     await expedited(handle)
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
@@ -160,11 +159,11 @@ async def test_a_charge_still_pending_when_the_next_attempt_is_due_holds_every_n
 
 
 async def test_a_pending_failure_naming_its_psp_payment_is_polled_and_recorded_when_paid(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: a failure ingested as pending carried no PSP id, so after the wait we
     simply charged. With `psp_payment_id`, the payment itself is polled."""
-    client, tq = env
+    client, tq = worker.client, worker.task_queue
     await store.save_policy(merchant, NO_PAYDAYS, "test")
     body = failure_body(pm="pm_sim_succeed_on_1", code="payment_pending", decline_code=None)
     body["message"] = None
@@ -204,11 +203,11 @@ async def test_a_pending_failure_naming_its_psp_payment_is_polled_and_recorded_w
 
 
 async def test_a_charge_canceled_at_the_psp_ends_the_recovery_instead_of_retrying(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: a `canceled` result was classified `unknown` and retried."""
     await store.save_policy(merchant, NO_PAYDAYS, "test")
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_canceled")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_canceled")
     await expedited(handle)
     result = await run_out(ts_env, handle)
     assert result.status == "cancelled"
@@ -228,11 +227,11 @@ async def test_stripe_replaying_a_500_for_the_key_is_settled_by_lookup_with_one_
             environment="development", stripe_api_key=TEST_API_KEY, stripe_api_base=stripe_base
         )
         card = create_customer_with_card(stripe_base, CARD_OK)
-        async with build_worker(client, store, "tq-stripe-lookup", settings=settings):
+        async with running_worker(client, store, settings=settings) as worker:
             body = failure_body(psp="stripe", pm=card.payment_method_id)
             body["customer"] = {"id": card.customer_id, "email": "c@example.com"}
             res = await ingest(store, merchant, body)
-            await relay(store, client, "tq-stripe-lookup")
+            await relay(store, client, worker.task_queue)
             handle = client.get_workflow_handle(res.body["workflow_id"], result_type=RecoveryState)
             inject_server_errors(stripe_base, "/v1/payment_intents", ran=True)
             await expedited(handle)

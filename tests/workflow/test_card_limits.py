@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery.models import RecoveryState
 from recovery.policy import RetryPolicy
 from recovery.store import IngestOutcome, Store
-from tests.helpers import failure_body, ingest, relay, run_out, wait_for_state
+from tests.helpers import RunningWorker, failure_body, ingest, relay, run_out, wait_for_state
 
 # The simulator's customer `cus_sim_<script>` has `pm_sim_<script>` as its default card.
 DEFAULT_CARD_CUSTOMER = "cus_sim_decline_insufficient_funds"
@@ -21,10 +21,10 @@ THE_SAME_CARD = "pm_sim_decline_insufficient_funds"
 
 
 async def start(
-    store: Store, env: tuple[Client, str], merchant: str, *, customer: str, pm: str | None
+    store: Store, worker: RunningWorker, merchant: str, *, customer: str, pm: str | None
 ) -> WorkflowHandle:
     """A recovery of a declined payment of `customer`; `pm` None charges their default card."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     body = failure_body(pm=pm)  # type: ignore[arg-type]
     body["customer"]["id"] = customer
     res = await ingest(store, merchant, body)
@@ -34,7 +34,7 @@ async def start(
 
 
 async def test_default_card_attempts_count_and_a_reached_limit_defers_until_the_window_allows(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     await store.save_policy(
         merchant,
@@ -44,7 +44,7 @@ async def test_default_card_attempts_count_and_a_reached_limit_defers_until_the_
         "test",
     )
     with ts_env.auto_time_skipping_disabled():
-        handle = await start(store, env, merchant, customer=DEFAULT_CARD_CUSTOMER, pm=None)
+        handle = await start(store, worker, merchant, customer=DEFAULT_CARD_CUSTOMER, pm=None)
         await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         # two cooldowns of about 2 days pass: attempt 1, then attempt 2 is due but held
         await ts_env.sleep(timedelta(days=7))
@@ -70,7 +70,7 @@ async def test_default_card_attempts_count_and_a_reached_limit_defers_until_the_
 
 
 async def test_one_card_is_counted_once_under_the_default_and_its_own_id(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Two recoveries at once, one charging the customer's default card and one naming the
     same card: the limit (1 in 30 days) holds across both; the deferred one ends only because
@@ -78,8 +78,8 @@ async def test_one_card_is_counted_once_under_the_default_and_its_own_id(
     await store.save_policy(
         merchant, RetryPolicy(card_attempts_per_30_days=1, payday_snap_days=0), "test"
     )
-    a = await start(store, env, merchant, customer=DEFAULT_CARD_CUSTOMER, pm=None)
-    b = await start(store, env, merchant, customer="cus_other", pm=THE_SAME_CARD)
+    a = await start(store, worker, merchant, customer=DEFAULT_CARD_CUSTOMER, pm=None)
+    b = await start(store, worker, merchant, customer="cus_other", pm=THE_SAME_CARD)
     results = [await run_out(ts_env, a), await b.result()]
     assert sum(len(r.attempts) for r in results) == 1
     for r in results:

@@ -28,9 +28,8 @@ from recovery.errors import RecoveryError
 from recovery.models import ExpediteRequest, PauseRequest, ResumeRequest
 from recovery.policy import RetryPolicy, card_limits
 from recovery.store import IngestOutcome, Store
-from tests.conftest import time_skipping_server
-from tests.helpers import failure_body, ingest, relay
-from worker.main import build_worker
+from tests.helpers import failure_body, ingest, relay, running_worker
+from tests.helpers.workflows import time_skipping_server
 
 SCRIPTS = ("decline_insufficient_funds", "succeed_on_2", "succeed_on_4")
 """What the simulator answers each recovery's charges: funds declines for ever, or a success
@@ -222,9 +221,9 @@ async def test_no_path_exceeds_a_network_limit_or_keeps_two_payments(
     merchant = f"mer_{uuid.uuid4().hex[:10]}"
     await store.ensure_merchant(merchant, "Property Merchant")
     policy = await store.save_policy(merchant, policy, "property")
-    task_queue = f"tq-{uuid.uuid4()}"
-    async with time_skipping_server() as env, build_worker(env.client, store, task_queue):
-        w = World(store, env, task_queue, merchant)
+    # hypothesis runs many examples in one test: each gets a server and worker of its own
+    async with time_skipping_server() as env, running_worker(env.client, store) as worker:
+        w = World(store, env, worker.task_queue, merchant)
         for kind, n in world:
             await w.step(kind, n)
         await w.settle()

@@ -8,16 +8,18 @@ from temporalio.testing import WorkflowEnvironment
 from recovery import constants as names
 from recovery.policy import RetryPolicy
 from recovery.store import Store
-from tests.helpers import run_out, start_recovery, wait_for_state
+from tests.helpers import RunningWorker, run_out, start_recovery, wait_for_state
 
 
 async def test_recovery_pins_the_policy_it_started_with(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     v1 = await store.save_policy(merchant, RetryPolicy(max_attempts=2), "test")
     assert v1.version == 1
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+        handle = await start_recovery(
+            store, worker, merchant, pm="pm_sim_decline_insufficient_funds"
+        )
         first = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert first.policy_version == 1
         assert "policy v1" in (first.next_attempt_reason or "")
@@ -31,10 +33,12 @@ async def test_recovery_pins_the_policy_it_started_with(
 
 
 async def test_update_policy_signal_applies_a_new_version(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+        handle = await start_recovery(
+            store, worker, merchant, pm="pm_sim_decline_insufficient_funds"
+        )
         before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert before.policy_version == 0  # the built-in default
         # no payday snapping: a payday near today's date must not move the new attempt later
@@ -59,14 +63,14 @@ async def test_update_policy_signal_applies_a_new_version(
 
 
 async def test_card_network_limit_holds_across_recoveries_of_one_card(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     await store.save_policy(
         merchant, RetryPolicy(card_attempts_per_30_days=2, payday_snap_days=0), "test"
     )
     card = "pm_sim_decline_insufficient_funds"
-    first = await start_recovery(store, env, merchant, pm=card)
-    second = await start_recovery(store, env, merchant, pm=card)
+    first = await start_recovery(store, worker, merchant, pm=card)
+    second = await start_recovery(store, worker, merchant, pm=card)
     results = [await run_out(ts_env, first), await second.result()]
     # two attempts on the card in 30 days, whichever recovery made them; the next one the
     # rolling window allows is after both recovery windows (21 days)

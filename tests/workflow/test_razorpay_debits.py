@@ -11,12 +11,11 @@ pending and a second one."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from recovery import constants as names
@@ -34,10 +33,17 @@ from recovery.policy import RetryPolicy
 from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body, ingest, relay, run_out, wait_for_state, workflow_state
+from tests.helpers import (
+    RunningWorker,
+    expedited,
+    failure_body,
+    ingest,
+    relay,
+    run_out,
+    wait_for_state,
+    workflow_state,
+)
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
-from tests.workflow.test_bounded_charges import expedited
-from worker.main import build_worker
 
 RECURRING = r"/v1/payments/create/recurring"
 HOUR = 3600.0
@@ -50,26 +56,22 @@ def rzp() -> Iterator[FakeRazorpay]:
 
 
 @pytest.fixture
-async def env(
-    ts_env: WorkflowEnvironment, store: Store, rzp: FakeRazorpay
-) -> AsyncIterator[tuple[Client, str]]:
-    task_queue = f"tq-{uuid.uuid4()}"
-    settings = Settings(
+def worker_settings(rzp: FakeRazorpay) -> Settings:
+    """The worker charges at the local Razorpay (`worker` in tests/workflow/conftest.py)."""
+    return Settings(
         environment="development",
         razorpay_key_id=rzp.key_id,
         razorpay_key_secret=rzp.key_secret,
         razorpay_api_base=rzp.base_url,
     )
-    async with build_worker(ts_env.client, store, task_queue, settings=settings):
-        yield ts_env.client, task_queue
 
 
 async def expedited_first_debit(
-    store: Store, env: tuple[Client, str], merchant: str, token: str, outcome: str = "processing"
+    store: Store, worker: RunningWorker, merchant: str, token: str, outcome: str = "processing"
 ) -> WorkflowHandle:
     """A Razorpay funds failure on `token`, expedited: its first debit has `outcome`
     (by default it is pending)."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     await store.save_policy(merchant, RetryPolicy(payday_snap_days=0), "test")
     body = failure_body(psp="razorpay", decline_code="insufficient_funds", pm=token)
     body["currency"] = "inr"
@@ -101,11 +103,11 @@ async def paid_by_link(
 
 
 async def refunded_as_duplicate(
-    store: Store, env: tuple[Client, str], merchant: str, rzp: FakeRazorpay, payment_id: str
+    store: Store, worker: RunningWorker, merchant: str, rzp: FakeRazorpay, payment_id: str
 ) -> None:
     """The payment was recorded as a duplicate, and its refund (started through the outbox)
     went through at Razorpay: the only refund there."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     await relay(store, client, task_queue)
     [dup] = await store.pool.fetch(
         "SELECT id FROM received_payments WHERE merchant_id = $1 AND disposition = 'duplicate'",
@@ -132,7 +134,7 @@ async def waiting_for_the_debit(handle: WorkflowHandle) -> RecoveryState:
     [("card", 36, 35), ("upi", 30, 29), ("emandate", 4 * 24, 4 * 24 - 2)],
 )
 async def test_a_pending_razorpay_debit_is_waited_out_and_charged_once(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -144,7 +146,7 @@ async def test_a_pending_razorpay_debit_is_waited_out_and_charged_once(
     rzp.debit_delay = delay_hours * HOUR
     token = f"token_{method}Debit001"
     rzp.add_token(token, method=method)
-    handle = await expedited_first_debit(store, env, merchant, token)
+    handle = await expedited_first_debit(store, worker, merchant, token)
 
     await ts_env.sleep(timedelta(hours=checked_at_hours))  # the workflow polls meanwhile
     s = await waiting_for_the_debit(handle)
@@ -167,7 +169,7 @@ async def test_a_pending_razorpay_debit_is_waited_out_and_charged_once(
 
 
 async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -176,7 +178,7 @@ async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
     """Razorpay: "do not create another subsequent payment until you get the status of the
     previous one". The next debit comes only after the first one failed."""
     rzp.debit_delay = 30 * HOUR
-    handle = await expedited_first_debit(store, env, merchant, "token_failed_async")
+    handle = await expedited_first_debit(store, worker, merchant, "token_failed_async")
     await ts_env.sleep(timedelta(hours=29))
     await waiting_for_the_debit(handle)
     rzp.advance(30 * HOUR)  # it fails (card declined) at last
@@ -193,7 +195,7 @@ async def test_a_pending_debit_that_fails_at_last_is_followed_by_one_new_charge(
 
 
 async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunded_once_debited(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -202,8 +204,8 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
     """Reproduced bug: the customer paid through a link while our debit waited out its
     pre-debit notice; the recovery ended `recovered`, nothing watched the debit any more,
     and when Razorpay made it the second payment was kept, unrecorded (webhooks missed)."""
-    client, task_queue = env
-    handle = await expedited_first_debit(store, env, merchant, "token_WatchDebit001")
+    client, task_queue = worker.client, worker.task_queue
+    handle = await expedited_first_debit(store, worker, merchant, "token_WatchDebit001")
     s = await workflow_state(handle)
     [debit] = rzp.payments
     await paid_by_link(store, merchant, s.payment_ref, "pay_PaidByLink0001", "evt_link_paid")
@@ -219,7 +221,7 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
     await ts_env.sleep(timedelta(hours=3))  # the watcher polls meanwhile
     settled = await watch.result()
     assert settled.status == "succeeded"
-    await refunded_as_duplicate(store, env, merchant, rzp, debit["id"])
+    await refunded_as_duplicate(store, worker, merchant, rzp, debit["id"])
     paid = await store.pool.fetch(
         "SELECT psp_payment_id, disposition, refund_status FROM received_payments"
         " WHERE merchant_id = $1 ORDER BY received_at",
@@ -232,7 +234,7 @@ async def test_a_debit_still_pending_when_the_customer_paid_otherwise_is_refunde
 
 
 async def test_a_pending_razorpay_refund_is_checked_until_processed(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -241,11 +243,11 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
     """Reproduced: Razorpay answers a normal refund `pending` (it takes working days); the
     refund workflow recorded `pending` and ended, so a refund that was processed, or that
     failed and left the customer paid twice, never showed."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     rzp.debit_delay = 0
     rzp.refund_status = "pending"
     handle = await expedited_first_debit(
-        store, env, merchant, "token_RefundPend01", outcome="succeeded"
+        store, worker, merchant, "token_RefundPend01", outcome="succeeded"
     )
     result = await handle.result()
     assert result.status == "recovered", result.ended_reason
@@ -296,7 +298,7 @@ async def test_a_pending_razorpay_refund_is_checked_until_processed(
 
 
 async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothing(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -306,7 +308,7 @@ async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothi
     certain failure (counted against the card and the policy) but sent to the customer."""
     rzp.add_token("token_PausedMandate1", method="upi", status="paused")
     handle = await expedited_first_debit(
-        store, env, merchant, "token_PausedMandate1", outcome="failed"
+        store, worker, merchant, "token_PausedMandate1", outcome="failed"
     )
     s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
     assert s.rule == "razorpay.reason.token_paused", s.rule
@@ -315,7 +317,7 @@ async def test_a_paused_razorpay_mandate_waits_for_the_customer_and_debits_nothi
 
 
 async def test_a_debit_the_bank_authorises_late_is_found_before_charging_again(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -326,7 +328,7 @@ async def test_a_debit_the_bank_authorises_late_is_found_before_charging_again(
     customer a second time. Now the late payment is checked before any new charge."""
     rzp.debit_delay = 0
     handle = await expedited_first_debit(
-        store, env, merchant, "token_bank_error_once", outcome="failed"
+        store, worker, merchant, "token_bank_error_once", outcome="failed"
     )
     [first] = rzp.payments
     assert first["error_reason"] == "bank_technical_error"
@@ -341,7 +343,7 @@ async def test_a_debit_the_bank_authorises_late_is_found_before_charging_again(
 
 
 async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -350,10 +352,10 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     """The first debit timed out, the customer paid through a link, and then the bank
     authorised the first debit late, without a webhook: the watcher finds it and it is
     refunded."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     rzp.debit_delay = 0
     handle = await expedited_first_debit(
-        store, env, merchant, "token_timeout_once", outcome="failed"
+        store, worker, merchant, "token_timeout_once", outcome="failed"
     )
     s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
     [first] = rzp.payments
@@ -370,11 +372,11 @@ async def test_a_debit_authorised_late_after_the_recovery_ended_is_refunded(
     rzp.late_authorise(first["id"])  # two days after the debit: within Razorpay's three
     await ts_env.sleep(timedelta(days=1))
     assert (await watch.result()).status == "succeeded"
-    await refunded_as_duplicate(store, env, merchant, rzp, first["id"])
+    await refunded_as_duplicate(store, worker, merchant, rzp, first["id"])
 
 
 async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_late_authorisation(
-    env: tuple[Client, str],
+    worker: RunningWorker,
     ts_env: WorkflowEnvironment,
     store: Store,
     merchant: str,
@@ -384,9 +386,9 @@ async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_l
     attempt recovered the payment; then the bank authorised the first one late, with no
     webhook. Reproduced: only a failure in a charge's own answer was kept for late
     authorisation, not one seen while polling, so the second payment was kept."""
-    client, task_queue = env
+    client, task_queue = worker.client, worker.task_queue
     rzp.debit_delay = 30 * HOUR
-    handle = await expedited_first_debit(store, env, merchant, "token_bank_error_once_poll")
+    handle = await expedited_first_debit(store, worker, merchant, "token_bank_error_once_poll")
     [first] = rzp.payments
     rzp.advance(30 * HOUR)  # the bank does not answer: Razorpay marks it failed
     rzp.debit_delay = 0
@@ -400,4 +402,4 @@ async def test_a_pending_debit_that_times_out_at_the_bank_is_still_watched_for_l
     rzp.late_authorise(first["id"])
     await ts_env.sleep(timedelta(hours=3))
     assert (await watch.result()).status == "succeeded"
-    await refunded_as_duplicate(store, env, merchant, rzp, first["id"])
+    await refunded_as_duplicate(store, worker, merchant, rzp, first["id"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
@@ -21,22 +20,23 @@ from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import (
+    RunningWorker,
     failure_body,
     ingest,
     relay,
     run_out,
+    running_worker,
     start_recovery,
     wait_for_state,
     workflow_state,
 )
-from worker.main import build_worker
 
 
 async def test_three_attempts_over_days_recover_on_skipped_time(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     t0 = time.monotonic()
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_3")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_3")
     result = await run_out(ts_env, handle)
     wall = time.monotonic() - t0
     assert result.status == "recovered"
@@ -55,9 +55,9 @@ async def test_three_attempts_over_days_recover_on_skipped_time(
 
 
 async def test_max_attempts_ends_exhausted(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
-    handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+    handle = await start_recovery(store, worker, merchant, pm="pm_sim_decline_insufficient_funds")
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
     assert len(result.attempts) == 4
@@ -67,10 +67,10 @@ async def test_max_attempts_ends_exhausted(
 
 
 async def test_hard_decline_waits_for_customer_then_window_closes(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     handle = await start_recovery(
-        store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
+        store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
     )
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
@@ -79,10 +79,10 @@ async def test_hard_decline_waits_for_customer_then_window_closes(
 
 
 async def test_expedite_skips_the_cooldown(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert before.attempts == []
         await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="support@test"))
@@ -95,10 +95,10 @@ async def test_expedite_skips_the_cooldown(
 
 
 async def test_cancel_during_cooldown_makes_no_attempt(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="customer asked", actor="s1"))
         result = await handle.result()
@@ -111,10 +111,10 @@ async def test_cancel_during_cooldown_makes_no_attempt(
 
 
 async def test_payment_succeeded_during_cooldown_ends_recovered_without_charging(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="webhook"))
         result = await handle.result()
@@ -123,11 +123,11 @@ async def test_payment_succeeded_during_cooldown_ends_recovered_without_charging
 
 
 async def test_duplicate_failure_signal_is_ignored(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """A redelivered event is in the history twice and acted on once: taken as new, it would
     wake the cooldown and be classified again, rescheduling the attempt."""
-    client, tq = env
+    client, tq = worker.client, worker.task_queue
     body = failure_body(pm="pm_sim_succeed_on_2")
     res = await ingest(store, merchant, body)
     await relay(store, client, tq)
@@ -159,11 +159,11 @@ async def test_duplicate_failure_signal_is_ignored(
 
 
 async def test_network_do_not_try_again_advice_ends_the_recovery_without_a_charge(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Mastercard's merchant advice 03 ("do not try again") on an otherwise retryable decline."""
     handle = await start_recovery(
-        store, env, merchant, pm="pm_sim_succeed_on_1", network_advice_code="03"
+        store, worker, merchant, pm="pm_sim_succeed_on_1", network_advice_code="03"
     )
     result = await run_out(ts_env, handle)
     assert result.status == "exhausted" and result.attempts == []
@@ -177,12 +177,9 @@ async def test_network_do_not_try_again_advice_ends_the_recovery_without_a_charg
 async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
     ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
-    task_queue = f"tq-{uuid.uuid4()}"
     nothing = PSPDispatcher(store, Settings(environment="development"), psps=frozenset())
-    async with build_worker(ts_env.client, store, task_queue, psps=nothing):
-        handle = await start_recovery(
-            store, (ts_env.client, task_queue), merchant, pm="pm_sim_succeed_on_1"
-        )
+    async with running_worker(ts_env.client, store, psps=nothing) as worker:
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         result = await run_out(ts_env, handle)
     assert result.status == "exhausted"
     assert "could not be made" in (result.ended_reason or "")
@@ -192,11 +189,11 @@ async def test_a_psp_the_worker_cannot_charge_ends_exhausted_not_failed(
 
 
 async def test_upi_pending_resolved_by_webhook_makes_no_charge(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
         handle = await start_recovery(
-            store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
+            store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
         )
         waiting = await wait_for_state(handle, lambda s: s.category is not None)
         assert waiting.category == "upi_pending" and waiting.next_attempt_at is None
@@ -208,10 +205,10 @@ async def test_upi_pending_resolved_by_webhook_makes_no_charge(
 
 
 async def test_upi_pending_is_never_charged_before_its_deadline(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     handle = await start_recovery(
-        store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
+        store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
     )
     await ts_env.sleep(timedelta(minutes=29))
     assert (await workflow_state(handle)).attempts == []
@@ -223,10 +220,10 @@ async def test_upi_pending_is_never_charged_before_its_deadline(
 
 
 async def test_pause_holds_attempts_for_days_until_resumed(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="s1"))
         await wait_for_state(handle, lambda s: s.paused)
@@ -245,10 +242,10 @@ async def test_pause_holds_attempts_for_days_until_resumed(
 
 
 async def test_a_pending_charge_is_polled_and_never_charged_twice(
-    env, ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_pending")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_pending")
         await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
         s = await wait_for_state(handle, lambda s: s.category == "upi_pending")

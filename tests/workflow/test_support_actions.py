@@ -35,16 +35,17 @@ from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings
 from recovery.store import RecoveryRecord, Store
 from tests.helpers import (
+    RunningWorker,
     eventually,
     failure_body,
     ingest,
     relay,
     run_out,
+    running_worker,
     start_recovery,
     wait_for_state,
     workflow_state,
 )
-from worker.main import build_worker
 
 NO_PAYDAYS = RetryPolicy(payday_snap_days=0)
 
@@ -59,11 +60,11 @@ async def expedite_refusal(handle: WorkflowHandle) -> str:
 
 
 async def test_expedite_while_awaiting_the_customer_is_refused_and_never_armed(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: the expedite stayed armed, and the next funds failure was charged at
     once instead of after its cooldown."""
-    client, tq = env
+    client, tq = worker.client, worker.task_queue
     await store.save_policy(merchant, NO_PAYDAYS, "test")
     with ts_env.auto_time_skipping_disabled():
         body = failure_body(pm="pm_sim_succeed_on_1", decline_code="stolen_card")
@@ -86,16 +87,16 @@ async def test_expedite_while_awaiting_the_customer_is_refused_and_never_armed(
 
 
 async def test_expedite_of_a_paused_or_pending_recovery_is_refused(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
         pending = await start_recovery(
-            store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
+            store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="payment_pending"
         )
         await wait_for_state(pending, lambda s: s.category == "upi_pending")
         assert "pending" in await expedite_refusal(pending)
 
-        paused = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        paused = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         await wait_for_state(paused, lambda s: s.next_attempt_at is not None)
         await paused.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="s1"))
         await wait_for_state(paused, lambda s: s.paused and s.next_attempt_at is None)
@@ -106,10 +107,10 @@ async def test_expedite_of_a_paused_or_pending_recovery_is_refused(
 
 
 async def test_expedite_during_a_cooldown_attempts_now(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         accepted = await handle.execute_update(
             names.UPDATE_EXPEDITE, ExpediteRequest(actor="support"), result_type=RecoveryState
@@ -122,12 +123,12 @@ async def test_expedite_during_a_cooldown_attempts_now(
 
 
 async def test_pause_and_resume_show_at_once(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: a pause showed `paused: false` and the old next attempt until the
     cooldown ended."""
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_succeed_on_1")
+        handle = await start_recovery(store, worker, merchant, pm="pm_sim_succeed_on_1")
         before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="s1"))
         rec = await eventually(lambda: paused_in_postgres(store, merchant, before.payment_ref))
@@ -156,7 +157,7 @@ async def scheduled_in_postgres(store: Store, merchant: str, ref: str) -> Recove
 
 
 async def test_pause_and_resume_show_in_the_search_attributes(
-    dev_worker: tuple[Client, str], store: Store, merchant: str
+    dev_worker: RunningWorker, store: Store, merchant: str
 ) -> None:
     """Operators filter on NextAttemptAt in the Temporal UI (a real dev server here)."""
     handle = await start_recovery(store, dev_worker, merchant, pm="pm_sim_succeed_on_1")
@@ -179,11 +180,11 @@ async def is_(value: Awaitable[object], expected: object) -> bool:
 
 
 async def test_pause_while_awaiting_the_customer_shows_at_once(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
         handle = await start_recovery(
-            store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
+            store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
         )
         s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
         await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="fraud check", actor="s"))
@@ -192,12 +193,12 @@ async def test_pause_while_awaiting_the_customer_shows_at_once(
 
 
 async def test_update_policy_reaches_a_recovery_awaiting_the_customer(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     """Reproduced bug: the new policy (here a shorter window) was never applied."""
     with ts_env.auto_time_skipping_disabled():
         handle = await start_recovery(
-            store, env, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
+            store, worker, merchant, pm="pm_sim_succeed_on_1", decline_code="stolen_card"
         )
         s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
         v1 = await store.save_policy(merchant, RetryPolicy(window_days=2), "test")
@@ -211,11 +212,11 @@ async def test_update_policy_reaches_a_recovery_awaiting_the_customer(
 
 
 async def test_a_new_payment_method_is_attempted_now_while_awaiting_the_customer(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
         handle = await start_recovery(
-            store, env, merchant, pm="pm_sim_decline_stolen_card", decline_code="stolen_card"
+            store, worker, merchant, pm="pm_sim_decline_stolen_card", decline_code="stolen_card"
         )
         s = await wait_for_state(handle, lambda s: s.status == "awaiting_customer")
         await handle.signal(
@@ -233,10 +234,12 @@ async def test_a_new_payment_method_is_attempted_now_while_awaiting_the_customer
 
 
 async def test_a_new_payment_method_cuts_a_cooldown_short(
-    env: tuple[Client, str], ts_env: WorkflowEnvironment, store: Store, merchant: str
+    worker: RunningWorker, ts_env: WorkflowEnvironment, store: Store, merchant: str
 ) -> None:
     with ts_env.auto_time_skipping_disabled():
-        handle = await start_recovery(store, env, merchant, pm="pm_sim_decline_insufficient_funds")
+        handle = await start_recovery(
+            store, worker, merchant, pm="pm_sim_decline_insufficient_funds"
+        )
         before = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         await handle.signal(
             names.SIGNAL_PAYMENT_METHOD_UPDATED,
@@ -281,7 +284,7 @@ async def test_events_of_another_recovery_in_the_first_task_are_kept_for_it(
         result_type=RecoveryState,
     )
     await handle.signal(names.SIGNAL_PAYMENT_FAILED, other)
-    async with build_worker(client, store, tq):
+    async with running_worker(client, store, tq):
         s = await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
         assert s.amount == 1000 and s.events_seen == 1
         await handle.execute_update(names.UPDATE_EXPEDITE, ExpediteRequest(actor="t"))
@@ -302,9 +305,9 @@ async def test_events_of_another_recovery_in_the_first_task_are_kept_for_it(
 
 
 async def test_search_attributes_follow_a_joining_failure(
-    dev_worker: tuple[Client, str], store: Store, merchant: str
+    dev_worker: RunningWorker, store: Store, merchant: str
 ) -> None:
-    client, tq = dev_worker
+    client, tq = dev_worker.client, dev_worker.task_queue
     handle = await start_recovery(
         store, dev_worker, merchant, pm="pm_sim_succeed_on_2", amount=4999
     )
@@ -332,15 +335,14 @@ async def test_a_pending_payment_that_cannot_be_checked_ends_the_recovery(
     Postgres still said `active`. It ends `exhausted` with the reason, and never charges
     again while the payment may still complete."""
     client: Client = ts_env.client
-    tq = f"tq-{uuid.uuid4()}"
     # no workflow cache: the next worker gets the workflow at once (no sticky queue to
     # time out on), as after a crash once Temporal notices
     uncached = Settings(
         environment="development", allow_simulator=True, worker_max_cached_workflows=0
     )
     with ts_env.auto_time_skipping_disabled():
-        async with build_worker(client, store, tq, settings=uncached):
-            handle = await start_recovery(store, (client, tq), merchant, pm="pm_sim_pending")
+        async with running_worker(client, store, settings=uncached) as first:
+            handle = await start_recovery(store, first, merchant, pm="pm_sim_pending")
             await store.save_policy(merchant, NO_PAYDAYS, "test")
             await wait_for_state(handle, lambda s: s.next_attempt_at is not None)
             await handle.signal(names.SIGNAL_EXPEDITE, ExpediteRequest(actor="t"))
@@ -349,7 +351,7 @@ async def test_a_pending_payment_that_cannot_be_checked_ends_the_recovery(
             await eventually(lambda: pending_in_postgres(store, merchant, s.payment_ref))
     # the worker that polls it can no longer reach the PSP (its credentials are gone)
     nothing = PSPDispatcher(store, Settings(environment="development"), psps=frozenset())
-    async with build_worker(client, store, tq, psps=nothing):
+    async with running_worker(client, store, first.task_queue, psps=nothing):
         result = await run_out(ts_env, handle)
     assert result.status == "exhausted" and len(result.attempts) == 1
     assert "could not be checked" in (result.ended_reason or "")

@@ -13,8 +13,8 @@ from recovery import constants as names
 from recovery.models import WebhookDeliveryRequest, WebhookDeliveryResult
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.integration.conftest import TEST_CREDENTIALS_KEY
-from tests.integration.webhook_receiver import endpoint_with_event, webhook_receiver
+from tests.helpers.stack import TEST_CREDENTIALS_KEY
+from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
 from worker.main import build_worker
 
 SETTINGS = Settings(

@@ -17,7 +17,8 @@ from recovery.models import RecoveryState
 from recovery.settings import Settings
 from recovery.store import Store
 from recovery.webhook_signing import SecretSealer, new_secret
-from tests.helpers import failure_body, ingest
+from tests.helpers.bodies import failure_body
+from tests.helpers.workflows import ingest
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Signed, short-lived retry links: `${PUBLIC_BASE_URL}/pay/retry/<token>`.
+"""Retry-link tokens: the signed, short-lived part of `${PUBLIC_BASE_URL}/pay/retry/<token>`.
+(Issuing a link, with its row and its message, is `recovery.retry_links`.)
 
 The token is a JWT, HS256 pinned: `iss`, `aud`, `sub` (the payment ref), `mid` (merchant),
 `jti` (the link id, which is its row in Postgres), `iat`, `exp` = iat + LINK_TTL_SECONDS.
