@@ -26,6 +26,7 @@ from api.routes import (
     pay,
     policy,
     recoveries,
+    webhook_endpoints,
     webhooks,
 )
 from api.server import uvicorn_config
@@ -100,10 +101,12 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         audit,
         notifications,
         webhooks,
+        webhook_endpoints,
         pay,
         health,
     ):
         app.include_router(module.router)
+    app.include_router(webhook_endpoints.deliveries_router)
     return app
 
 
