@@ -36,7 +36,13 @@ from recovery.models import (
     RevokeLinks,
 )
 from recovery.payments import refund_idempotency_key
-from recovery.policy import CardAttemptRequest, RetryPolicy, card_window
+from recovery.policy import (
+    BeginRecovery,
+    CardAttemptRequest,
+    RecoveryBegun,
+    RetryPolicy,
+    card_window,
+)
 from recovery.psp.base import PSPAdapter, PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.settings import Settings
@@ -70,6 +76,16 @@ class RecoveryActivities(RecoveryActivityDefs):
     @activity.defn(name="classify_failure")
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
         return classify(req)
+
+    @activity.defn(name="begin_recovery")
+    async def begin_recovery(self, req: BeginRecovery) -> RecoveryBegun:
+        if not await self._store.recovery_is_open(req.recovery_id):
+            return RecoveryBegun(open=False)
+        return RecoveryBegun(
+            open=True,
+            policy=await self._store.current_policy(req.merchant_id),
+            classification=classify(req.classify),
+        )
 
     @activity.defn(name="recovery_is_open")
     async def recovery_is_open(self, recovery_id: str) -> bool:
@@ -157,7 +173,11 @@ class RecoveryActivities(RecoveryActivityDefs):
     @activity.defn(name="finish_recovery")
     async def finish_recovery(self, req: FinishRequest) -> FinishResult:
         return await self._store.finish(
-            req.state, req.seen_event_ids, req.pending_payments, req.late_payments
+            req.state,
+            req.seen_event_ids,
+            req.pending_payments,
+            req.late_payments,
+            revoke_links=req.revoke_links,
         )
 
     @activity.defn(name="charge_payment")

@@ -36,7 +36,7 @@ from recovery.models import (
     WebhookDeliveryRequest,
     WebhookDeliveryResult,
 )
-from recovery.policy import CardAttemptRequest, RetryPolicy
+from recovery.policy import BeginRecovery, CardAttemptRequest, RecoveryBegun, RetryPolicy
 
 
 class RecoveryActivityDefs:
@@ -46,6 +46,12 @@ class RecoveryActivityDefs:
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
         """Classification is an activity on purpose: the rule tables change with every
         release, and a recovery in flight must keep the decisions its history recorded."""
+        raise NotImplementedError
+
+    @activity.defn(name="begin_recovery")
+    async def begin_recovery(self, req: BeginRecovery) -> RecoveryBegun:
+        """`recovery_is_open`, `load_retry_policy` and `classify_failure` at once, as a run
+        starts (LEAN_HISTORY_PATCH)."""
         raise NotImplementedError
 
     @activity.defn(name="recovery_is_open")

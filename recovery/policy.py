@@ -31,7 +31,14 @@ from recovery.card_networks import (
     NetworkRule,
     network_rule,
 )
-from recovery.models import Action, Category, Classification, Customer, PaymentMethod
+from recovery.models import (
+    Action,
+    Category,
+    Classification,
+    ClassifyRequest,
+    Customer,
+    PaymentMethod,
+)
 
 MAX_REMINDERS = 10
 
@@ -249,6 +256,25 @@ def card_limit_reached(
             f"(policy v{policy.version} allows {policy.card_attempts_per_day})"
         )
     return None
+
+
+class BeginRecovery(BaseModel):
+    """What a recovery run asks as it starts (`begin_recovery`): is its recovery still
+    open, the merchant's retry policy, and the first failure's classification."""
+
+    recovery_id: str
+    merchant_id: str
+    classify: ClassifyRequest
+
+
+class RecoveryBegun(BaseModel):
+    """`open` false: the event belongs to a recovery that already ended (nothing else is
+    said). Classification stays an activity's answer, recorded in the history, so a
+    recovery keeps the decisions it made when the rule tables change."""
+
+    open: bool
+    policy: RetryPolicy | None = None
+    classification: Classification | None = None
 
 
 class CardAttemptRequest(BaseModel):

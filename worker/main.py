@@ -73,6 +73,7 @@ def build_worker(
         ],
         activities=[
             recovery.classify_failure,
+            recovery.begin_recovery,
             recovery.recovery_is_open,
             recovery.load_retry_policy,
             recovery.count_card_attempts,

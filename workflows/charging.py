@@ -130,7 +130,7 @@ class ChargingSteps(RecoveryBase):
                 return earlier
         if self._late and (late := await self._recheck_late()) is not None:
             return late
-        if self._card_limits and workflow.patched(CARD_WINDOW_PATCH):
+        if self._card_limits and self._has(CARD_WINDOW_PATCH):
             if (held := await self._within_card_limits()) is not None:
                 return held
         elif self._card_limits and (limit := await self._card_limit()):
@@ -213,7 +213,7 @@ class ChargingSteps(RecoveryBase):
         while True:
             event = self._current_event()
             number = len(self._state.attempts) + 1
-            verdict = await workflow.execute_activity_method(
+            verdict = await self._bookkeep(
                 RecoveryActivityDefs.reserve_card_attempt,
                 CardAttemptRequest(
                     merchant_id=self._state.merchant_id,
@@ -226,7 +226,6 @@ class ChargingSteps(RecoveryBase):
                     at=workflow.now(),
                     policy=self._policy,
                 ),
-                **STORE,
             )
             if verdict.not_before is None:
                 return None
@@ -292,6 +291,7 @@ class ChargingSteps(RecoveryBase):
         if self._bounded:
             result = await self._bounded_charge(req)
         else:
+            self._flush()
             result = await workflow.execute_activity_method(
                 RecoveryActivityDefs.charge_payment,
                 req,
@@ -308,9 +308,7 @@ class ChargingSteps(RecoveryBase):
                 idempotency_key=key,
             )
         )
-        workflow.upsert_search_attributes(
-            [names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts))]
-        )
+        self._show(names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts)))
         return result
 
     async def _bounded_charge(self, req: ChargeRequest) -> ChargeResult:
@@ -339,6 +337,7 @@ class ChargingSteps(RecoveryBase):
             await self._sleep(LOOKUP_AFTER, frozenset({Wake.CANCELLED}))
         try:
             if self._cancel is not None:  # cancelled: a few tries, then say it is unknown
+                self._flush()
                 found = await workflow.execute_activity_method(
                     RecoveryActivityDefs.find_attempt_charge,
                     req,
@@ -368,6 +367,7 @@ class ChargingSteps(RecoveryBase):
 
     async def _unless_cancelled(self, handle: ActivityHandle[ChargeResultT]) -> ChargeResultT:
         """The activity's result; a cancel of the recovery cancels it (and waits for it)."""
+        self._flush()
         await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
         if not handle.done():
             handle.cancel()

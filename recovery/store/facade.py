@@ -148,9 +148,16 @@ class Store:
         seen_event_ids: Sequence[str],
         pending_payments: Sequence[str] = (),
         late_payments: Mapping[str, datetime] | None = None,
+        *,
+        revoke_links: bool = False,
     ) -> FinishResult:
         return await recoveries.finish(
-            self.pool, state, seen_event_ids, pending_payments, late_payments
+            self.pool,
+            state,
+            seen_event_ids,
+            pending_payments,
+            late_payments,
+            revoke_links=revoke_links,
         )
 
     async def recovery_is_open(self, recovery_id: str) -> bool:

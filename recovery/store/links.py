@@ -143,13 +143,25 @@ async def link_checkout(
 
 async def revoke_links(pool: asyncpg.Pool, recovery_id: str, reason: str) -> int:
     async with connection(pool) as conn:
-        done = await conn.execute(
-            "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
-            " WHERE recovery_id = $1 AND revoked_at IS NULL",
-            recovery_id,
-            reason,
-        )
+        return await _revoke(conn, recovery_id, reason)
+
+
+async def _revoke(conn: asyncpg.Connection, recovery_id: str, reason: str) -> int:
+    done = await conn.execute(
+        "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
+        " WHERE recovery_id = $1 AND revoked_at IS NULL",
+        recovery_id,
+        reason,
+    )
     return affected(done)
+
+
+async def revoke_at_the_end(conn: asyncpg.Connection, recovery_id: str, reason: str) -> bool:
+    """As a recovery ends, in the caller's transaction: revoke its links and close the
+    simulator's checkouts of them. True when a PSP's checkout of one is still open (to be
+    closed at the PSP: `close_checkouts`)."""
+    await _revoke(conn, recovery_id, reason)
+    return bool(await _close_here(conn, recovery_id))
 
 
 async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
@@ -236,26 +248,34 @@ async def close_checkouts(pool: asyncpg.Pool, recovery_id: str) -> list[tuple[st
     PSPs' are returned as (link id, merchant id, psp, checkout id) to close at the PSP, then
     `checkout_closed`."""
     async with transaction(pool) as conn:
-        await conn.execute(
-            "UPDATE simulator_checkouts c SET closed_at = clock_timestamp()"
-            " FROM recovery_links l WHERE l.id = c.link_id AND l.recovery_id = $1"
-            " AND l.revoked_at IS NOT NULL AND c.closed_at IS NULL",
-            recovery_id,
-        )
-        await conn.execute(
-            "UPDATE recovery_links SET checkout_closed_at = clock_timestamp()"
-            " WHERE recovery_id = $1 AND revoked_at IS NOT NULL AND checkout_psp = 'simulator'"
-            " AND checkout_closed_at IS NULL",
-            recovery_id,
-        )
-        rows = await conn.fetch(
+        rows = await _close_here(conn, recovery_id)
+    return [(r["id"], r["merchant_id"], r["checkout_psp"], r["checkout_id"]) for r in rows]
+
+
+async def _close_here(conn: asyncpg.Connection, recovery_id: str) -> list[asyncpg.Record]:
+    """Close the simulator's checkouts of the recovery's revoked links; the PSPs' checkouts
+    of them still open."""
+    await conn.execute(
+        "UPDATE simulator_checkouts c SET closed_at = clock_timestamp()"
+        " FROM recovery_links l WHERE l.id = c.link_id AND l.recovery_id = $1"
+        " AND l.revoked_at IS NOT NULL AND c.closed_at IS NULL",
+        recovery_id,
+    )
+    await conn.execute(
+        "UPDATE recovery_links SET checkout_closed_at = clock_timestamp()"
+        " WHERE recovery_id = $1 AND revoked_at IS NOT NULL AND checkout_psp = 'simulator'"
+        " AND checkout_closed_at IS NULL",
+        recovery_id,
+    )
+    return list(
+        await conn.fetch(
             "SELECT id, merchant_id, checkout_psp, checkout_id FROM recovery_links"
             " WHERE recovery_id = $1"
             " AND revoked_at IS NOT NULL AND checkout_id IS NOT NULL"
             " AND checkout_closed_at IS NULL ORDER BY created_at",
             recovery_id,
         )
-    return [(r["id"], r["merchant_id"], r["checkout_psp"], r["checkout_id"]) for r in rows]
+    )
 
 
 async def checkout_closed(pool: asyncpg.Pool, link_id: str) -> None:

@@ -24,6 +24,7 @@ from recovery.store.db import (
     new_id,
     transaction,
 )
+from recovery.store.links import revoke_at_the_end
 from recovery.store.notifications import suppress_unsent
 from recovery.store.outbox import queue_failure, queue_watch
 from recovery.store.records import RecoveryRecord
@@ -97,9 +98,12 @@ async def finish(
     seen_event_ids: Sequence[str],
     pending_payments: Sequence[str] = (),
     late_payments: Mapping[str, datetime] | None = None,
+    *,
+    revoke_links: bool = False,
 ) -> FinishResult:
     """End a recovery, unless events joined it that its workflow has not yet seen; in the
-    same transaction, queue a watcher for each of its payments still pending at the PSP.
+    same transaction, queue a watcher for each of its payments still pending at the PSP and,
+    with `revoke_links`, revoke its links (see `links.revoke_at_the_end`).
 
     Runs under the payment's row lock, like ingest, so a failure event either joins the
     recovery before it ends (and is returned here as unseen) or starts the next one.
@@ -147,7 +151,10 @@ async def finish(
                     late_until=late_until,
                 ),
             )
-        return FinishResult(finished=True)
+        open_checkouts = revoke_links and await revoke_at_the_end(
+            conn, state.recovery_id or "", state.status.value
+        )
+        return FinishResult(finished=True, open_checkouts=open_checkouts)
 
 
 async def recovery_is_open(pool: asyncpg.Pool, recovery_id: str) -> bool:

@@ -30,6 +30,7 @@ from tests.helpers.stack import (
 from tests.helpers.waiting import eventually
 from tests.helpers.workflows import (
     RunningWorker,
+    activities_run,
     expedited,
     ingest,
     relay,
@@ -44,6 +45,7 @@ __all__ = [
     "INGEST",
     "RunningWorker",
     "Stack",
+    "activities_run",
     "add_merchant",
     "assert_envelope",
     "cli",

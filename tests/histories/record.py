@@ -521,6 +521,30 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
         _lost_card(DEFERRING_ADDRESS),
         email_deferred_then_cancelled,
     ),
+    # since the lean-history patch: every path above, in local activities and fewer events
+    "lean_recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
+    "lean_expedited_by_update": ({"pm": "pm_sim_succeed_on_1"}, expedite_update),
+    "lean_cancelled_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, cancel),
+    "lean_paused_then_resumed": ({"pm": "pm_sim_succeed_on_1"}, pause_then_resume),
+    "lean_pending_charge_polled_then_settled": ({"pm": "pm_sim_pending"}, pending_settles),
+    "lean_lost_answer_looked_up": ({"pm": "pm_sim_lost_answer"}, bounded_expedite),
+    "lean_card_limit_deferred_then_attempted": (
+        {"pm": "pm_sim_decline_insufficient_funds@card_lean"},
+        card_limit_holds_then_allows,
+    ),
+    "lean_new_method_while_awaiting_customer": (
+        {"pm": "pm_sim_decline_stolen_card", "decline_code": "stolen_card"},
+        new_method_while_awaiting_customer,
+    ),
+    "lean_email_reminders_then_window_closed": (_lost_card(), None),
+    "lean_email_deferred_then_cancelled": (
+        _lost_card(DEFERRING_ADDRESS),
+        email_deferred_then_cancelled,
+    ),
+    "lean_later_failure_continued_as_new": (
+        {"pm": "pm_sim_succeed_on_1"},
+        later_failure_continues_as_new,
+    ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
     "bounded_card_window_deferred_then_attempted": (
