@@ -441,26 +441,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             pending = self._current_event().psp_payment_id
         try:
             if pending and self._has(POLLING_PATCH):
-                try:
-                    outcome = await self._poll_pending(pending, until, reason)
-                except ActivityError as e:
-                    if not self._exact:
-                        raise
-                    # not a decline: we cannot tell whether it completes, so never charge again
-                    return Ending(
-                        RecoveryStatus.EXHAUSTED,
-                        f"the pending payment could not be checked at the PSP: {e.cause or e}",
-                    )
-                if outcome is None or outcome.failure == PENDING_EXPIRED:
-                    if self._bounded and pending not in self._unsettled:
-                        self._unsettled.append(pending)  # checked again before any charge
-                if outcome is None:  # woken by a signal
-                    return self._absorb_inbox() or failure
-                if outcome.status == "succeeded":
-                    return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
-                if self._bounded and (ending := ending_of(outcome, "the pending payment")):
-                    return ending
-                return failure_of(outcome, patient=self._patient)
+                return await self._poll_until_settled(pending, until, reason, failure)
             while True:
                 wake = await self._sleep(until - workflow.now(), self._pending_wakes())
                 if wake is not Wake.PAUSE_CHANGED:
@@ -471,6 +452,32 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             return self._absorb_inbox() or failure
         finally:
             self._stage = Stage.DECIDING
+
+    async def _poll_until_settled(
+        self, pending: str, until: datetime, reason: str, failure: Failure
+    ) -> Failure | Ending:
+        """Ask the PSP about `pending` until it settles, news arrives, or `until`; what it
+        ended as, for the main loop (one still unsettled is checked again before any charge)."""
+        try:
+            outcome = await self._poll_pending(pending, until, reason)
+        except ActivityError as e:
+            if not self._exact:
+                raise
+            # not a decline: we cannot tell whether it completes, so never charge again
+            return Ending(
+                RecoveryStatus.EXHAUSTED,
+                f"the pending payment could not be checked at the PSP: {e.cause or e}",
+            )
+        if outcome is None or outcome.failure == PENDING_EXPIRED:
+            if self._bounded and pending not in self._unsettled:
+                self._unsettled.append(pending)  # checked again before any charge
+        if outcome is None:  # woken by a signal
+            return self._absorb_inbox() or failure
+        if outcome.status == "succeeded":
+            return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+        if self._bounded and (ending := ending_of(outcome, "the pending payment")):
+            return ending
+        return failure_of(outcome, patient=self._patient)
 
     async def _attempt_after_cooldown(
         self, at: datetime, reason: str, failure: Failure
