@@ -346,22 +346,34 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 due = None
             reminders = [first + timedelta(days=d) for d in self._policy.reminder_days]
             wake_at = min([deadline, *(t for t in reminders if t > last)])
-            match await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    if wake_at < deadline:
-                        due, last = "reminder", wake_at
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end or the reminders
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES)
+            if wake is Wake.TIMER:  # a reminder is due, or the window closed
+                if wake_at < deadline:
+                    due, last = "reminder", wake_at
+            elif (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
+
+    async def _customer_news(
+        self, wake: Wake, reason: str, failure: Failure
+    ) -> Failure | Ending | None:
+        """What news while waiting for the customer means: None to wait on (a pause or a new
+        policy is shown at once: it may move the window's end or the reminders), else what
+        the main loop acts on."""
+        match wake:
+            case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
+                self._policy_changed = False
+                await self._show_next_attempt(None, reason)
+                return None
+            case Wake.METHOD_UPDATED:
+                self._set_status(RecoveryStatus.ACTIVE)
+                return await self._attempt_now()  # stage: charging
+            case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
+                return self._absorb_inbox() or failure
+            case Wake.TIMER:
+                return None
+            case other:
+                assert_never(other)
 
     async def _tell_customer(self, kind: Literal["retry_link", "reminder"], reason: str) -> None:
         """Issue a fresh retry link and e-mail it; the e-mail is sent (and retried while the
@@ -411,21 +423,10 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 next_link_at = workflow.now() + LINK_REMINDER_EVERY
             if self._links:
                 wait = min(wait, next_link_at - workflow.now())
-            match await self._sleep(wait, wakes):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    send_link = self._links
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                    send_link = False
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wait, wakes)
+            send_link = self._links and wake is Wake.TIMER  # a reminder is due
+            if (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
     async def _await_pending(
