@@ -18,6 +18,7 @@ from api.metrics import Metrics, MetricsServer, install_request_metrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import (
+    analytics,
     audit,
     classify,
     events,
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         webhooks,
         pay,
         health,
+        analytics,
     ):
         app.include_router(module.router)
     return app

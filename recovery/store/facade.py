@@ -24,6 +24,7 @@ from recovery.models import (
 )
 from recovery.policy import CardWindow, RetryPolicy
 from recovery.store import (
+    analytics,
     attempts,
     audit,
     db,
@@ -40,9 +41,11 @@ from recovery.store import (
     webhooks,
 )
 from recovery.store.records import (
+    AnalyticsSummary,
     ApiKeyInfo,
     ApiKeyRecord,
     AuditEntryRecord,
+    DayFigures,
     IngestResult,
     LinkSummary,
     LinkView,
@@ -406,3 +409,15 @@ class Store:
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
         return await maintenance.metrics_snapshot(self.pool)
+
+    # ---- analytics (analytics.py) -----------------------------------------------------------
+
+    async def analytics_summary(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> AnalyticsSummary:
+        return await analytics.summary(self.pool, merchant_id, start, end)
+
+    async def analytics_days(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> list[DayFigures]:
+        return await analytics.days(self.pool, merchant_id, start, end)

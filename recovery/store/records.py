@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -253,3 +253,70 @@ class OutgoingNotification:
     currency: str
     recovery_ended: bool
     link: LinkView | None
+
+
+# ---- analytics (analytics.py) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentFigures:
+    """How many payments, and their amounts per currency (minor units)."""
+
+    count: int
+    amount: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> PaymentFigures:
+        return cls(0, {})
+
+    def plus(self, count: int, currency: str, amount: int) -> PaymentFigures:
+        return PaymentFigures(
+            self.count + count, {**self.amount, currency: self.amount.get(currency, 0) + amount}
+        )
+
+
+@dataclass(frozen=True)
+class CategoryFigures:
+    started: int
+    recovered: int
+
+
+@dataclass(frozen=True)
+class AnalyticsSummary:
+    """A merchant's figures over `[start, end)`; each is bucketed by the date it is about
+    (see `recovery.store.analytics`)."""
+
+    start: datetime
+    end: datetime
+    started: int
+    recovered: int
+    exhausted: int
+    cancelled: int
+    open: int
+    recovered_amount: dict[str, int]
+    open_amount: dict[str, int]
+    median_seconds_to_recover: float | None
+    by_category: dict[str, CategoryFigures]
+    by_attempt: tuple[tuple[int, int], ...]
+    """(attempt number, runs it recovered); 0: paid by the customer, not by our attempt"""
+    received_after_end: PaymentFigures
+    duplicates: dict[str, PaymentFigures]
+    """duplicate payments by refund status: succeeded, pending, failed, none (not started)"""
+
+    @property
+    def ended(self) -> int:
+        return self.recovered + self.exhausted + self.cancelled
+
+    @property
+    def recovery_rate(self) -> float | None:
+        return self.recovered / self.ended if self.ended else None
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """One UTC day of a time series."""
+
+    day: date
+    started: int
+    recovered: int = 0
+    recovered_amount: dict[str, int] = field(default_factory=dict)
