@@ -168,11 +168,13 @@ async def cancel(
     return await store.get_recovery(scope.merchant_id, ref)
 
 
-async def expedite(store: Store, client: Client, scope: Scope, ref: str) -> RecoveryRecord:
+async def expedite(
+    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+) -> RecoveryRecord:
     """Attempt now instead of after the cooldown. 409 `nothing_to_expedite` when no attempt
     waits on one (awaiting the customer, a pending payment, paused, or one in flight): the
     recovery refuses it, and nothing is kept for later."""
-    async with _Action("expedite", ref, scope, store) as act:
+    async with _Action("expedite", ref, scope, store, reason) as act:
         act.recovery_id, handle = await open_recovery(client, store, scope, ref)
         try:
             await reach(
@@ -204,26 +206,30 @@ async def pause(
     return await settled(store, scope, ref, lambda r: r.paused or r.ended_at is not None)
 
 
-async def resume(store: Store, client: Client, scope: Scope, ref: str) -> RecoveryRecord:
+async def resume(
+    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+) -> RecoveryRecord:
     """Undo a pause; an attempt held by it happens now."""
-    async with _Action("resume", ref, scope, store) as act:
+    async with _Action("resume", ref, scope, store, reason) as act:
         await act.signal(client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor))
     return await settled(store, scope, ref, lambda r: not r.paused)
 
 
-async def retry(store: Store, scope: Scope, ref: str) -> RecoveryRecord:
+async def retry(store: Store, scope: Scope, ref: str, reason: str | None = None) -> RecoveryRecord:
     """Re-drive an exhausted recovery as a new run with a fresh attempt budget."""
-    async with _Action("retry", ref, scope, store) as act:
+    async with _Action("retry", ref, scope, store, reason) as act:
         act.recovery_id = await store.redrive(scope.merchant_id, ref)
     return await store.get_recovery(scope.merchant_id, ref)
 
 
-async def apply_policy(store: Store, client: Client, scope: Scope, ref: str) -> RecoveryRecord:
+async def apply_policy(
+    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+) -> RecoveryRecord:
     """Move a running recovery to the merchant's current policy version; its next attempt
     is scheduled again under it."""
     async with _Action("apply_policy", ref, scope, store) as act:
         policy = await store.current_policy(scope.merchant_id)
-        act.reason = f"policy v{policy.version}"
+        act.reason = f"policy v{policy.version}" + (f": {reason}" if reason else "")
         rec, _ = await act.signal(client, names.SIGNAL_UPDATE_POLICY, policy)
     return rec
 

@@ -21,6 +21,9 @@ from api.routes import (
     analytics,
     audit,
     classify,
+    console,
+    console_recoveries,
+    console_settings,
     events,
     health,
     notifications,
@@ -104,6 +107,9 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         pay,
         health,
         analytics,
+        console,
+        console_recoveries,
+        console_settings,
     ):
         app.include_router(module.router)
     return app

@@ -10,14 +10,16 @@ CREATE INDEX recoveries_ended_analytics ON recoveries (merchant_id, ended_at)
 CREATE INDEX received_payments_after_end ON received_payments (merchant_id, received_at)
     WHERE disposition <> 'recovered';
 
--- The console's search (payment ref prefix, customer id, customer e-mail) and its feed of
--- recent events.
+-- The console's search (payment ref prefix, customer id, customer e-mail), its feed of
+-- recent events and the attempts coming up.
 CREATE INDEX transactions_ref_prefix ON transactions (merchant_id, payment_ref text_pattern_ops);
 CREATE INDEX transactions_customer ON transactions (merchant_id, customer_id)
     WHERE customer_id IS NOT NULL;
 CREATE INDEX transactions_customer_email ON transactions (merchant_id, lower(customer_email))
     WHERE customer_email IS NOT NULL;
 CREATE INDEX attempts_recent ON attempts (merchant_id, created_at DESC);
+CREATE INDEX recoveries_next_attempt ON recoveries (merchant_id, next_attempt_at)
+    WHERE ended_at IS NULL AND next_attempt_at IS NOT NULL;
 CREATE INDEX audit_log_recent ON audit_log (merchant_id, created_at DESC);
 
 -- Why each attempt happened when it did: the time the workflow had planned and its reason

@@ -320,3 +320,88 @@ class DayFigures:
     started: int
     recovered: int = 0
     recovered_amount: dict[str, int] = field(default_factory=dict)
+
+
+# ---- the console (sessions.py, history.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A live console session: its key (and that key's merchant and role) and whose data it
+    shows (`merchant_id`: the key's, or the one an admin switched to)."""
+
+    key_id: str
+    key_merchant_id: str
+    role: str
+    merchant_id: str
+    merchant_name: str
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """A merchant's payment (`transactions`), as its failures described it."""
+
+    merchant_id: str
+    payment_ref: str
+    psp: str
+    amount: int
+    currency: str
+    customer_id: str | None
+    customer_email: str | None
+    payment_method_type: str | None
+    payment_method_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FailureEventRecord:
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptDetail:
+    number: int
+    created_at: datetime
+    completed_at: datetime | None
+    status: str
+    failure_code: str | None
+    failure: dict[str, Any] | None
+    psp_payment_id: str | None
+    planned_at: datetime | None
+    planned_reason: str | None
+    payment_method_id: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    ended_reason: str | None
+    attempt_count: int
+
+
+@dataclass(frozen=True)
+class ActivityItem:
+    at: datetime
+    kind: str
+    """started, recovered, exhausted, cancelled, attempt, support"""
+    payment_ref: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class OpenCount:
+    category: str
+    status: str
+    currency: str
+    count: int
+    amount: int
