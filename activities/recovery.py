@@ -306,6 +306,9 @@ class RecoveryActivities(RecoveryActivityDefs):
 class MaintenanceActivities:
     IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
     DELIVERED_OUTBOX_TTL = timedelta(days=7)
+    # merchant events (and their delivery log) are kept 30 days, as Stripe keeps its events;
+    # their deliveries stop retrying after WEBHOOK_RETRY_FOR (3 days)
+    MERCHANT_EVENT_TTL = timedelta(days=30)
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -315,6 +318,7 @@ class MaintenanceActivities:
         pruned = await self._store.prune(
             idempotency_older_than=self.IDEMPOTENCY_KEY_TTL,
             outbox_older_than=self.DELIVERED_OUTBOX_TTL,
+            merchant_events_older_than=self.MERCHANT_EVENT_TTL,
         )
         activity.logger.info("pruned expired records: %s", pruned)
         return pruned

@@ -30,6 +30,7 @@ from api.routes import (
     pay,
     policy,
     recoveries,
+    webhook_endpoints,
     webhooks,
 )
 from api.server import uvicorn_config
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         audit,
         notifications,
         webhooks,
+        webhook_endpoints,
         pay,
         health,
         analytics,
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         console_settings,
     ):
         app.include_router(module.router)
+    app.include_router(webhook_endpoints.deliveries_router)
     return app
 
 

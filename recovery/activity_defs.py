@@ -33,6 +33,8 @@ from recovery.models import (
     RefundRequest,
     RevokeLinks,
     SendNotification,
+    WebhookDeliveryRequest,
+    WebhookDeliveryResult,
 )
 from recovery.policy import CardAttemptRequest, RetryPolicy
 
@@ -94,6 +96,16 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="check_refund")
     async def check_refund(self, req: RefundRequest) -> RefundOutcome:
+        raise NotImplementedError
+
+
+class WebhookActivityDefs:
+    """What `WebhookDeliveryWorkflow` may ask of the outside world."""
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:
+        """One try of one merchant event to one endpoint: a 2xx within the try's timeout
+        returns; anything else raises, and Temporal retries it with backoff."""
         raise NotImplementedError
 
 

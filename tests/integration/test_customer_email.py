@@ -22,7 +22,9 @@ async def test_notifications_show_each_message_masked_to_its_own_merchant_only(
     async def listed() -> list[dict[str, Any]]:
         r = await api.http.get("/v1/notifications", params={"ref": ref}, headers=api.auth())
         assert r.status_code == 200, r.text
-        return r.json()["data"]
+        data = r.json()["data"]
+        assert data and data[0]["status"] != "queued"  # recorded, then settled
+        return data
 
     [note] = await eventually(listed, within=30)
     assert note["id"].startswith("ntf_")
