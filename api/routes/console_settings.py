@@ -1,21 +1,35 @@
-"""The console's retry policy page: the merchant's current policy, and a form that publishes
-a new version through the same validation as `PUT /v1/policy` (`PolicyUpdate`), with each
-problem shown beside its field and the values entered kept."""
+"""The console's settings pages.
+
+- Retry policy: the merchant's current policy, and a form that publishes a new version
+  through the same validation as `PUT /v1/policy` (`PolicyUpdate`), with each problem shown
+  beside its field and the values entered kept.
+- Webhook endpoints: the merchant's endpoints and their delivery log; create (the secret is
+  shown once, in that answer only, never kept in the session), rotate the secret (the
+  previous one signs for 24 h more, or stops at once if it leaked), delete. The same
+  functions as `/v1/webhook_endpoints`, audited alike; any role of the merchant, as there.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api.console.web import ConsoleDep, ConsoleRoute, PostDep, console_page, redirect
-from api.deps import StoreDep
+from api.console.web import Console, ConsoleDep, ConsoleRoute, PostDep, console_page, redirect
+from api.deps import SettingsDep, StoreDep
+from api.routes import webhook_endpoints
+from recovery import webhook_urls
 from recovery.card_networks import HIGHEST_PER_30_DAYS, HIGHEST_PER_DAY
+from recovery.errors import RecoveryError
+from recovery.merchant_events import EventType
 from recovery.policy import PolicyUpdate, RetryPolicy
+from recovery.store import Store
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
 
@@ -174,3 +188,103 @@ async def publish_policy(request: Request, console: PostDep, store: StoreDep) ->
         "unless support applies it.",
     )
     return redirect("/console/policy")
+
+
+# ---- webhook endpoints -----------------------------------------------------------------------
+
+ALL_EVENTS = [e.value for e in EventType]
+
+
+async def _webhooks_page(
+    request: Request,
+    console: Console,
+    store: Store,
+    status: int = 200,
+    *,
+    secret: tuple[str, str] | None = None,
+    error: str | None = None,
+    entered: dict[str, Any] | None = None,
+) -> Response:
+    endpoints = await store.list_webhook_endpoints(console.merchant_id)
+    deliveries, _ = await store.list_webhook_deliveries(
+        console.merchant_id, endpoint_id=None, event_id=None, limit=50, cursor=None
+    )
+    return await console_page(
+        request,
+        console,
+        store,
+        "console/webhooks.html",
+        status,
+        nav="webhooks",
+        endpoints=endpoints,
+        deliveries=deliveries,
+        all_events=ALL_EVENTS,
+        secret=secret,
+        error=error,
+        entered=entered or {"url": "", "description": "", "events": []},
+    )
+
+
+@router.get("/webhooks")
+async def webhooks_page(request: Request, console: ConsoleDep, store: StoreDep) -> Response:
+    return await _webhooks_page(request, console, store)
+
+
+@router.post("/webhooks")
+async def create_webhook(
+    request: Request, console: PostDep, store: StoreDep, settings: SettingsDep
+) -> Response:
+    """A new endpoint; its secret is in this answer only (never stored in the session)."""
+    form = await request.form()
+    url = str(form.get("url") or "").strip()
+    description = str(form.get("description") or "").strip() or None
+    events = [str(e) for e in form.getlist("events") if str(e) in ALL_EVENTS]
+    entered = {"url": url, "description": description or "", "events": events}
+    if not url or len(url) > webhook_urls.MAX_URL_LENGTH:
+        return await _webhooks_page(
+            request, console, store, 422, error="Enter the endpoint's URL.", entered=entered
+        )
+    if description and len(description) > 500:
+        return await _webhooks_page(
+            request, console, store, 422, error="A description is 500 characters at most.",
+            entered=entered,
+        )  # fmt: skip
+    try:
+        endpoint, secret = await webhook_endpoints.create(
+            store, settings, console.scope, url=url, events=events or None, description=description
+        )
+    except RecoveryError as e:
+        return await _webhooks_page(
+            request, console, store, e.status, error=e.message, entered=entered
+        )
+    return await _webhooks_page(request, console, store, 201, secret=(endpoint.url, secret))
+
+
+@router.post("/webhooks/{endpoint_id}/rotate")
+async def rotate_webhook(
+    endpoint_id: Annotated[str, PathParam(min_length=1, max_length=64)],
+    request: Request,
+    console: PostDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> Response:
+    leaked = bool((await request.form()).get("leaked"))
+    endpoint, secret = await webhook_endpoints.rotate(
+        store,
+        settings,
+        console.scope,
+        endpoint_id,
+        timedelta(0) if leaked else webhook_endpoints.PREVIOUS_SECRET_SIGNS_FOR,
+    )
+    return await _webhooks_page(request, console, store, secret=(endpoint.url, secret))
+
+
+@router.post("/webhooks/{endpoint_id}/delete")
+async def delete_webhook(
+    endpoint_id: Annotated[str, PathParam(min_length=1, max_length=64)],
+    console: PostDep,
+    store: StoreDep,
+) -> Response:
+    await webhook_endpoints.delete(store, console.scope, endpoint_id)
+    await console.flash(store, "ok", "Endpoint deleted: nothing more is delivered to it.")
+    return redirect("/console/webhooks")

@@ -295,3 +295,48 @@ async def test_admin_switches_merchant(api: Stack) -> None:
     token = await s.csrf("/console")
     r = await s.post("/console/merchant", {"csrf_token": token, "merchant_id": admin_merchant})
     assert r.status_code == 403
+
+
+async def test_webhook_endpoints_page_creates_rotates_and_deletes(api: Stack) -> None:
+    b, _ = await signed_in(api, "merchant")
+    token = await b.csrf("/console/webhooks")
+    r = await b.post("/console/webhooks", {"csrf_token": token, "url": "http://127.0.0.1/x"})
+    assert r.status_code == 422 and 'data-testid="webhook-error"' in r.text
+    r = await b.post(
+        "/console/webhooks",
+        {
+            "csrf_token": token,
+            "url": "https://93.184.216.34/hooks",
+            "description": "orders",
+            "events": "recovery.recovered",
+        },
+    )
+    assert r.status_code == 201, r.text
+    secret = re.search(r'id="new-secret" type="text" readonly value="(whsec_[^"]+)"', r.text)
+    assert secret, r.text
+    endpoints = await api.store.list_webhook_endpoints(api.merchant_id)
+    assert [(e.url, e.events) for e in endpoints] == [
+        ("https://93.184.216.34/hooks", ["recovery.recovered"])
+    ]
+    # shown once: not on the next page, and never kept in the session
+    assert secret.group(1) not in (await b.get("/console/webhooks")).text
+    flashes = await api.store.pool.fetch("SELECT flash_message FROM console_sessions")
+    assert all(secret.group(1) not in (f["flash_message"] or "") for f in flashes)
+
+    endpoint_id = endpoints[0].id
+    r = await b.post(f"/console/webhooks/{endpoint_id}/rotate", {"csrf_token": token})
+    assert r.status_code == 200
+    rotated = re.search(r'readonly value="(whsec_[^"]+)"', r.text)
+    assert rotated and rotated.group(1) != secret.group(1)
+    r = await b.post(f"/console/webhooks/{endpoint_id}/delete", {"csrf_token": token})
+    assert r.status_code == 303
+    assert await api.store.list_webhook_endpoints(api.merchant_id) == []
+    actions = [e.action for e in await api.store.audit_entries(api.merchant_id, None, 10)]
+    assert actions == [
+        "webhook_endpoint.delete",
+        "webhook_endpoint.rotate_secret",
+        "webhook_endpoint.create",
+    ]
+    # another merchant's endpoint: not found
+    r = await b.post("/console/webhooks/we_nope/delete", {"csrf_token": token})
+    assert r.status_code == 404
