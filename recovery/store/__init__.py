@@ -8,9 +8,12 @@ from recovery.store.db import UNAVAILABLE_ERRORS, new_id
 from recovery.store.facade import Store
 from recovery.store.outbox import OUTBOX_CHANNEL
 from recovery.store.records import (
+    AnalyticsSummary,
     ApiKeyInfo,
     ApiKeyRecord,
     AuditEntryRecord,
+    ConsoleSession,
+    DayFigures,
     DeliveryTarget,
     IngestOutcome,
     IngestResult,
@@ -34,9 +37,12 @@ from recovery.store.recoveries import decode_cursor, encode_cursor
 __all__ = [
     "OUTBOX_CHANNEL",
     "UNAVAILABLE_ERRORS",
+    "AnalyticsSummary",
     "ApiKeyInfo",
     "ApiKeyRecord",
     "AuditEntryRecord",
+    "ConsoleSession",
+    "DayFigures",
     "DeliveryTarget",
     "IngestOutcome",
     "IngestResult",
