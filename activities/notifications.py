@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from recovery import mail
 from recovery.activity_defs import NotificationActivityDefs
 from recovery.constants import EMAIL_MAX_TRIES
@@ -96,11 +97,13 @@ class NotificationActivities(NotificationActivityDefs):
             note.id, subject=str(message["Subject"]), message_id=str(message["Message-ID"])
         )
         try:
-            await mail.send(
-                server,
-                message,
-                seconds_per_step=self._settings.smtp_timeout_seconds,
-                ca_file=self._settings.smtp_ca_file,
+            await heartbeating(
+                mail.send(
+                    server,
+                    message,
+                    seconds_per_step=self._settings.smtp_timeout_seconds,
+                    ca_file=self._settings.smtp_ca_file,
+                )
             )
         except MailRefused as e:
             log.warning("notification %s refused: %s", note.id, e)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
-from recovery.constants import CHARGE_HEARTBEAT_EVERY, CHARGE_TRY_BUDGET
+from recovery.constants import CHARGE_TRY_BUDGET
 from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
@@ -35,7 +36,13 @@ from recovery.models import (
     RevokeLinks,
 )
 from recovery.payments import refund_idempotency_key
-from recovery.policy import CardAttemptRequest, RetryPolicy, card_window
+from recovery.policy import (
+    BeginRecovery,
+    CardAttemptRequest,
+    RecoveryBegun,
+    RetryPolicy,
+    card_window,
+)
 from recovery.psp.base import PSPAdapter, PSPRequestRejected, TransientPSPError
 from recovery.psp.dispatcher import PSPDispatcher, PSPNotConfigured
 from recovery.settings import Settings
@@ -55,24 +62,6 @@ async def _within(budget: timedelta, call: Awaitable[T]) -> T:
             return await call
     except TimeoutError:
         raise TransientPSPError(f"no answer from the PSP within {budget}") from None
-
-
-async def _heartbeating(call: Coroutine[Any, Any, T]) -> T:
-    """Run `call`, heartbeating while it runs. A cancel from the workflow does not cut the
-    call short (its outcome would be unknown): it runs to its end, and its result stands."""
-    task = asyncio.ensure_future(call)
-    while True:
-        try:
-            done, _ = await asyncio.wait({task}, timeout=CHARGE_HEARTBEAT_EVERY.total_seconds())
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            log.info("cancel requested: the PSP call in flight runs to its end")
-            continue
-        if done:
-            return task.result()
-        activity.heartbeat()
 
 
 class RecoveryActivities(RecoveryActivityDefs):
@@ -96,6 +85,16 @@ class RecoveryActivities(RecoveryActivityDefs):
     @activity.defn(name="classify_failure")
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
         return classify(req)
+
+    @activity.defn(name="begin_recovery")
+    async def begin_recovery(self, req: BeginRecovery) -> RecoveryBegun:
+        if not await self._store.recovery_is_open(req.recovery_id):
+            return RecoveryBegun(open=False)
+        return RecoveryBegun(
+            open=True,
+            policy=await self._store.current_policy(req.merchant_id),
+            classification=classify(req.classify),
+        )
 
     @activity.defn(name="recovery_is_open")
     async def recovery_is_open(self, recovery_id: str) -> bool:
@@ -190,7 +189,11 @@ class RecoveryActivities(RecoveryActivityDefs):
     @activity.defn(name="finish_recovery")
     async def finish_recovery(self, req: FinishRequest) -> FinishResult:
         return await self._store.finish(
-            req.state, req.seen_event_ids, req.pending_payments, req.late_payments
+            req.state,
+            req.seen_event_ids,
+            req.pending_payments,
+            req.late_payments,
+            revoke_links=req.revoke_links,
         )
 
     @activity.defn(name="charge_payment")
@@ -210,7 +213,7 @@ class RecoveryActivities(RecoveryActivityDefs):
         try:
             result = await self._charged_before(psp, req, started)
             if result is None:
-                result = await _heartbeating(
+                result = await heartbeating(
                     _within(CHARGE_TRY_BUDGET, psp.create_payment_intent(req))
                 )
         except TransientPSPError as e:
@@ -261,7 +264,7 @@ class RecoveryActivities(RecoveryActivityDefs):
         bind(merchant_id=req.merchant_id, payment_ref=req.payment_ref, attempt=req.attempt)
         psp = await self._psp(req.merchant_id, req.psp)
         try:
-            result = await _heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
+            result = await heartbeating(_within(CHARGE_TRY_BUDGET, psp.find_charge(req)))
         except TransientPSPError as e:
             raise ApplicationError(f"transient PSP error: {e}", type="TransientPSPError") from e
         await self._store.settle_unanswered_attempt(
@@ -336,6 +339,9 @@ class RecoveryActivities(RecoveryActivityDefs):
 class MaintenanceActivities:
     IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
     DELIVERED_OUTBOX_TTL = timedelta(days=7)
+    # merchant events (and their delivery log) are kept 30 days, as Stripe keeps its events;
+    # their deliveries stop retrying after WEBHOOK_RETRY_FOR (3 days)
+    MERCHANT_EVENT_TTL = timedelta(days=30)
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -345,6 +351,7 @@ class MaintenanceActivities:
         pruned = await self._store.prune(
             idempotency_older_than=self.IDEMPOTENCY_KEY_TTL,
             outbox_older_than=self.DELIVERED_OUTBOX_TTL,
+            merchant_events_older_than=self.MERCHANT_EVENT_TTL,
         )
         activity.logger.info("pruned expired records: %s", pruned)
         return pruned

@@ -18,14 +18,19 @@ from api.metrics import Metrics, MetricsServer, install_request_metrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import (
+    analytics,
     audit,
     classify,
+    console,
+    console_recoveries,
+    console_settings,
     events,
     health,
     notifications,
     pay,
     policy,
     recoveries,
+    webhook_endpoints,
     webhooks,
 )
 from api.server import uvicorn_config
@@ -100,10 +105,16 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         audit,
         notifications,
         webhooks,
+        webhook_endpoints,
         pay,
         health,
+        analytics,
+        console,
+        console_recoveries,
+        console_settings,
     ):
         app.include_router(module.router)
+    app.include_router(webhook_endpoints.deliveries_router)
     return app
 
 

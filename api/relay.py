@@ -23,14 +23,22 @@ from temporalio.service import RPCError, RPCStatusCode
 from recovery.constants import (
     OUTBOX_START_REFUND,
     OUTBOX_START_WATCH,
+    OUTBOX_START_WEBHOOK,
     REFUND_WORKFLOW,
     SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_METHOD_UPDATED,
     SIGNAL_PAYMENT_SUCCEEDED,
     WATCH_WORKFLOW,
+    WEBHOOK_DELIVERY_WORKFLOW,
 )
 from recovery.errors import Unavailable
-from recovery.models import PaymentLookup, PaymentMethodUpdate, PaymentSucceeded, RefundRequest
+from recovery.models import (
+    PaymentLookup,
+    PaymentMethodUpdate,
+    PaymentSucceeded,
+    RefundRequest,
+    WebhookDeliveryRequest,
+)
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
 from recovery.temporal import deliver_failure, start_once
 
@@ -40,6 +48,7 @@ log = logging.getLogger("recovery.relay")
 STARTS: dict[str, tuple[str, type[BaseModel]]] = {
     OUTBOX_START_REFUND: (REFUND_WORKFLOW, RefundRequest),
     OUTBOX_START_WATCH: (WATCH_WORKFLOW, PaymentLookup),
+    OUTBOX_START_WEBHOOK: (WEBHOOK_DELIVERY_WORKFLOW, WebhookDeliveryRequest),
 }
 """Outbox rows that start a workflow of their own: (workflow type, its argument's model)."""
 

@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
 from bench import load
+from bench.analytics import bench_analytics
 from bench.common import (
     Ctx,
     count_scheduled,
@@ -622,6 +623,7 @@ async def bench_classifier(ctx: Ctx) -> dict[str, Any]:
 
 
 BENCHMARKS = {
+    "analytics": bench_analytics,
     "ingest": bench_ingest,
     "timers": bench_timers,
     "scale": bench_scale,

@@ -43,13 +43,23 @@ class Sizes:
     reads: int  # API reads per case in the scale benchmark
     read_seconds: float
     history_sample: int  # workflows whose history the timer benchmark reads
+    analytics_recoveries: int = 100_000  # rows the analytics summary reads over
+    analytics_requests: int = 200  # summary requests per case
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             name="quick",
             # ingest last: the recoveries it creates keep the worker busy for a while
-            run_order=("classifier", "timers", "throughput", "support", "scale", "ingest"),
+            run_order=(
+                "classifier",
+                "timers",
+                "throughput",
+                "support",
+                "scale",
+                "ingest",
+                "analytics",
+            ),
             ingest_levels=((8, 40, 20.0), (1, 80, None), (8, 150, None), (32, 200, None)),
             ingest_seconds=2,
             ingest_wait_for_worker=False,
@@ -73,7 +83,15 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(
             name="full",
-            run_order=("classifier", "ingest", "timers", "throughput", "support", "scale"),
+            run_order=(
+                "classifier",
+                "ingest",
+                "timers",
+                "throughput",
+                "support",
+                "scale",
+                "analytics",
+            ),
             ingest_levels=((8, 600, 20.0), (1, 1000, None), (8, 2000, None), (32, 3000, None)),
             ingest_seconds=30,
             ingest_wait_for_worker=True,
@@ -91,6 +109,7 @@ class Sizes:
             reads=1000,
             read_seconds=20,
             history_sample=200,
+            analytics_requests=1000,
         )
 
 

@@ -53,6 +53,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _support(b["support"])
     if "classifier" in b:
         lines += _classifier(b["classifier"])
+    if "analytics" in b:
+        lines += _analytics(b["analytics"])
     meta = results.get("benchmark_runs", {})
     if meta:
         lines += ["### Wall time and machine load per benchmark", ""]
@@ -326,6 +328,31 @@ def _classifier(r: dict[str, Any]) -> list[str]:
         f"### 6. Classifier ({r['corpus']} varied failures, round robin)",
         "",
         *_table(["where", "concurrency", "classifications/s", "latency p50 / p99 / max"], rows),
+    ]
+
+
+def _analytics(r: dict[str, Any]) -> list[str]:
+    if "error" in r:
+        return ["### 7. Analytics summary", "", f"failed: {r['error']}", ""]
+    base = r["baseline_healthz"]
+    rows = [
+        ["`GET /healthz` (baseline: the HTTP round trip)", base["ok"], pcts(base["latency_ms"]),
+         _cpu(base.get("cpu_pct"))],
+        *[
+            [f"`{name}`", c["ok"], pcts(c["latency_ms"]), _cpu(c.get("cpu_pct"))]
+            for name, c in r["cases"].items()
+        ],
+        ["store call in-process (SQL only), last 30 days", r["store_call_30_days_ms"]["n"],
+         pcts(r["store_call_30_days_ms"]), "-"],
+    ]  # fmt: skip
+    return [
+        f"### 7. Analytics summary over {r['recoveries']:,} recoveries",
+        "",
+        f"One merchant's {r['recoveries']:,} recoveries over 90 days (and another merchant's "
+        f"{r['other_merchant_recoveries']:,}), written by SQL in {r['seed_seconds']} s; "
+        f"requests one at a time. All 90 days: {r.get('figures_all_90_days')}.",
+        "",
+        *_table(["request", "ok", "latency p50 / p99 / max", "CPU %"], rows),
     ]
 
 

@@ -33,8 +33,10 @@ from recovery.models import (
     RefundRequest,
     RevokeLinks,
     SendNotification,
+    WebhookDeliveryRequest,
+    WebhookDeliveryResult,
 )
-from recovery.policy import CardAttemptRequest, RetryPolicy
+from recovery.policy import BeginRecovery, CardAttemptRequest, RecoveryBegun, RetryPolicy
 
 
 class RecoveryActivityDefs:
@@ -44,6 +46,12 @@ class RecoveryActivityDefs:
     async def classify_failure(self, req: ClassifyRequest) -> Classification:
         """Classification is an activity on purpose: the rule tables change with every
         release, and a recovery in flight must keep the decisions its history recorded."""
+        raise NotImplementedError
+
+    @activity.defn(name="begin_recovery")
+    async def begin_recovery(self, req: BeginRecovery) -> RecoveryBegun:
+        """`recovery_is_open`, `load_retry_policy` and `classify_failure` at once, as a run
+        starts (LEAN_HISTORY_PATCH)."""
         raise NotImplementedError
 
     @activity.defn(name="recovery_is_open")
@@ -94,6 +102,16 @@ class RecoveryActivityDefs:
 
     @activity.defn(name="check_refund")
     async def check_refund(self, req: RefundRequest) -> RefundOutcome:
+        raise NotImplementedError
+
+
+class WebhookActivityDefs:
+    """What `WebhookDeliveryWorkflow` may ask of the outside world."""
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:
+        """One try of one merchant event to one endpoint: a 2xx within the try's timeout
+        returns; anything else raises, and Temporal retries it with backoff."""
         raise NotImplementedError
 
 

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from recovery import devstack
 from recovery.auth import ROLES, generate_key, register_key
 from recovery.dbsetup import open_store
+from recovery.mail import sender_address
 from recovery.psp.credentials import PSPNotConfigured, credentials_to_store, parse_credentials
 from recovery.psp.sealing import CredentialsCipher, CredentialsUnreadable
 from recovery.settings import CredentialsSettings, DatabaseNotConfigured, DatabaseSettings
@@ -81,6 +82,18 @@ async def _run(args: argparse.Namespace, store: Store, cipher: CredentialsCipher
         _print({"id": merchant_id, "name": args.name}, args.json)
     elif args.area == "merchants" and args.command == "list":
         _print(await store.list_merchants(), args.json)
+    elif args.area == "merchants" and args.command == "set":
+        if args.reply_to:
+            try:
+                sender_address(args.reply_to)
+            except ValueError:
+                print(f"error: not an e-mail address: {args.reply_to!r}", file=sys.stderr)
+                return 2
+        updated = await store.update_merchant(args.merchant, name=args.name, reply_to=args.reply_to)
+        if updated is None:
+            print(f"error: no merchant {args.merchant!r}", file=sys.stderr)
+            return 1
+        _print(dataclasses.asdict(updated), args.json)
     elif args.area == "keys" and args.command == "create":
         if args.merchant not in {m.id for m in await store.list_merchants()}:
             print(f"error: no merchant {args.merchant!r}", file=sys.stderr)
@@ -149,6 +162,10 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--id", help="merchant id (default: generated)")
     merchants.add_parser("list", help="list merchants")
+    ms = merchants.add_parser("set", help="change a merchant's name or e-mail reply-to address")
+    ms.add_argument("merchant")
+    ms.add_argument("--name")
+    ms.add_argument("--reply-to", help="where customers' replies to our e-mail go ('' clears it)")
 
     keys = areas.add_parser("keys").add_subparsers(dest="command", required=True)
     kc = keys.add_parser("create", help="create an API key (shown once)")
@@ -174,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
         "(after a rotation, and for rows stored before sealing)",
     )
     rs.add_argument("--merchant", action="append", help="only this merchant (repeatable)")
-    for sub in (create, merchants.choices["list"], kc, kl, kr, ps, rs):
+    for sub in (create, merchants.choices["list"], ms, kc, kl, kr, ps, rs):
         sub.add_argument("--json", action="store_true", help="print JSON")
     return p
 

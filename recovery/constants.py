@@ -7,7 +7,7 @@ This module imports only the Temporal SDK's value types, so workflow code may us
 
 from datetime import timedelta
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey
 
 RECOVERY_WORKFLOW = "PaymentRecoveryWorkflow"
 MAINTENANCE_WORKFLOW = "MaintenanceWorkflow"
@@ -34,6 +34,9 @@ WATCH_WORKFLOW = "WatchPendingPaymentWorkflow"
 OUTBOX_START_REFUND = "start_refund"
 # ... and of this kind a WatchPendingPaymentWorkflow.
 OUTBOX_START_WATCH = "start_watch"
+# ... and of this kind a WebhookDeliveryWorkflow (one merchant event to one endpoint).
+OUTBOX_START_WEBHOOK = "start_webhook"
+WEBHOOK_DELIVERY_WORKFLOW = "WebhookDeliveryWorkflow"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"
 
@@ -77,6 +80,13 @@ def watch_workflow_id(merchant_id: str, psp: str, psp_payment_id: str) -> str:
     return f"pending/{merchant_id}/{psp}/{psp_payment_id}"
 
 
+def webhook_workflow_id(endpoint_id: str, event_id: str, redelivery: str | None = None) -> str:
+    """The one workflow that delivers a merchant event to an endpoint (a redelivery asked for
+    by people is a workflow of its own, with the same `webhook-id`)."""
+    base = f"webhook/{endpoint_id}/{event_id}"
+    return f"{base}/{redelivery}" if redelivery else base
+
+
 def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:
     """The PSP idempotency key of one attempt: the same on every retry of the activity."""
     return f"{recovery_id}:attempt:{attempt}"
@@ -101,10 +111,28 @@ CHARGE_HEARTBEAT_EVERY = timedelta(seconds=2)
 CHARGE_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # After this many tries an attempt's outcome is unknown: it is looked up at the PSP.
 CHARGE_MAX_TRIES = 5
+
+# Merchant webhooks (Standard Webhooks): one try waits this long for a 2xx; a failed try is
+# retried after WEBHOOK_RETRY_FIRST, doubling up to WEBHOOK_RETRY_MAX between tries, until
+# WEBHOOK_RETRY_FOR after the first (Temporal's activity retries: no workflow history per try).
+WEBHOOK_TRY_TIMEOUT = timedelta(seconds=10)
+WEBHOOK_TRY_START_TO_CLOSE = timedelta(seconds=60)
+WEBHOOK_RETRY_FIRST = timedelta(seconds=5)
+WEBHOOK_RETRY_BACKOFF = 2.0
+WEBHOOK_RETRY_MAX = timedelta(hours=1)
+WEBHOOK_RETRY_FOR = timedelta(days=3)
+WEBHOOK_RETRY_POLICY = RetryPolicy(
+    initial_interval=WEBHOOK_RETRY_FIRST,
+    backoff_coefficient=WEBHOOK_RETRY_BACKOFF,
+    maximum_interval=WEBHOOK_RETRY_MAX,
+)
+
 # An e-mail the SMTP server defers is tried this many times (10 s apart at first, doubling,
 # at most 30 min apart: about 8 hours in all); the last try's failure marks it failed.
 EMAIL_MAX_TRIES = 12
 EMAIL_FIRST_RETRY = timedelta(seconds=10)
 EMAIL_MAX_RETRY_INTERVAL = timedelta(minutes=30)
-# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this.
+# One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this; a
+# try heartbeats, so one a dead worker left is made again after the heartbeat timeout.
 EMAIL_TRY_TIMEOUT = timedelta(minutes=3)
+EMAIL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)

@@ -394,6 +394,9 @@ class FinishRequest(BaseModel):
     pending_payments: list[str] = []
     # failed payments of this recovery that may still be authorised late, and until when
     late_payments: dict[str, datetime] = {}
+    # revoke the recovery's links (and close the simulator's checkouts) in the same
+    # transaction; the PSPs' checkouts are left to `revoke_retry_links` (`open_checkouts`)
+    revoke_links: bool = False
 
 
 class FinishResult(BaseModel):
@@ -401,6 +404,8 @@ class FinishResult(BaseModel):
 
     finished: bool
     unseen_events: list[FailureEvent] = Field(default_factory=list)
+    open_checkouts: bool = False
+    """a revoked link still has a checkout open at a PSP: `revoke_retry_links` closes it"""
 
 
 WebhookKind = Literal[
@@ -437,3 +442,22 @@ class WebhookEvent(BaseModel):
     customer_id: Id | None = None
     payment_method: PaymentMethod | None = None
     raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+
+# ---- merchant webhooks ----------------------------------------------------------------------
+
+
+class WebhookDeliveryRequest(BaseModel):
+    """Deliver one merchant event to one endpoint (`WebhookDeliveryWorkflow`)."""
+
+    merchant_id: str
+    endpoint_id: str
+    event_id: str
+    manual: bool = False  # a redelivery asked for by people
+
+
+class WebhookDeliveryResult(BaseModel):
+    status: Literal["delivered", "endpoint_deleted", "event_gone", "gave_up"]
+    status_code: int | None = None
+    attempts: int = 0
+    error: str | None = None

@@ -31,7 +31,14 @@ from recovery.card_networks import (
     NetworkRule,
     network_rule,
 )
-from recovery.models import Action, Category, Classification, Customer, PaymentMethod
+from recovery.models import (
+    Action,
+    Category,
+    Classification,
+    ClassifyRequest,
+    Customer,
+    PaymentMethod,
+)
 
 MAX_REMINDERS = 10
 
@@ -183,6 +190,11 @@ def next_payday(at: datetime) -> datetime:
     raise AssertionError("unreachable: a payday falls within any 32 days")
 
 
+def attempt_cap(policy: RetryPolicy, category: Category | None) -> int:
+    """How many charges of ours a recovery of `category` may make under `policy`."""
+    return policy.max_unknown_attempts if category is Category.UNKNOWN else policy.max_attempts
+
+
 def decide(
     policy: RetryPolicy,
     classification: Classification,
@@ -204,11 +216,7 @@ def decide(
             return Exhausted(f"recovery window closed ({policy.window_days}d after start)")
         until = min(now + timedelta(seconds=classification.cooldown_seconds), deadline)
         return AwaitStatus(until, f"rule {classification.rule}: payment may complete")
-    cap = (
-        policy.max_unknown_attempts
-        if classification.category is Category.UNKNOWN
-        else policy.max_attempts
-    )
+    cap = attempt_cap(policy, classification.category)
     if attempts_made >= cap:
         return Exhausted(f"max attempts reached ({attempts_made}/{cap}, {pinned})")
     factor = 1 + policy.jitter * (2 * rand - 1)
@@ -248,6 +256,25 @@ def card_limit_reached(
             f"(policy v{policy.version} allows {policy.card_attempts_per_day})"
         )
     return None
+
+
+class BeginRecovery(BaseModel):
+    """What a recovery run asks as it starts (`begin_recovery`): is its recovery still
+    open, the merchant's retry policy, and the first failure's classification."""
+
+    recovery_id: str
+    merchant_id: str
+    classify: ClassifyRequest
+
+
+class RecoveryBegun(BaseModel):
+    """`open` false: the event belongs to a recovery that already ended (nothing else is
+    said). Classification stays an activity's answer, recorded in the history, so a
+    recovery keeps the decisions it made when the rule tables change."""
+
+    open: bool
+    policy: RetryPolicy | None = None
+    classification: Classification | None = None
 
 
 class CardAttemptRequest(BaseModel):

@@ -1,6 +1,6 @@
-"""Issuing a retry link: a row in Postgres, a signed token, and (for links the workflow
-sends) a message for the customer waiting for the delivery integration. The message keeps the
-link id only; `notification_url` builds its URL from the link's row when it is sent."""
+"""Issuing a retry link (a row in Postgres and a signed token), and its URL built again from
+the row: messages to customers keep the link id only, and `url_of` signs the link's URL (its
+own expiry) when a message is sent."""
 
 from __future__ import annotations
 

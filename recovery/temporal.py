@@ -57,6 +57,7 @@ async def deliver_failure(
                 SearchAttributePair(names.SA_PSP, event.psp),
                 SearchAttributePair(names.SA_AMOUNT_MINOR, event.amount),
                 SearchAttributePair(names.SA_RECOVERY_STATUS, "active"),
+                SearchAttributePair(names.SA_ATTEMPT_COUNT, 0),
             ]
         ),
         memo={

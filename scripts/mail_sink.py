@@ -35,9 +35,10 @@ def file_name(message_id: str) -> str:
 class MailSink:
     """An SMTP server on `host`:`port` that stores each message in `directory`.
 
-    `answer(message)` may hold or refuse a message: it runs (in the server's thread) before
-    the message is stored and returns None (take it), or an SMTP reply such as
-    "451 4.3.0 try again later" (the message is not stored).
+    `answer(message)` may hold or refuse a message: it runs (in a thread) before the message
+    is stored and returns None (take it), or an SMTP reply such as "451 4.3.0 try again
+    later" (the message is not stored). `kept(message)` runs (in a thread) after a message
+    is stored and before the server says so: a test can stop the sender right there.
     """
 
     def __init__(
@@ -48,12 +49,14 @@ class MailSink:
         port: int = 0,
         say: Callable[[str], None] = print,
         answer: Callable[[EmailMessage], str | None] | None = None,
+        kept: Callable[[EmailMessage], None] | None = None,
     ) -> None:
         self.directory = directory
         self.host = host
         self.port = port or free_port()
         self.say = say
         self.answer = answer
+        self.kept = kept
         self.received = 0  # messages the sink took, copies included
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname=host, port=self.port)
@@ -91,6 +94,8 @@ class MailSink:
                 partial = path.with_suffix(".part")
                 partial.write_bytes(content)
                 partial.replace(path)
+        if self.kept is not None:
+            await asyncio.to_thread(self.kept, message)
         recipients = ", ".join(envelope.rcpt_tos)
         subject = str(message.get("Subject", "")).strip()
         if copy:

@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.notifications import NotificationActivities
 from activities.recovery import MaintenanceActivities, RecoveryActivities
+from activities.webhooks import WebhookActivities
 from recovery import constants as names
 from recovery.dbsetup import open_store
 from recovery.logs import mask_secrets_in, setup_logging
@@ -34,6 +35,7 @@ from workflows.maintenance import MaintenanceWorkflow
 from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow
 
 log = logging.getLogger("recovery.worker")
 
@@ -52,6 +54,7 @@ def build_worker(
     mask_secrets_in(tuning)
     recovery = RecoveryActivities(store, psps or PSPDispatcher(store, tuning), tuning)
     maintenance = MaintenanceActivities(store)
+    webhooks = WebhookActivities(store, tuning)
     notifications = NotificationActivities(store, tuning)
     return Worker(
         client,
@@ -65,10 +68,12 @@ def build_worker(
             PaymentRecoveryWorkflow,
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
+            WebhookDeliveryWorkflow,
             MaintenanceWorkflow,
         ],
         activities=[
             recovery.classify_failure,
+            recovery.begin_recovery,
             recovery.recovery_is_open,
             recovery.load_retry_policy,
             recovery.count_card_attempts,
@@ -84,6 +89,7 @@ def build_worker(
             recovery.refund_duplicate_payment,
             recovery.check_refund,
             maintenance.prune_expired_records,
+            webhooks.deliver_webhook,
         ],
     )
 

@@ -125,21 +125,8 @@ class ChargingSteps(RecoveryBase):
     async def _attempt_now(self) -> Failure | Ending:
         """One charge (within the card-network limits), with the newest payment method."""
         self._take_new_method()
-        if self._patient and self._unsettled:  # no place in the card's limits meanwhile
-            if (earlier := await self._recheck_unsettled()) is not None:
-                return earlier
-        if self._late and (late := await self._recheck_late()) is not None:
-            return late
-        if self._card_limits and workflow.patched(CARD_WINDOW_PATCH):
-            if (held := await self._within_card_limits()) is not None:
-                return held
-        elif self._card_limits and (limit := await self._card_limit()):
-            return Ending(RecoveryStatus.EXHAUSTED, limit)
-        if self._bounded:
-            if (ending := self._ending()) is not None:
-                return ending  # cancelled (or paid) on the way here: no charge
-            if (earlier := await self._recheck_unsettled()) is not None:
-                return earlier
+        if (instead := await self._before_charging()) is not None:
+            return instead
         try:
             self._stage = Stage.CHARGING
             result = await self._charge()
@@ -147,15 +134,42 @@ class ChargingSteps(RecoveryBase):
             return Ending(RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}")
         finally:
             self._stage = Stage.DECIDING
+        return self._after_charging(result)
+
+    async def _before_charging(self) -> Failure | Ending | None:
+        """What must hold before money moves: no earlier payment of ours may still complete
+        (pending, or failed but authorisable late), the card-network limits allow the attempt
+        (reserved on its card), and nothing ended the recovery on the way. None: charge now;
+        otherwise what the main loop acts on instead."""
+        if self._patient and self._unsettled:  # no place in the card's limits meanwhile
+            if (earlier := await self._recheck_unsettled()) is not None:
+                return earlier
+        if self._late and (late := await self._recheck_late()) is not None:
+            return late
+        if self._card_limits and self._has(CARD_WINDOW_PATCH):
+            if (held := await self._within_card_limits()) is not None:
+                return held
+        elif self._card_limits and (limit := await self._card_limit()):
+            return Ending(RecoveryStatus.EXHAUSTED, limit)
+        if self._bounded:
+            if (ending := self._ending()) is not None:
+                return ending  # cancelled (or paid) on the way here: no charge
+            return await self._recheck_unsettled()
+        return None
+
+    def _after_charging(self, result: ChargeResult) -> Failure | Ending:
+        """What an attempt's result means: the end, or the failure to decide on next (a
+        payment that may still complete is kept, to be checked before any new charge)."""
         if result.status == "succeeded":
             return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
+        attempt = len(self._state.attempts) - 1
         if result.status == "processing":
             self._pending_payment = result.psp_payment_id
             if result.psp_payment_id:
-                self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
+                self._attempt_of[result.psp_payment_id] = attempt
         if self._late_auth and result.may_complete_until and result.psp_payment_id:
             self._late[result.psp_payment_id] = result.may_complete_until
-            self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
+            self._attempt_of[result.psp_payment_id] = attempt
         if self._bounded and (ending := ending_of(result, f"attempt {len(self._state.attempts)}")):
             return ending
         return failure_of(result, patient=self._patient)
@@ -213,7 +227,7 @@ class ChargingSteps(RecoveryBase):
         while True:
             event = self._current_event()
             number = len(self._state.attempts) + 1
-            verdict = await workflow.execute_activity_method(
+            verdict = await self._bookkeep(
                 RecoveryActivityDefs.reserve_card_attempt,
                 CardAttemptRequest(
                     merchant_id=self._state.merchant_id,
@@ -226,7 +240,6 @@ class ChargingSteps(RecoveryBase):
                     at=workflow.now(),
                     policy=self._policy,
                 ),
-                **STORE,
             )
             if verdict.not_before is None:
                 return None
@@ -292,6 +305,7 @@ class ChargingSteps(RecoveryBase):
         if self._bounded:
             result = await self._bounded_charge(req)
         else:
+            self._flush()
             result = await workflow.execute_activity_method(
                 RecoveryActivityDefs.charge_payment,
                 req,
@@ -308,9 +322,7 @@ class ChargingSteps(RecoveryBase):
                 idempotency_key=key,
             )
         )
-        workflow.upsert_search_attributes(
-            [names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts))]
-        )
+        self._show(names.SA_ATTEMPT_COUNT.value_set(len(self._state.attempts)))
         return result
 
     async def _bounded_charge(self, req: ChargeRequest) -> ChargeResult:
@@ -339,6 +351,7 @@ class ChargingSteps(RecoveryBase):
             await self._sleep(LOOKUP_AFTER, frozenset({Wake.CANCELLED}))
         try:
             if self._cancel is not None:  # cancelled: a few tries, then say it is unknown
+                self._flush()
                 found = await workflow.execute_activity_method(
                     RecoveryActivityDefs.find_attempt_charge,
                     req,
@@ -368,6 +381,7 @@ class ChargingSteps(RecoveryBase):
 
     async def _unless_cancelled(self, handle: ActivityHandle[ChargeResultT]) -> ChargeResultT:
         """The activity's result; a cancel of the recovery cancels it (and waits for it)."""
+        self._flush()
         await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
         if not handle.done():
             handle.cancel()

@@ -63,3 +63,12 @@ LATE_AUTH_PATCH = "late-authorisations"
 # meanwhile goes out on resume), and stop sending when they end. Before it, a link was issued
 # every 3 days and its message was sent, once, by the activity that issued it.
 EMAIL_PATCH = "email-customers"
+# Recoveries after this patch cost Temporal a third of the history: they have every behaviour
+# above without a marker of each (one marker, this one); their bookkeeping (classification,
+# the recovery's state, card reservations, links, the end) runs as local activities (one
+# marker each, no task of their own) and their start is one (`begin_recovery`: still open?
+# the policy, the first classification); their search attributes are written once per
+# workflow task, only what changed (the start already set merchant, payment, PSP, amount,
+# status); their links are revoked in the transaction that ends them, and checkouts are
+# closed at a PSP only when one is open.
+LEAN_HISTORY_PATCH = "lean-history"

@@ -27,6 +27,7 @@ from workflows.patches import (
     EMAIL_PATCH,
     EXACT_ACTIONS_PATCH,
     LATE_AUTH_PATCH,
+    LEAN_HISTORY_PATCH,
     LINKS_PATCH,
     PATIENT_PENDING_PATCH,
     POLICY_PATCH,
@@ -69,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from recovery.policy import (
         AwaitStatus,
+        BeginRecovery,
         CustomerAction,
         Decision,
         Exhausted,
@@ -200,44 +202,28 @@ class PaymentRecoveryWorkflow(ChargingSteps):
         first = (self._arrived or self._inbox)[0]
         self._state.recovery_id = first.recovery_id
         self._sort_arrivals()
-        self._exact = workflow.patched(EXACT_ACTIONS_PATCH)
+        self._lean = workflow.patched(LEAN_HISTORY_PATCH)
+        self._exact = self._has(EXACT_ACTIONS_PATCH)
         if self._exact:
             self._refile_inbox()
-        self._bounded = workflow.patched(BOUNDED_CHARGES_PATCH)
-        self._patient = self._bounded and workflow.patched(PATIENT_PENDING_PATCH)
-        self._late_auth = self._patient and workflow.patched(LATE_AUTH_PATCH)
-
-        if not await workflow.execute_activity_method(
-            RecoveryActivityDefs.recovery_is_open, first.recovery_id, **STORE
-        ):
+        self._bounded = self._has(BOUNDED_CHARGES_PATCH)
+        self._patient = self._bounded and self._has(PATIENT_PENDING_PATCH)
+        self._late_auth = self._patient and self._has(LATE_AUTH_PATCH)
+        if self._lean:
+            begun = await self._begin_lean(first)
+        else:
+            begun = await self._begin(inp, first)
+        if begun is None:
             # A late delivery for a recovery that already ended: nothing to do.
             self._state.ended_reason = "event belongs to a recovery that already ended"
             return await self._close_run()
-
-        if workflow.patched(POLICY_PATCH):
-            if not self._policy_changed:
-                self._policy = await workflow.execute_activity_method(
-                    RecoveryActivityDefs.load_retry_policy, inp.merchant_id, **STORE
-                )
-            self._card_limits = True
-        self._state.policy_version = self._policy.version
-        self._links = workflow.patched(LINKS_PATCH)
-        self._started_at = workflow.now()
-        failure = self._absorb_inbox() or PENDING_EXPIRED
-        workflow.upsert_search_attributes(
-            [
-                names.SA_MERCHANT_ID.value_set(inp.merchant_id),
-                names.SA_PAYMENT_REF.value_set(inp.payment_ref),
-                names.SA_PSP.value_set(self._state.psp or ""),
-                names.SA_AMOUNT_MINOR.value_set(self._state.amount or 0),
-                names.SA_ATTEMPT_COUNT.value_set(0),
-            ]
-        )
+        failure, classification = begun
         self._set_status(RecoveryStatus.ACTIVE)
 
         # Each branch returns the failure to decide on next, or how the recovery ends.
         while (ending := self._ending()) is None:
-            decision = self._decide(await self._classify(failure))
+            decision = self._decide(classification or await self._classify(failure))
+            classification = None
             step: Failure | Ending
             match decision:
                 case Exhausted(reason):
@@ -254,6 +240,63 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 return await self._end(step.status, step.reason)
             failure = step
         return await self._end(ending.status, ending.reason)
+
+    async def _begin(
+        self, inp: RecoveryInput, first: FailureEvent
+    ) -> tuple[Failure, Classification | None] | None:
+        """Before LEAN_HISTORY_PATCH: is the recovery still open (None: no), its policy, the
+        failure to decide on (its classification comes in the loop)."""
+        if not await workflow.execute_activity_method(
+            RecoveryActivityDefs.recovery_is_open, first.recovery_id, **STORE
+        ):
+            return None
+        if workflow.patched(POLICY_PATCH):
+            if not self._policy_changed:
+                self._policy = await workflow.execute_activity_method(
+                    RecoveryActivityDefs.load_retry_policy, inp.merchant_id, **STORE
+                )
+            self._card_limits = True
+        self._state.policy_version = self._policy.version
+        self._links = workflow.patched(LINKS_PATCH)
+        self._started_at = workflow.now()
+        failure = self._absorb_inbox() or PENDING_EXPIRED
+        self._show(
+            names.SA_MERCHANT_ID.value_set(inp.merchant_id),
+            names.SA_PAYMENT_REF.value_set(inp.payment_ref),
+            names.SA_PSP.value_set(self._state.psp or ""),
+            names.SA_AMOUNT_MINOR.value_set(self._state.amount or 0),
+            names.SA_ATTEMPT_COUNT.value_set(0),
+        )
+        return failure, None
+
+    async def _begin_lean(
+        self, first: FailureEvent
+    ) -> tuple[Failure, Classification | None] | None:
+        """A lean run's start, in one local activity: is the recovery still open (None: no),
+        its policy, and the first failure with its classification. The search attributes
+        the start set (merchant, payment, PSP, amount, status) are not written again."""
+        self._started_at = workflow.now()
+        failure = self._absorb_inbox() or PENDING_EXPIRED
+        begun = await self._bookkeep(
+            RecoveryActivityDefs.begin_recovery,
+            BeginRecovery(
+                recovery_id=first.recovery_id,
+                merchant_id=self._state.merchant_id,
+                classify=self._classify_request(failure),
+            ),
+        )
+        if not begun.open or begun.policy is None or begun.classification is None:
+            return None
+        if not self._policy_changed:
+            self._policy = begun.policy
+        self._state.policy_version = self._policy.version
+        self._card_limits = self._links = True
+        self._show(
+            names.SA_MERCHANT_ID.value_set(self._state.merchant_id),
+            names.SA_PAYMENT_REF.value_set(self._state.payment_ref),
+            names.SA_ATTEMPT_COUNT.value_set(0),
+        )
+        return failure, self._classified(begun.classification)
 
     def _decide(self, classification: Classification) -> Decision:
         self._policy_changed = False
@@ -288,7 +331,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
     def _emails(self) -> bool:
         """Whether this run e-mails the customer as EMAIL_PATCH says (decided once)."""
         if self._email is None:
-            self._email = workflow.patched(EMAIL_PATCH)
+            self._email = self._has(EMAIL_PATCH)
         return self._email
 
     async def _tell_customer_until_news(self, reason: str, failure: Failure) -> Failure | Ending:
@@ -303,27 +346,39 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 due = None
             reminders = [first + timedelta(days=d) for d in self._policy.reminder_days]
             wake_at = min([deadline, *(t for t in reminders if t > last)])
-            match await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    if wake_at < deadline:
-                        due, last = "reminder", wake_at
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end or the reminders
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES)
+            if wake is Wake.TIMER:  # a reminder is due, or the window closed
+                if wake_at < deadline:
+                    due, last = "reminder", wake_at
+            elif (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
+
+    async def _customer_news(
+        self, wake: Wake, reason: str, failure: Failure
+    ) -> Failure | Ending | None:
+        """What news while waiting for the customer means: None to wait on (a pause or a new
+        policy is shown at once: it may move the window's end or the reminders), else what
+        the main loop acts on."""
+        match wake:
+            case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
+                self._policy_changed = False
+                await self._show_next_attempt(None, reason)
+                return None
+            case Wake.METHOD_UPDATED:
+                self._set_status(RecoveryStatus.ACTIVE)
+                return await self._attempt_now()  # stage: charging
+            case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
+                return self._absorb_inbox() or failure
+            case Wake.TIMER:
+                return None
+            case other:
+                assert_never(other)
 
     async def _tell_customer(self, kind: Literal["retry_link", "reminder"], reason: str) -> None:
         """Issue a fresh retry link and e-mail it; the e-mail is sent (and retried while the
         SMTP server defers it) in the background, while the recovery goes on waiting."""
-        link = await workflow.execute_activity_method(
+        link = await self._bookkeep(
             NotificationActivityDefs.issue_retry_link,
             LinkRequest(
                 merchant_id=self._state.merchant_id,
@@ -332,7 +387,6 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 kind=kind,
                 send_email=self._policy.email_customers,
             ),
-            **STORE,
         )
         self._state.links.append(link)
         if link.notification_id is not None:
@@ -342,6 +396,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                     NotificationActivityDefs.send_customer_email,
                     SendNotification(notification_id=link.notification_id),
                     start_to_close_timeout=names.EMAIL_TRY_TIMEOUT,
+                    heartbeat_timeout=names.EMAIL_HEARTBEAT_TIMEOUT,
                     retry_policy=EMAIL_RETRY,
                 )
             )
@@ -368,21 +423,10 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 next_link_at = workflow.now() + LINK_REMINDER_EVERY
             if self._links:
                 wait = min(wait, next_link_at - workflow.now())
-            match await self._sleep(wait, wakes):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    send_link = self._links
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                    send_link = False
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wait, wakes)
+            send_link = self._links and wake is Wake.TIMER  # a reminder is due
+            if (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
     async def _await_pending(
@@ -397,27 +441,8 @@ class PaymentRecoveryWorkflow(ChargingSteps):
         if pending is None and self._bounded:  # the failure itself may be a pending payment
             pending = self._current_event().psp_payment_id
         try:
-            if pending and workflow.patched(POLLING_PATCH):
-                try:
-                    outcome = await self._poll_pending(pending, until, reason)
-                except ActivityError as e:
-                    if not self._exact:
-                        raise
-                    # not a decline: we cannot tell whether it completes, so never charge again
-                    return Ending(
-                        RecoveryStatus.EXHAUSTED,
-                        f"the pending payment could not be checked at the PSP: {e.cause or e}",
-                    )
-                if outcome is None or outcome.failure == PENDING_EXPIRED:
-                    if self._bounded and pending not in self._unsettled:
-                        self._unsettled.append(pending)  # checked again before any charge
-                if outcome is None:  # woken by a signal
-                    return self._absorb_inbox() or failure
-                if outcome.status == "succeeded":
-                    return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
-                if self._bounded and (ending := ending_of(outcome, "the pending payment")):
-                    return ending
-                return failure_of(outcome, patient=self._patient)
+            if pending and self._has(POLLING_PATCH):
+                return await self._poll_until_settled(pending, until, reason, failure)
             while True:
                 wake = await self._sleep(until - workflow.now(), self._pending_wakes())
                 if wake is not Wake.PAUSE_CHANGED:
@@ -428,6 +453,32 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             return self._absorb_inbox() or failure
         finally:
             self._stage = Stage.DECIDING
+
+    async def _poll_until_settled(
+        self, pending: str, until: datetime, reason: str, failure: Failure
+    ) -> Failure | Ending:
+        """Ask the PSP about `pending` until it settles, news arrives, or `until`; what it
+        ended as, for the main loop (one still unsettled is checked again before any charge)."""
+        try:
+            outcome = await self._poll_pending(pending, until, reason)
+        except ActivityError as e:
+            if not self._exact:
+                raise
+            # not a decline: we cannot tell whether it completes, so never charge again
+            return Ending(
+                RecoveryStatus.EXHAUSTED,
+                f"the pending payment could not be checked at the PSP: {e.cause or e}",
+            )
+        if outcome is None or outcome.failure == PENDING_EXPIRED:
+            if self._bounded and pending not in self._unsettled:
+                self._unsettled.append(pending)  # checked again before any charge
+        if outcome is None:  # woken by a signal
+            return self._absorb_inbox() or failure
+        if outcome.status == "succeeded":
+            return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+        if self._bounded and (ending := ending_of(outcome, "the pending payment")):
+            return ending
+        return failure_of(outcome, patient=self._patient)
 
     async def _attempt_after_cooldown(
         self, at: datetime, reason: str, failure: Failure
@@ -478,7 +529,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
         self._state.next_attempt_reason = None
         self._state.ended_reason = reason
         self._set_status(status)
-        workflow.upsert_search_attributes([names.SA_NEXT_ATTEMPT_AT.value_unset()])
+        self._show(names.SA_NEXT_ATTEMPT_AT.value_unset())
         pending = self._still_pending()
         paid = self._succeeded.psp_payment_id if self._succeeded else None
         late = {
@@ -487,15 +538,15 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             if p not in pending and p != paid and workflow.now() < t
         }
         while True:
-            done = await workflow.execute_activity_method(
+            done = await self._bookkeep(
                 RecoveryActivityDefs.finish_recovery,
                 FinishRequest(
                     state=self._state,
                     seen_event_ids=sorted(self._seen),
                     pending_payments=pending,
                     late_payments=late,
+                    revoke_links=self._lean,
                 ),
-                **STORE,
             )
             if done.finished:
                 break
@@ -504,7 +555,9 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             for ev in done.unseen_events:
                 self._seen.add(ev.event_id)
             self._state.events_seen = len(self._seen)
-        if self._links:
+        # (a lean run's links were revoked as it ended: only a PSP's open checkout is left)
+        if self._links and (not self._lean or done.open_checkouts):
+            self._flush()
             await workflow.execute_activity_method(
                 RecoveryActivityDefs.revoke_retry_links,
                 RevokeLinks(recovery_id=self._state.recovery_id or "", reason=status.value),
@@ -520,9 +573,10 @@ class PaymentRecoveryWorkflow(ChargingSteps):
         paid = self._succeeded.psp_payment_id if self._succeeded else None
         pending = [p for p in dict.fromkeys([*self._unsettled, self._pending_payment]) if p]
         pending = [p for p in pending if p != paid]
-        return pending if pending and workflow.patched(WATCH_PENDING_PATCH) else []
+        return pending if pending and self._has(WATCH_PENDING_PATCH) else []
 
     async def _close_run(self) -> RecoveryState:
+        self._flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._sort_arrivals()
         if self._later:

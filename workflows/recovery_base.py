@@ -10,13 +10,15 @@ activities.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as ActivityRetryPolicy
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ActivityHandle
 
@@ -58,6 +60,14 @@ CHARGE_RETRY = ActivityRetryPolicy(
     maximum_interval=timedelta(minutes=2),
     non_retryable_error_types=["PSPNotConfigured"],
 )
+# Bookkeeping as local activities (LEAN_HISTORY_PATCH): run by the worker inside the workflow
+# task, one marker each in the history, retried until the database answers, like STORE.
+LOCAL = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=ActivityRetryPolicy(maximum_interval=timedelta(minutes=1)),
+)
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 # What a pending payment that never completed counts as (no message: it must not read as
 # "pending" again to the classifier's message patterns).
 PENDING_EXPIRED = Failure(code="payment_pending_expired")
@@ -158,6 +168,8 @@ class RecoveryBase:
         self._late: dict[str, datetime] = {}  # failed payments that may complete, until when
         self._late_auth = False  # LATE_AUTH_PATCH
         self._email: bool | None = None  # EMAIL_PATCH, once known
+        self._lean = False  # LEAN_HISTORY_PATCH
+        self._unshown: dict[str, SearchAttributeUpdate[Any]] = {}  # upserts not yet made
         self._sending: list[ActivityHandle[NotificationSent]] = []  # e-mails being sent
 
     def _ending(self) -> Ending | None:
@@ -193,10 +205,10 @@ class RecoveryBase:
         if shown == self._shown_event:
             return
         self._shown_event = shown
-        workflow.upsert_search_attributes(
-            [names.SA_PSP.value_set(event.psp), names.SA_AMOUNT_MINOR.value_set(event.amount)]
-        )
-        workflow.upsert_memo(memo_of(event))
+        self._show(names.SA_PSP.value_set(event.psp), names.SA_AMOUNT_MINOR.value_set(event.amount))
+        memo = memo_of(event)
+        if not self._lean or any(workflow.memo_value(k, None) != v for k, v in memo.items()):
+            workflow.upsert_memo(memo)  # (the start set it: a lean run writes only a change)
 
     def _current_event(self) -> FailureEvent:
         """The failure event the recovery acts on (set before the first decision)."""
@@ -206,26 +218,34 @@ class RecoveryBase:
             )
         return self._event
 
-    async def _classify(self, failure: Failure) -> Classification:
+    def _classify_request(self, failure: Failure) -> ClassifyRequest:
         event = self._current_event()
-        classification = await workflow.execute_activity_method(
-            RecoveryActivityDefs.classify_failure,
-            ClassifyRequest(
-                psp=event.psp,
-                code=failure.code,
-                decline_code=failure.decline_code,
-                message=failure.message,
-                network_advice_code=failure.network_advice_code,
-                payment_method_type=event.payment_method.type,
-                attempt=len(self._state.attempts) + 1,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
+        return ClassifyRequest(
+            psp=event.psp,
+            code=failure.code,
+            decline_code=failure.decline_code,
+            message=failure.message,
+            network_advice_code=failure.network_advice_code,
+            payment_method_type=event.payment_method.type,
+            attempt=len(self._state.attempts) + 1,
         )
+
+    async def _classify(self, failure: Failure) -> Classification:
+        req = self._classify_request(failure)
+        if self._lean:
+            classification = await self._bookkeep(RecoveryActivityDefs.classify_failure, req)
+        else:
+            classification = await workflow.execute_activity_method(
+                RecoveryActivityDefs.classify_failure,
+                req,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+        return self._classified(classification)
+
+    def _classified(self, classification: Classification) -> Classification:
         self._state.category = classification.category
         self._state.rule = classification.rule
-        workflow.upsert_search_attributes(
-            [names.SA_FAILURE_CATEGORY.value_set(classification.category.value)]
-        )
+        self._show(names.SA_FAILURE_CATEGORY.value_set(classification.category.value))
         return classification
 
     def _news(self, wakes: frozenset[Wake]) -> Wake | None:
@@ -245,6 +265,7 @@ class RecoveryBase:
         """Sleep on a durable timer for `wait`, or until one of `wakes` happens; say which."""
         if (news := self._news(wakes)) is not None:
             return news
+        self._flush()
         try:
             await workflow.wait_condition(
                 lambda: self._news(wakes) is not None, timeout=max(wait, timedelta(seconds=1))
@@ -257,6 +278,7 @@ class RecoveryBase:
 
     async def _payment_status(self, psp_payment_id: str, psp: str | None = None) -> ChargeResult:
         """A payment's status at the PSP (a success is recorded as a payment received)."""
+        self._flush()
         return await workflow.execute_activity_method(
             RecoveryActivityDefs.check_payment_status,
             PaymentLookup(
@@ -273,6 +295,7 @@ class RecoveryBase:
         """Make no attempt until resumed (or cancelled, or paid meanwhile)."""
         await self._show_next_attempt(None, self._state.paused_reason or "paused")
         self._stage = Stage.PAUSED
+        self._flush()
         await workflow.wait_condition(
             lambda: not self._state.paused or bool(self._cancel or self._succeeded)
         )
@@ -287,19 +310,50 @@ class RecoveryBase:
 
     def _set_status(self, status: RecoveryStatus) -> None:
         self._state.status = status
-        workflow.upsert_search_attributes([names.SA_RECOVERY_STATUS.value_set(status.value)])
+        self._show(names.SA_RECOVERY_STATUS.value_set(status.value))
 
     async def _show_next_attempt(self, at: datetime | None, reason: str) -> None:
         self._state.next_attempt_at = at
         self._state.next_attempt_reason = reason
-        workflow.upsert_search_attributes(
-            [
-                names.SA_NEXT_ATTEMPT_AT.value_set(at)
-                if at is not None
-                else names.SA_NEXT_ATTEMPT_AT.value_unset()
-            ]
+        self._show(
+            names.SA_NEXT_ATTEMPT_AT.value_set(at)
+            if at is not None
+            else names.SA_NEXT_ATTEMPT_AT.value_unset()
         )
         self._shown_paused = self._state.paused
-        await workflow.execute_activity_method(
-            RecoveryActivityDefs.save_recovery_state, self._state, **STORE
-        )
+        await self._bookkeep(RecoveryActivityDefs.save_recovery_state, self._state)
+
+    # ---- what the history records (LEAN_HISTORY_PATCH makes it less) -------------------------
+
+    def _has(self, patch: str) -> bool:
+        """Whether this run has the behaviour `patch` names: a lean run has every earlier
+        one without a marker of its own (`workflows/patches.py`)."""
+        return self._lean or workflow.patched(patch)
+
+    def _show(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        """Show `updates` in the search attributes. Before LEAN_HISTORY_PATCH each call is an
+        upsert (an event) at once; a lean run keeps the latest value of each attribute until
+        it next waits (`_flush`), and writes only what changed."""
+        if not self._lean:
+            workflow.upsert_search_attributes(list(updates))
+            return
+        for update in updates:
+            self._unshown[update.key.name] = update
+
+    def _flush(self) -> None:
+        """Make the search-attribute changes kept by `_show`, in one upsert: called before
+        the run waits (a timer, a signal, a non-local activity) and as it ends."""
+        shown = workflow.info().typed_search_attributes
+        changed = [u for u in self._unshown.values() if shown.get(u.key) != u.value]
+        self._unshown.clear()
+        if changed:
+            workflow.upsert_search_attributes(changed)
+
+    async def _bookkeep(
+        self, activity: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT
+    ) -> ResultT:
+        """A bookkeeping activity (Postgres, retried until it answers): a local activity in
+        a lean run (`LOCAL`), a regular one (`STORE`) before."""
+        if self._lean:
+            return await workflow.execute_local_activity_method(activity, arg, **LOCAL)
+        return await workflow.execute_activity_method(activity, arg, **STORE)

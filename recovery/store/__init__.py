@@ -8,9 +8,13 @@ from recovery.store.db import UNAVAILABLE_ERRORS, new_id
 from recovery.store.facade import Store
 from recovery.store.outbox import OUTBOX_CHANNEL
 from recovery.store.records import (
+    AnalyticsSummary,
     ApiKeyInfo,
     ApiKeyRecord,
     AuditEntryRecord,
+    ConsoleSession,
+    DayFigures,
+    DeliveryTarget,
     IngestOutcome,
     IngestResult,
     LinkSummary,
@@ -22,17 +26,24 @@ from recovery.store.records import (
     OutgoingNotification,
     ReceivedPayment,
     RecoveryRecord,
+    SealedSecret,
     SimulatorCheckout,
     StoredPSPCredentials,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
 from recovery.store.recoveries import decode_cursor, encode_cursor
 
 __all__ = [
     "OUTBOX_CHANNEL",
     "UNAVAILABLE_ERRORS",
+    "AnalyticsSummary",
     "ApiKeyInfo",
     "ApiKeyRecord",
     "AuditEntryRecord",
+    "ConsoleSession",
+    "DayFigures",
+    "DeliveryTarget",
     "IngestOutcome",
     "IngestResult",
     "LinkSummary",
@@ -44,9 +55,12 @@ __all__ = [
     "OutgoingNotification",
     "ReceivedPayment",
     "RecoveryRecord",
+    "SealedSecret",
     "SimulatorCheckout",
     "Store",
     "StoredPSPCredentials",
+    "WebhookDeliveryRecord",
+    "WebhookEndpointRecord",
     "decode_cursor",
     "encode_cursor",
     "new_id",

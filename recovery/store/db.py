@@ -6,14 +6,16 @@ refused database into `Unavailable` (503 with Retry-After at the API).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 
-from recovery.errors import Unavailable
+from recovery.errors import RecoveryError, Unavailable
 from recovery.store.records import RecoveryRecord
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -26,6 +28,24 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # a pooled connection whose backend a Postgres shutdown terminated (asyncpg#784)
     asyncpg.exceptions.InternalClientError,
 )
+
+
+def encode_cursor(at: datetime, row_id: str) -> str:
+    """A list's cursor: the (time, id) of the last row of a page, newest first."""
+    raw = json.dumps([at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started_text, rid = json.loads(raw)
+        started = datetime.fromisoformat(started_text)
+        if started.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return started.astimezone(UTC), str(rid)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise RecoveryError("cursor is not one this API returned", field="cursor") from e
 
 
 def new_id(prefix: str) -> str:

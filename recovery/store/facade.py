@@ -20,42 +20,61 @@ from recovery.models import (
     FinishResult,
     PaymentFailedIn,
     RecoveryState,
+    WebhookDeliveryRequest,
     WebhookEvent,
 )
 from recovery.policy import CardWindow, RetryPolicy
 from recovery.store import (
+    analytics,
     attempts,
     audit,
     db,
+    history,
     ingest,
     links,
     maintenance,
+    merchant_webhooks,
     merchants,
     notifications,
     outbox,
     payments,
     policies,
     recoveries,
+    sessions,
     simulator,
     webhooks,
 )
 from recovery.store.records import (
+    ActivityItem,
+    AnalyticsSummary,
     ApiKeyInfo,
     ApiKeyRecord,
+    AttemptDetail,
     AuditEntryRecord,
+    ConsoleSession,
+    DayFigures,
+    DeliveryTarget,
+    FailureEventRecord,
     IngestResult,
     LinkSummary,
     LinkView,
     MerchantRecord,
     MetricsSnapshot,
     NotificationRecord,
+    OpenCount,
     OutboxRow,
     OutgoingNotification,
+    PaymentRecord,
     ReceivedPayment,
     RecoveryRecord,
+    RunSummary,
+    SealedSecret,
     SimulatorCheckout,
     StoredPSPCredentials,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
+from recovery.views import RecoveryOut
 from recovery.webhook_routing import WebhookOutcome
 
 
@@ -81,6 +100,11 @@ class Store:
 
     async def list_merchants(self) -> list[MerchantRecord]:
         return await merchants.list_merchants(self.pool)
+
+    async def update_merchant(
+        self, merchant_id: str, *, name: str | None = None, reply_to: str | None = None
+    ) -> MerchantRecord | None:
+        return await merchants.update_merchant(self.pool, merchant_id, name=name, reply_to=reply_to)
 
     async def add_api_key(
         self, key_id: str, merchant_id: str, role: str, key_hash: bytes, prefix: str
@@ -136,9 +160,16 @@ class Store:
         seen_event_ids: Sequence[str],
         pending_payments: Sequence[str] = (),
         late_payments: Mapping[str, datetime] | None = None,
+        *,
+        revoke_links: bool = False,
     ) -> FinishResult:
         return await recoveries.finish(
-            self.pool, state, seen_event_ids, pending_payments, late_payments
+            self.pool,
+            state,
+            seen_event_ids,
+            pending_payments,
+            late_payments,
+            revoke_links=revoke_links,
         )
 
     async def recovery_is_open(self, recovery_id: str) -> bool:
@@ -149,6 +180,10 @@ class Store:
 
     async def get_recovery(self, merchant_id: str, payment_ref: str) -> RecoveryRecord:
         return await recoveries.get_recovery(self.pool, merchant_id, payment_ref)
+
+    async def recovery_view(self, merchant_id: str, payment_ref: str) -> RecoveryOut:
+        """The payment's latest recovery as merchants see it (`GET .../by_ref/{ref}`)."""
+        return await recoveries.get_recovery_view(self.pool, merchant_id, payment_ref)
 
     async def list_recoveries(
         self,
@@ -336,6 +371,99 @@ class Store:
     ) -> tuple[bool, WebhookOutcome]:
         return await webhooks.record_webhook(self.pool, event, payload, account=account)
 
+    # ---- merchant webhooks (merchant_webhooks.py) -------------------------------------------
+
+    async def create_webhook_endpoint(
+        self,
+        *,
+        endpoint_id: str,
+        merchant_id: str,
+        url: str,
+        description: str | None,
+        events: Sequence[str] | None,
+        secret: SealedSecret,
+    ) -> WebhookEndpointRecord:
+        return await merchant_webhooks.create_endpoint(
+            self.pool,
+            endpoint_id=endpoint_id,
+            merchant_id=merchant_id,
+            url=url,
+            description=description,
+            events=events,
+            secret=secret,
+        )
+
+    async def list_webhook_endpoints(self, merchant_id: str) -> list[WebhookEndpointRecord]:
+        return await merchant_webhooks.list_endpoints(self.pool, merchant_id)
+
+    async def delete_webhook_endpoint(self, merchant_id: str, endpoint_id: str) -> None:
+        await merchant_webhooks.delete_endpoint(self.pool, merchant_id, endpoint_id)
+
+    async def rotate_webhook_secret(
+        self,
+        merchant_id: str,
+        endpoint_id: str,
+        secret: SealedSecret,
+        previous_signs_for: timedelta,
+    ) -> WebhookEndpointRecord:
+        return await merchant_webhooks.rotate_secret(
+            self.pool, merchant_id, endpoint_id, secret, previous_signs_for
+        )
+
+    async def webhook_delivery_target(
+        self, merchant_id: str, endpoint_id: str, event_id: str
+    ) -> DeliveryTarget | None:
+        return await merchant_webhooks.delivery_target(
+            self.pool, merchant_id, endpoint_id, event_id
+        )
+
+    async def record_webhook_delivery(
+        self,
+        req: WebhookDeliveryRequest,
+        *,
+        attempt: int,
+        attempted_at: datetime,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        next_retry_at: datetime | None,
+    ) -> str:
+        return await merchant_webhooks.record_delivery(
+            self.pool,
+            req,
+            attempt=attempt,
+            attempted_at=attempted_at,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+            next_retry_at=next_retry_at,
+        )
+
+    async def list_webhook_deliveries(
+        self,
+        merchant_id: str,
+        *,
+        endpoint_id: str | None,
+        event_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[WebhookDeliveryRecord], str | None]:
+        return await merchant_webhooks.list_deliveries(
+            self.pool,
+            merchant_id,
+            endpoint_id=endpoint_id,
+            event_id=event_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def queue_webhook_redelivery(
+        self, merchant_id: str, endpoint_id: str, event_id: str
+    ) -> str:
+        return await merchant_webhooks.queue_redelivery(
+            self.pool, merchant_id, endpoint_id, event_id
+        )
+
     # ---- simulator PSP ledger (simulator.py) ------------------------------------------------
 
     async def simulator_charge(
@@ -391,13 +519,114 @@ class Store:
     # ---- maintenance and metrics (maintenance.py) -------------------------------------------
 
     async def prune(
-        self, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+        self,
+        *,
+        idempotency_older_than: timedelta,
+        outbox_older_than: timedelta,
+        merchant_events_older_than: timedelta,
     ) -> dict[str, int]:
         return await maintenance.prune(
             self.pool,
             idempotency_older_than=idempotency_older_than,
             outbox_older_than=outbox_older_than,
+            merchant_events_older_than=merchant_events_older_than,
         )
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
         return await maintenance.metrics_snapshot(self.pool)
+
+    # ---- analytics (analytics.py) -----------------------------------------------------------
+
+    async def analytics_summary(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> AnalyticsSummary:
+        return await analytics.summary(self.pool, merchant_id, start, end)
+
+    async def analytics_days(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> list[DayFigures]:
+        return await analytics.days(self.pool, merchant_id, start, end)
+
+    # ---- console sessions (sessions.py) -----------------------------------------------------
+
+    async def create_console_session(
+        self,
+        *,
+        id_hash: bytes,
+        key_id: str,
+        merchant_id: str,
+        csrf_token: str,
+        expires_at: datetime,
+    ) -> None:
+        await sessions.create_session(
+            self.pool,
+            id_hash=id_hash,
+            key_id=key_id,
+            merchant_id=merchant_id,
+            csrf_token=csrf_token,
+            expires_at=expires_at,
+        )
+
+    async def console_session(self, id_hash: bytes, idle: timedelta) -> ConsoleSession | None:
+        return await sessions.touch_session(self.pool, id_hash, idle)
+
+    async def end_console_session(self, id_hash: bytes) -> bool:
+        return await sessions.delete_session(self.pool, id_hash)
+
+    async def set_console_flash(self, id_hash: bytes, kind: str, message: str) -> None:
+        await sessions.set_flash(self.pool, id_hash, kind, message)
+
+    async def take_console_flash(self, id_hash: bytes) -> tuple[str, str] | None:
+        return await sessions.take_flash(self.pool, id_hash)
+
+    async def switch_console_merchant(self, id_hash: bytes, merchant_id: str) -> bool:
+        return await sessions.switch_merchant(self.pool, id_hash, merchant_id)
+
+    # ---- what the console reads (history.py) ------------------------------------------------
+
+    async def search_recoveries(
+        self,
+        merchant_id: str,
+        *,
+        q: str | None = None,
+        status: str | None = None,
+        category: str | None = None,
+        psp: str | None = None,
+        started_from: datetime | None = None,
+        started_to: datetime | None = None,
+        limit: int = 25,
+        cursor: str | None = None,
+    ) -> tuple[list[RecoveryRecord], str | None]:
+        return await history.search_recoveries(
+            self.pool,
+            merchant_id,
+            q=q,
+            status=status,
+            category=category,
+            psp=psp,
+            started_from=started_from,
+            started_to=started_to,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def payment_of(self, merchant_id: str, payment_ref: str) -> PaymentRecord | None:
+        return await history.payment_of(self.pool, merchant_id, payment_ref)
+
+    async def events_of(self, merchant_id: str, recovery_id: str) -> list[FailureEventRecord]:
+        return await history.events_of(self.pool, merchant_id, recovery_id)
+
+    async def attempts_detail(self, merchant_id: str, recovery_id: str) -> list[AttemptDetail]:
+        return await history.attempts_detail(self.pool, merchant_id, recovery_id)
+
+    async def runs_of(self, merchant_id: str, payment_ref: str) -> list[RunSummary]:
+        return await history.runs_of(self.pool, merchant_id, payment_ref)
+
+    async def recent_activity(self, merchant_id: str, limit: int = 20) -> list[ActivityItem]:
+        return await history.recent_activity(self.pool, merchant_id, limit)
+
+    async def upcoming_attempts(self, merchant_id: str, limit: int = 10) -> list[RecoveryRecord]:
+        return await history.upcoming_attempts(self.pool, merchant_id, limit)
+
+    async def open_by_category(self, merchant_id: str) -> list[OpenCount]:
+        return await history.open_by_category(self.pool, merchant_id)

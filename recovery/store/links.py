@@ -11,6 +11,7 @@ from recovery.constants import workflow_id_for
 from recovery.errors import NotFound, RecoveryFinished
 from recovery.models import PaymentSucceeded
 from recovery.payments import Disposition, payment_identity
+from recovery.store import merchant_webhooks
 from recovery.store.db import (
     affected,
     connection,
@@ -22,6 +23,7 @@ from recovery.store.db import (
 from recovery.store.outbox import queue_payment_succeeded
 from recovery.store.payments import receive_payment
 from recovery.store.records import LinkSummary, LinkView, SimulatorCheckout
+from recovery.store.views import read_links
 
 
 async def add_link(
@@ -56,7 +58,8 @@ async def insert_link(
     expires_at: datetime,
 ) -> str:
     """Insert a link row of `recovery_id` in the caller's transaction (which holds the
-    payment's lock and checked that the recovery is open); returns its id."""
+    payment's lock and checked that the recovery is open), and tell the merchant
+    (`link.issued`); returns its id."""
     link_id = new_id("lnk")
     await conn.execute(
         "INSERT INTO recovery_links (id, merchant_id, payment_ref, recovery_id,"
@@ -68,6 +71,7 @@ async def insert_link(
         issued_by,
         expires_at,
     )
+    await merchant_webhooks.tell_link(conn, link_id)
     return link_id
 
 
@@ -146,25 +150,30 @@ async def link_checkout(
 
 async def revoke_links(pool: asyncpg.Pool, recovery_id: str, reason: str) -> int:
     async with connection(pool) as conn:
-        done = await conn.execute(
-            "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
-            " WHERE recovery_id = $1 AND revoked_at IS NULL",
-            recovery_id,
-            reason,
-        )
+        return await _revoke(conn, recovery_id, reason)
+
+
+async def _revoke(conn: asyncpg.Connection, recovery_id: str, reason: str) -> int:
+    done = await conn.execute(
+        "UPDATE recovery_links SET revoked_at = clock_timestamp(), revoked_reason = $2"
+        " WHERE recovery_id = $1 AND revoked_at IS NULL",
+        recovery_id,
+        reason,
+    )
     return affected(done)
+
+
+async def revoke_at_the_end(conn: asyncpg.Connection, recovery_id: str, reason: str) -> bool:
+    """As a recovery ends, in the caller's transaction: revoke its links and close the
+    simulator's checkouts of them. True when a PSP's checkout of one is still open (to be
+    closed at the PSP: `close_checkouts`)."""
+    await _revoke(conn, recovery_id, reason)
+    return bool(await _close_here(conn, recovery_id))
 
 
 async def links_of(pool: asyncpg.Pool, recovery_id: str) -> list[LinkSummary]:
     async with connection(pool) as conn:
-        rows = await conn.fetch(
-            "SELECT id AS link_id, created_at, expires_at, opened_at, used_at, revoked_at,"
-            " revoked_reason, issued_by, checkout_closed_at FROM recovery_links"
-            " WHERE recovery_id = $1"
-            " ORDER BY created_at",
-            recovery_id,
-        )
-    return [LinkSummary(**dict(r)) for r in rows]
+        return await read_links(conn, recovery_id)
 
 
 async def _complete_link_payment(
@@ -246,26 +255,34 @@ async def close_checkouts(pool: asyncpg.Pool, recovery_id: str) -> list[tuple[st
     PSPs' are returned as (link id, merchant id, psp, checkout id) to close at the PSP, then
     `checkout_closed`."""
     async with transaction(pool) as conn:
-        await conn.execute(
-            "UPDATE simulator_checkouts c SET closed_at = clock_timestamp()"
-            " FROM recovery_links l WHERE l.id = c.link_id AND l.recovery_id = $1"
-            " AND l.revoked_at IS NOT NULL AND c.closed_at IS NULL",
-            recovery_id,
-        )
-        await conn.execute(
-            "UPDATE recovery_links SET checkout_closed_at = clock_timestamp()"
-            " WHERE recovery_id = $1 AND revoked_at IS NOT NULL AND checkout_psp = 'simulator'"
-            " AND checkout_closed_at IS NULL",
-            recovery_id,
-        )
-        rows = await conn.fetch(
+        rows = await _close_here(conn, recovery_id)
+    return [(r["id"], r["merchant_id"], r["checkout_psp"], r["checkout_id"]) for r in rows]
+
+
+async def _close_here(conn: asyncpg.Connection, recovery_id: str) -> list[asyncpg.Record]:
+    """Close the simulator's checkouts of the recovery's revoked links; the PSPs' checkouts
+    of them still open."""
+    await conn.execute(
+        "UPDATE simulator_checkouts c SET closed_at = clock_timestamp()"
+        " FROM recovery_links l WHERE l.id = c.link_id AND l.recovery_id = $1"
+        " AND l.revoked_at IS NOT NULL AND c.closed_at IS NULL",
+        recovery_id,
+    )
+    await conn.execute(
+        "UPDATE recovery_links SET checkout_closed_at = clock_timestamp()"
+        " WHERE recovery_id = $1 AND revoked_at IS NOT NULL AND checkout_psp = 'simulator'"
+        " AND checkout_closed_at IS NULL",
+        recovery_id,
+    )
+    return list(
+        await conn.fetch(
             "SELECT id, merchant_id, checkout_psp, checkout_id FROM recovery_links"
             " WHERE recovery_id = $1"
             " AND revoked_at IS NOT NULL AND checkout_id IS NOT NULL"
             " AND checkout_closed_at IS NULL ORDER BY created_at",
             recovery_id,
         )
-    return [(r["id"], r["merchant_id"], r["checkout_psp"], r["checkout_id"]) for r in rows]
+    )
 
 
 async def checkout_closed(pool: asyncpg.Pool, link_id: str) -> None:

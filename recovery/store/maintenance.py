@@ -6,12 +6,17 @@ from datetime import timedelta
 
 import asyncpg
 
+from recovery.store import merchant_webhooks
 from recovery.store.db import affected, connection
 from recovery.store.records import MetricsSnapshot
 
 
 async def prune(
-    pool: asyncpg.Pool, *, idempotency_older_than: timedelta, outbox_older_than: timedelta
+    pool: asyncpg.Pool,
+    *,
+    idempotency_older_than: timedelta,
+    outbox_older_than: timedelta,
+    merchant_events_older_than: timedelta,
 ) -> dict[str, int]:
     async with connection(pool) as conn:
         keys = await conn.execute(
@@ -22,7 +27,12 @@ async def prune(
             "DELETE FROM outbox WHERE delivered_at < now() - $1::interval",
             outbox_older_than,
         )
-    return {"idempotency_keys": affected(keys), "outbox": affected(outbox)}
+        events = await merchant_webhooks.prune(conn, merchant_events_older_than)
+    return {
+        "idempotency_keys": affected(keys),
+        "outbox": affected(outbox),
+        "merchant_events": events,
+    }
 
 
 async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:

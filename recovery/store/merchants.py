@@ -19,8 +19,24 @@ async def ensure_merchant(pool: asyncpg.Pool, merchant_id: str, name: str) -> No
 
 async def list_merchants(pool: asyncpg.Pool) -> list[MerchantRecord]:
     async with connection(pool) as conn:
-        rows = await conn.fetch("SELECT id, name, created_at FROM merchants ORDER BY id")
+        rows = await conn.fetch("SELECT id, name, reply_to, created_at FROM merchants ORDER BY id")
     return [MerchantRecord(**dict(r)) for r in rows]
+
+
+async def update_merchant(
+    pool: asyncpg.Pool, merchant_id: str, *, name: str | None, reply_to: str | None
+) -> MerchantRecord | None:
+    """Change a merchant's name and/or reply-to address ("" clears it); None: no merchant."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "UPDATE merchants SET name = coalesce($2, name),"
+            " reply_to = CASE WHEN $3::text IS NULL THEN reply_to ELSE nullif($3, '') END"
+            " WHERE id = $1 RETURNING id, name, reply_to, created_at",
+            merchant_id,
+            name,
+            reply_to,
+        )
+    return MerchantRecord(**dict(row)) if row else None
 
 
 async def add_api_key(

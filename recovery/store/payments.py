@@ -8,10 +8,15 @@ from dataclasses import dataclass
 import asyncpg
 
 from recovery.constants import OUTBOX_START_REFUND, refund_workflow_id
+from recovery.merchant_events import EventType
 from recovery.payments import Disposition, RecoveryFacts, dispose, short_of
-from recovery.store.db import connection, latest_recovery, new_id
+from recovery.store import merchant_webhooks
+from recovery.store.db import connection, latest_recovery, new_id, transaction
 from recovery.store.outbox import OUTBOX_CHANNEL
 from recovery.store.records import ReceivedPayment
+from recovery.store.views import PAYMENT_COLUMNS, read_payments
+
+SETTLED_REFUNDS = ("succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -96,31 +101,22 @@ async def receive_payment(
         await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
     else:
         await conn.execute("UPDATE recoveries SET paid_by = $2 WHERE id = $1", rec.id, payment_id)
+    if disposition is Disposition.PAID_AFTER_END:
+        await merchant_webhooks.tell_payment(conn, payment_id, EventType.PAYMENT_RECEIVED_AFTER_END)
     return Received(payment_id, rec.id, disposition)
-
-
-_COLUMNS = (
-    "id, payment_ref, recovery_id, source, psp, psp_payment_id, amount, currency,"
-    " disposition, refund_status, refund_id, refund_error, received_at, refunded_at, merchant_id"
-)
 
 
 async def received_payment(pool: asyncpg.Pool, payment_id: str) -> ReceivedPayment | None:
     async with connection(pool) as conn:
         row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM received_payments WHERE id = $1", payment_id
+            f"SELECT {PAYMENT_COLUMNS} FROM received_payments WHERE id = $1", payment_id
         )
     return ReceivedPayment(**dict(row)) if row else None
 
 
 async def payments_of(pool: asyncpg.Pool, recovery_id: str) -> list[ReceivedPayment]:
     async with connection(pool) as conn:
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM received_payments WHERE recovery_id = $1"
-            " ORDER BY received_at, id",
-            recovery_id,
-        )
-    return [ReceivedPayment(**dict(r)) for r in rows]
+        return await read_payments(conn, recovery_id)
 
 
 async def record_refund(
@@ -131,7 +127,12 @@ async def record_refund(
     refund_id: str | None,
     error: str | None,
 ) -> None:
-    async with connection(pool) as conn:
+    """Record a duplicate payment's refund; once it settled (`succeeded` or `failed`) the
+    merchant is told, in the same transaction (`payment.refunded_duplicate`)."""
+    async with transaction(pool) as conn:
+        was = await conn.fetchval(
+            "SELECT refund_status FROM received_payments WHERE id = $1 FOR UPDATE", payment_id
+        )
         await conn.execute(
             "UPDATE received_payments SET refund_status = $2, refund_id = $3,"
             " refund_error = $4, refunded_at = CASE WHEN $2 = 'succeeded'"
@@ -141,3 +142,7 @@ async def record_refund(
             refund_id,
             error,
         )
+        if status in SETTLED_REFUNDS and was not in SETTLED_REFUNDS:
+            await merchant_webhooks.tell_payment(
+                conn, payment_id, EventType.PAYMENT_REFUNDED_DUPLICATE
+            )

@@ -16,6 +16,24 @@ async def current_policy(pool: asyncpg.Pool, merchant_id: str) -> RetryPolicy:
             " ORDER BY version DESC LIMIT 1",
             merchant_id,
         )
+    return _policy_of(row)
+
+
+async def policy_version(
+    conn: asyncpg.Connection, merchant_id: str, version: int | None
+) -> RetryPolicy:
+    """The merchant's policy `version` (0 or None: the built-in default)."""
+    row = None
+    if version:
+        row = await conn.fetchrow(
+            "SELECT version, policy FROM merchant_policies WHERE merchant_id = $1 AND version = $2",
+            merchant_id,
+            version,
+        )
+    return _policy_of(row)
+
+
+def _policy_of(row: asyncpg.Record | None) -> RetryPolicy:
     if row is None:
         return DEFAULT_POLICY
     stored = {**row["policy"], "version": row["version"]}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -90,6 +90,8 @@ class RecoveryRecord:
 class MerchantRecord:
     id: str
     name: str
+    reply_to: str | None
+    """where customers' replies to our e-mail go (`Reply-To`), e.g. the merchant's support"""
     created_at: datetime
 
 
@@ -220,6 +222,59 @@ class ReceivedPayment:
 
 
 @dataclass(frozen=True)
+class WebhookEndpointRecord:
+    """A merchant's webhook endpoint as it is shown: never its secrets."""
+
+    id: str
+    merchant_id: str
+    url: str
+    description: str | None
+    events: list[str] | None  # None: every event type
+    created_at: datetime
+    rotated_at: datetime | None
+    previous_expires_at: datetime | None  # until then the previous secret signs too
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """An endpoint's signing secret as stored: sealed under the credentials key `key_id`."""
+
+    key_id: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """What one delivery try sends, and where: the endpoint (deleted or not), the secrets
+    that sign now (the current one first), and the event."""
+
+    merchant_id: str
+    endpoint_id: str
+    url: str
+    deleted: bool
+    secrets: tuple[SealedSecret, ...]
+    event_id: str
+    event_type: str
+    event_created_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryRecord:
+    id: str
+    endpoint_id: str
+    event_id: str
+    type: str
+    attempt: int
+    manual: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+    attempted_at: datetime
+    next_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One message to a customer (`customer_notifications`), as the API shows it."""
 
@@ -252,3 +307,155 @@ class OutgoingNotification:
     currency: str
     recovery_ended: bool
     link: LinkView | None
+
+
+# ---- analytics (analytics.py) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentFigures:
+    """How many payments, and their amounts per currency (minor units)."""
+
+    count: int
+    amount: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> PaymentFigures:
+        return cls(0, {})
+
+    def plus(self, count: int, currency: str, amount: int) -> PaymentFigures:
+        return PaymentFigures(
+            self.count + count, {**self.amount, currency: self.amount.get(currency, 0) + amount}
+        )
+
+
+@dataclass(frozen=True)
+class CategoryFigures:
+    started: int
+    recovered: int
+
+
+@dataclass(frozen=True)
+class AnalyticsSummary:
+    """A merchant's figures over `[start, end)`; each is bucketed by the date it is about
+    (see `recovery.store.analytics`)."""
+
+    start: datetime
+    end: datetime
+    started: int
+    recovered: int
+    exhausted: int
+    cancelled: int
+    open: int
+    recovered_amount: dict[str, int]
+    open_amount: dict[str, int]
+    median_seconds_to_recover: float | None
+    by_category: dict[str, CategoryFigures]
+    by_attempt: tuple[tuple[int, int], ...]
+    """(attempt number, runs it recovered); 0: paid by the customer, not by our attempt"""
+    received_after_end: PaymentFigures
+    duplicates: dict[str, PaymentFigures]
+    """duplicate payments by refund status: succeeded, pending, failed, none (not started)"""
+
+    @property
+    def ended(self) -> int:
+        return self.recovered + self.exhausted + self.cancelled
+
+    @property
+    def recovery_rate(self) -> float | None:
+        return self.recovered / self.ended if self.ended else None
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """One UTC day of a time series."""
+
+    day: date
+    started: int
+    recovered: int = 0
+    recovered_amount: dict[str, int] = field(default_factory=dict)
+
+
+# ---- the console (sessions.py, history.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A live console session: its key (and that key's merchant and role) and whose data it
+    shows (`merchant_id`: the key's, or the one an admin switched to)."""
+
+    key_id: str
+    key_merchant_id: str
+    role: str
+    merchant_id: str
+    merchant_name: str
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """A merchant's payment (`transactions`), as its failures described it."""
+
+    merchant_id: str
+    payment_ref: str
+    psp: str
+    amount: int
+    currency: str
+    customer_id: str | None
+    customer_email: str | None
+    payment_method_type: str | None
+    payment_method_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FailureEventRecord:
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptDetail:
+    number: int
+    created_at: datetime
+    completed_at: datetime | None
+    status: str
+    failure_code: str | None
+    failure: dict[str, Any] | None
+    psp_payment_id: str | None
+    planned_at: datetime | None
+    planned_reason: str | None
+    payment_method_id: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    ended_reason: str | None
+    attempt_count: int
+
+
+@dataclass(frozen=True)
+class ActivityItem:
+    at: datetime
+    kind: str
+    """started, recovered, exhausted, cancelled, attempt, support"""
+    payment_ref: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class OpenCount:
+    category: str
+    status: str
+    currency: str
+    count: int
+    amount: int

@@ -2,48 +2,34 @@
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from recovery.constants import workflow_id_for
-from recovery.errors import NotFound, RecoveryError
-from recovery.models import Attempt, FailureEvent, FinishResult, PaymentLookup, RecoveryState
+from recovery.errors import NotFound
+from recovery.models import FailureEvent, FinishResult, PaymentLookup, RecoveryState
 from recovery.redrive import check_redrivable, redrive_event
+from recovery.store import merchant_webhooks
 from recovery.store.db import (
     RECOVERY_COLUMNS,
     RECOVERY_FROM,
     connection,
+    decode_cursor,
+    encode_cursor,
     latest_recovery,
     lock_payment,
     new_id,
     transaction,
 )
+from recovery.store.links import revoke_at_the_end
 from recovery.store.notifications import suppress_unsent
 from recovery.store.outbox import queue_failure, queue_watch
 from recovery.store.records import RecoveryRecord
-
-
-def encode_cursor(started_at: datetime, recovery_id: str) -> str:
-    raw = json.dumps([started_at.isoformat(), recovery_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        started_text, rid = json.loads(raw)
-        started = datetime.fromisoformat(started_text)
-        if started.tzinfo is None:
-            raise ValueError("no UTC offset")
-        return started.astimezone(UTC), str(rid)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise RecoveryError("cursor is not one this API returned", field="cursor") from e
+from recovery.store.views import recovery_view, with_attempts
+from recovery.views import RecoveryOut
 
 
 async def insert_recovery(conn: asyncpg.Connection, merchant_id: str, payment_ref: str) -> str:
@@ -82,7 +68,12 @@ async def redrive(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -> str
 
 
 async def save_state(pool: asyncpg.Pool, state: RecoveryState) -> None:
-    async with connection(pool) as conn:
+    """Write a running recovery's state, and in the same transaction the merchant events it
+    tells (`merchant_webhooks.tell_recovery`); an ended recovery is left as it ended."""
+    async with transaction(pool) as conn:
+        before = await merchant_webhooks.shown(conn, state.recovery_id or "")
+        if before is None or before.ended:
+            return
         await conn.execute(
             "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
             " attempt_count = $5, next_attempt_at = $6, next_attempt_reason = $7,"
@@ -98,6 +89,7 @@ async def save_state(pool: asyncpg.Pool, state: RecoveryState) -> None:
             state.policy_version,
             state.paused,
         )
+        await merchant_webhooks.tell_recovery(conn, state.recovery_id or "", before)
 
 
 async def finish(
@@ -106,9 +98,12 @@ async def finish(
     seen_event_ids: Sequence[str],
     pending_payments: Sequence[str] = (),
     late_payments: Mapping[str, datetime] | None = None,
+    *,
+    revoke_links: bool = False,
 ) -> FinishResult:
     """End a recovery, unless events joined it that its workflow has not yet seen; in the
-    same transaction, queue a watcher for each of its payments still pending at the PSP.
+    same transaction, queue a watcher for each of its payments still pending at the PSP and,
+    with `revoke_links`, revoke its links (see `links.revoke_at_the_end`).
 
     Runs under the payment's row lock, like ingest, so a failure event either joins the
     recovery before it ends (and is returned here as unseen) or starts the next one.
@@ -126,6 +121,7 @@ async def finish(
                 finished=False,
                 unseen_events=[FailureEvent.model_validate(r["payload"]) for r in unseen],
             )
+        before = await merchant_webhooks.shown(conn, state.recovery_id or "")
         await conn.execute(
             "UPDATE recoveries SET status = $2, category = $3, rule = $4,"
             " attempt_count = $5, next_attempt_at = NULL, next_attempt_reason = NULL,"
@@ -139,6 +135,8 @@ async def finish(
             state.ended_reason,
             state.policy_version,
         )
+        if before is not None:
+            await merchant_webhooks.tell_recovery(conn, state.recovery_id or "", before)
         await suppress_unsent(conn, state.recovery_id or "")
         watch: dict[str, datetime | None] = dict.fromkeys(pending_payments)
         watch.update(late_payments or {})
@@ -153,7 +151,10 @@ async def finish(
                     late_until=late_until,
                 ),
             )
-        return FinishResult(finished=True)
+        open_checkouts = revoke_links and await revoke_at_the_end(
+            conn, state.recovery_id or "", state.status.value
+        )
+        return FinishResult(finished=True, open_checkouts=open_checkouts)
 
 
 async def recovery_is_open(pool: asyncpg.Pool, recovery_id: str) -> bool:
@@ -181,12 +182,17 @@ async def get_recovery(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -
         rec = await latest_recovery(conn, merchant_id, payment_ref)
         if rec is None:
             raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
-        attempts = await conn.fetch(
-            "SELECT number, created_at AS at, status AS outcome, failure_code AS code,"
-            " idempotency_key FROM attempts WHERE recovery_id = $1 ORDER BY number",
-            rec.id,
-        )
-    return dataclasses.replace(rec, attempts=tuple(Attempt(**dict(a)) for a in attempts))
+        return await with_attempts(conn, rec)
+
+
+async def get_recovery_view(pool: asyncpg.Pool, merchant_id: str, payment_ref: str) -> RecoveryOut:
+    """The payment's latest recovery run as merchants see it (attempts, links, payments)."""
+    async with connection(pool) as conn:
+        rec = await latest_recovery(conn, merchant_id, payment_ref)
+        view = await recovery_view(conn, rec.id) if rec is not None else None
+    if view is None:
+        raise NotFound(f"no recovery for payment_ref {payment_ref!r}")
+    return view
 
 
 async def list_recoveries(

@@ -5,106 +5,15 @@ a step fails."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import shutil
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import jwt
-import pytest
-import uvicorn
-from playwright.async_api import Browser, Page, Route, async_playwright
-from temporalio.testing import WorkflowEnvironment
+from playwright.async_api import Browser, Route
 
-from api.app import create_app
 from recovery.link_tokens import AUDIENCE, ISSUER
 from recovery.retry_links import notification_url
-from recovery.settings import Settings
-from recovery.store import Store
-from tests.helpers import INGEST, add_merchant, eventually, failure_body, free_port
-from tests.helpers.stack import stack_settings
-from worker.main import build_worker
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_PRESENT = Path(CHROMIUM).exists()
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@dataclass
-class Live:
-    base: str
-    http: httpx.AsyncClient
-    store: Store
-    settings: Settings
-    merchant_id: str
-    key: str
-
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-@pytest.fixture
-async def live(store: Store, pg_dsn: str, dev_env: WorkflowEnvironment) -> AsyncIterator[Live]:
-    """The API served by uvicorn on a real port, with a worker and the relay."""
-    port = free_port()
-    task_queue = f"tq-{uuid.uuid4()}"
-    settings = stack_settings(
-        pg_dsn,
-        dev_env.client.service_client.config.target_host,
-        task_queue,
-        public_base_url=f"http://127.0.0.1:{port}",
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-    )
-    serving = asyncio.create_task(server.serve())
-    merchant_id, key = await add_merchant(store)
-    try:
-
-        async def started() -> bool:
-            return server.started
-
-        await eventually(started)
-        async with (
-            build_worker(dev_env.client, store, task_queue, settings=settings),
-            httpx.AsyncClient(base_url=settings.public_base_url) as http,
-        ):
-            yield Live(settings.public_base_url, http, store, settings, merchant_id, key)
-    finally:
-        server.should_exit = True
-        await serving
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM_PRESENT:
-        pytest.fail("Chromium is not installed: apt-get install chromium (.ci/run does)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
-
-
-@contextlib.asynccontextmanager
-async def screenshot_on_failure(page: Page, tmp_path: Path, name: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-        raise
+from tests.helpers import INGEST, eventually, failure_body
+from tests.helpers.browser import Live, screenshot_on_failure
 
 
 async def sent_link(live: Live, ref: str) -> str:

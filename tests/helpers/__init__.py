@@ -8,7 +8,9 @@ pytest). No test module imports another test module or a conftest
 - `stack`: the API in-process on real servers (`running_stack`) and the calls tests make on it;
 - `workflows`: recoveries without the API (store ingest, outbox relay), a worker on a task
   queue of its own, the time-skipping server, the workflow's state;
-- `cli`: the operator CLI.
+- `cli`: the operator CLI;
+- `webhooks`: a merchant's webhook endpoint on 127.0.0.1 (a receiver that records what it
+  gets), and an endpoint with an event to deliver, through the store.
 
 `free_port` is the product's (`scripts.stack`).
 """
@@ -28,6 +30,7 @@ from tests.helpers.stack import (
 from tests.helpers.waiting import eventually
 from tests.helpers.workflows import (
     RunningWorker,
+    activities_run,
     expedited,
     ingest,
     relay,
@@ -42,6 +45,7 @@ __all__ = [
     "INGEST",
     "RunningWorker",
     "Stack",
+    "activities_run",
     "add_merchant",
     "assert_envelope",
     "cli",

@@ -48,10 +48,10 @@ def stack_settings(dsn: str, temporal_address: str, task_queue: str, **extra: An
         "auth_failure_burst": 10_000,
         "allow_simulator": True,
         "credentials_key": TEST_CREDENTIALS_KEY,
+        "environment": "test",  # a test may run in development (e.g. local webhook endpoints)
     }
     return Settings(
         **(defaults | extra),
-        environment="test",
         database_url=dsn,
         temporal_address=temporal_address,
         temporal_task_queue=task_queue,

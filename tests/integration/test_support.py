@@ -257,6 +257,22 @@ async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: s
     bad = cli(pg_dsn, "keys", "create", "--merchant", "mer_nope", "--role", "admin")
     assert bad.returncode == 1 and "no merchant" in bad.stderr
 
+    # the address customers' replies to our e-mail go to
+    changed = cli(
+        pg_dsn, "merchants", "set", merchant["id"], "--reply-to", "help@shop.test", "--json"
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert json.loads(changed.stdout)["reply_to"] == "help@shop.test"
+    listed = json.loads(cli(pg_dsn, "merchants", "list", "--json").stdout)
+    assert {"id": merchant["id"], "reply_to": "help@shop.test"}.items() <= next(
+        m for m in listed if m["id"] == merchant["id"]
+    ).items()
+    bad = cli(pg_dsn, "merchants", "set", merchant["id"], "--reply-to", "not an address")
+    assert bad.returncode == 2 and "not an e-mail address" in bad.stderr
+    cleared = cli(pg_dsn, "merchants", "set", merchant["id"], "--reply-to", "", "--json")
+    assert json.loads(cleared.stdout)["reply_to"] is None
+    assert cli(pg_dsn, "merchants", "set", "mer_nope", "--name", "x").returncode == 1
+
 
 async def test_cli_sets_a_merchants_own_psp_credentials(api: Stack, pg_dsn: str) -> None:
     # without credentials a Stripe event is refused...

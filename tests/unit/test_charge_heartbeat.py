@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.recovery import _heartbeating, _within
+from activities.heartbeats import heartbeating
+from activities.recovery import _within
 from recovery import constants as names
 from recovery.psp.base import TransientPSPError
 
@@ -24,7 +25,7 @@ async def test_a_slow_psp_call_heartbeats_while_it_runs() -> None:
         return "charged"
 
     async def activity() -> str:
-        return await _heartbeating(slow_call())
+        return await heartbeating(slow_call())
 
     assert await env.run(activity) == "charged"
     assert len(beats) >= 2
@@ -45,7 +46,7 @@ async def test_a_cancel_lets_the_call_in_flight_finish_and_keeps_its_result() ->
         env.cancel()
 
     async def activity() -> str:
-        return await _heartbeating(call())
+        return await heartbeating(call())
 
     canceller = asyncio.create_task(cancel_once_started())
     result = await env.run(activity)

@@ -72,6 +72,16 @@ async def notes(store: Store, merchant: str, ref: str) -> list[NotificationRecor
     return list(reversed(await store.notifications_of(merchant, ref)))
 
 
+async def settled_note(store: Store, merchant: str, ref: str) -> NotificationRecord:
+    """The payment's one notification, once it is no longer queued."""
+
+    async def settled() -> NotificationRecord | None:
+        found = await notes(store, merchant, ref)
+        return found[0] if found and found[0].status != "queued" else None
+
+    return await eventually(settled)
+
+
 async def mails(sink: MailSink, count: int) -> list[EmailMessage]:
     """The sink's messages once it holds `count` (and, a moment later, still `count`)."""
 
@@ -104,11 +114,13 @@ async def test_a_retry_link_then_a_reminder_on_each_reminder_day_then_nothing(
     merchant: str,
     sink: MailSink,
 ) -> None:
+    await store.update_merchant(merchant, reply_to="help@merchant.test")
     ref = f"order_{uuid.uuid4().hex[:8]}"
     handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
     [first] = await mails(sink, 1)
     assert first["To"] == "a@example.com"
+    assert first["Reply-To"] == "help@merchant.test"
     assert first["Subject"].startswith("Action needed: your payment of 49.99 USD")
     assert "Test Merchant" in first["From"]
     await ts_env.sleep(timedelta(days=3, hours=1))
@@ -183,7 +195,7 @@ async def test_a_policy_without_email_issues_links_and_sends_nothing(
     ref = f"order_{uuid.uuid4().hex[:8]}"
     handle = await start_recovery(store, worker, merchant, ref=ref, **LOST_CARD)
     await awaiting(handle)
-    note = (await eventually(lambda: notes(store, merchant, ref)))[0]
+    note = await settled_note(store, merchant, ref)
     assert (note.status, note.error, note.link_id is not None) == ("suppressed", POLICY_OFF, True)
     assert sink.messages() == []
 
@@ -197,7 +209,7 @@ async def test_a_customer_without_an_address_gets_a_link_recorded_as_not_sent(
     await relay(store, worker.client, worker.task_queue)
     handle = worker.client.get_workflow_handle(res.body["workflow_id"])
     await awaiting(handle)
-    note = (await eventually(lambda: notes(store, merchant, body["payment_ref"])))[0]
+    note = await settled_note(store, merchant, body["payment_ref"])
     assert (note.status, note.error, note.recipient) == ("suppressed", NO_ADDRESS, None)
     assert sink.messages() == []
 

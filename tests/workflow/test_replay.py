@@ -15,6 +15,7 @@ from temporalio.workflow import NondeterminismError
 from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow
 
 HISTORIES_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
@@ -26,6 +27,7 @@ def replayer() -> Replayer:
             PaymentRecoveryWorkflow,
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
+            WebhookDeliveryWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )

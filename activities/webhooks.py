@@ -1,0 +1,177 @@
+"""The merchant webhook delivery activity: one signed POST per try, logged, retried by
+Temporal (`workflows/webhooks.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from recovery import webhook_urls
+from recovery.activity_defs import WebhookActivityDefs
+from recovery.constants import WEBHOOK_RETRY_POLICY
+from recovery.logs import bind
+from recovery.merchant_events import EventType
+from recovery.models import WebhookDeliveryRequest, WebhookDeliveryResult
+from recovery.retry_links import url_of
+from recovery.settings import Settings
+from recovery.store import DeliveryTarget, Store
+from recovery.webhook_signing import SecretSealer, signature_header
+
+log = logging.getLogger("recovery.webhooks")
+
+USER_AGENT = "payment-recovery-webhooks/1"
+
+
+def envelope(target: DeliveryTarget, data: dict[str, Any]) -> bytes:
+    """The body of a delivery: the same bytes on every try of one event."""
+    created = target.event_created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    event = {"id": target.event_id, "type": target.event_type, "created_at": created, "data": data}
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def next_retry_at(info: activity.Info, now: datetime, tried_for: timedelta) -> datetime | None:
+    """When Temporal makes the next try after this one (which took `tried_for`) fails; None
+    when this one is the last. Time since the first try is the server's (the schedule is
+    its), the answer is on our clock."""
+    policy = info.retry_policy or WEBHOOK_RETRY_POLICY  # older servers do not send it
+    # in float seconds: the doubling outgrows any timedelta after ~45 tries
+    seconds = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** min(
+        info.attempt - 1, 64
+    )
+    if policy.maximum_interval is not None:
+        seconds = min(seconds, policy.maximum_interval.total_seconds())
+    interval = timedelta(seconds=seconds)
+    if info.schedule_to_close_timeout is not None:
+        elapsed = info.started_time - info.scheduled_time + tried_for
+        if elapsed + interval >= info.schedule_to_close_timeout:
+            return None
+    return now + interval
+
+
+class WebhookActivities(WebhookActivityDefs):
+    """Built by the worker with the store and settings; each method is one activity."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._sealer = SecretSealer(settings.credentials_keys())
+        self._development = settings.environment == "development"
+        self._timeout = settings.webhook_timeout_seconds
+        self._tls = ssl.create_default_context()
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:
+        info = activity.info()
+        bind(merchant_id=req.merchant_id)
+        target = await self._store.webhook_delivery_target(
+            req.merchant_id, req.endpoint_id, req.event_id
+        )
+        if target is None:
+            log.info("webhook %s to %s: the event is gone", req.event_id, req.endpoint_id)
+            return WebhookDeliveryResult(status="event_gone", attempts=info.attempt - 1)
+        if target.deleted:
+            log.info("webhook %s to %s: endpoint deleted", req.event_id, req.endpoint_id)
+            return WebhookDeliveryResult(status="endpoint_deleted", attempts=info.attempt - 1)
+        body = envelope(target, await self._data(target))
+        signing = [self._sealer.open(req.merchant_id, req.endpoint_id, s) for s in target.secrets]
+        attempted_at = datetime.now(UTC)
+        started = time.monotonic()
+        status_code, error = await self._post(target, body, signing)
+        delivered = status_code is not None and 200 <= status_code < 300
+        await self._store.record_webhook_delivery(
+            req,
+            attempt=info.attempt,
+            attempted_at=attempted_at,
+            status_code=status_code,
+            error=error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            next_retry_at=None
+            if delivered
+            else next_retry_at(
+                info, datetime.now(UTC), timedelta(seconds=time.monotonic() - started)
+            ),
+        )
+        log.info(
+            "webhook %s (%s) to %s, try %d: %s",
+            req.event_id,
+            target.event_type,
+            req.endpoint_id,
+            info.attempt,
+            status_code if delivered else error,
+        )
+        if not delivered:
+            # the endpoint's trouble, not ours: logged at debug by the SDK, kept in our log
+            raise ApplicationError(
+                error or "not delivered",
+                type="WebhookNotDelivered",
+                category=ApplicationErrorCategory.BENIGN,
+            )
+        return WebhookDeliveryResult(
+            status="delivered", status_code=status_code, attempts=info.attempt
+        )
+
+    async def _data(self, target: DeliveryTarget) -> dict[str, Any]:
+        """The event's `data`; a link's URL is built as it is sent (its token is never
+        stored), the same on every try."""
+        data = target.payload
+        if target.event_type == EventType.LINK_ISSUED:
+            view = await self._store.link_page(data["link"]["link_id"])
+            if view is not None:
+                data = data | {"link": data["link"] | {"url": url_of(view, self._settings)}}
+        return data
+
+    async def _post(
+        self, target: DeliveryTarget, body: bytes, signing: list[str]
+    ) -> tuple[int | None, str | None]:
+        """One POST to an address the URL's check allowed: (status code, error)."""
+        try:
+            dest = await webhook_urls.resolve(target.url, development=self._development)
+        except webhook_urls.UrlNotAllowed as e:
+            return None, f"not sent: the URL {e.message}"
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "host": dest.host_header,
+            "webhook-id": target.event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(signing, target.event_id, timestamp, body),
+        }
+        error = "no address to connect to"
+        try:
+            async with (
+                asyncio.timeout(self._timeout),
+                httpx.AsyncClient(
+                    verify=self._tls,
+                    follow_redirects=False,
+                    trust_env=False,  # no proxy from the environment: we connect where we checked
+                    timeout=self._timeout,
+                ) as client,
+            ):
+                for address in dest.addresses:
+                    try:
+                        async with client.stream(
+                            "POST",
+                            dest.url_for(address),
+                            content=body,
+                            headers=headers,
+                            extensions={"sni_hostname": dest.host},
+                        ) as answer:
+                            code = answer.status_code
+                            return code, None if 200 <= code < 300 else f"HTTP {code}"
+                    except httpx.ConnectError as e:  # the next address, if there is one
+                        error = f"could not connect to {address}: {e}"
+        except (TimeoutError, httpx.TimeoutException):
+            return None, f"timeout: no answer within {self._timeout:g} s"
+        except httpx.HTTPError as e:
+            return None, f"{type(e).__name__}: {e}"[:500]
+        return None, error[:500]
