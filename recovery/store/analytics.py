@@ -104,7 +104,7 @@ SELECT p.disposition, coalesce(p.refund_status, 'none') AS refund_status,
                 ELSE p.amount END)::bigint AS amount
   FROM received_payments p JOIN transactions t USING (merchant_id, payment_ref)
  WHERE p.merchant_id = $1 AND p.received_at >= $2 AND p.received_at < $3
-   AND p.disposition <> 'recovered'
+   AND p.disposition IN ('paid_after_end', 'duplicate')
  GROUP BY 1, 2, 3
 """
 
