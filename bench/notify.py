@@ -23,6 +23,7 @@ from typing import Any
 from bench import load
 from bench.common import Ctx, failure_body, wait_for
 from bench.stats import summary
+from recovery.constants import OUTBOX_START_WEBHOOK
 from scripts.stack import HOST, free_port
 
 
@@ -125,6 +126,20 @@ async def bench_notify(ctx: Ctx) -> dict[str, Any]:
             "SELECT id, type, created_at FROM merchant_events WHERE merchant_id = $1",
             merchant_id,
         )
+        # where a webhook's time goes: the outbox (commit to its delivery workflow started)
+        # and the worker (the workflow started to the first try's record)
+        outbox_lag = await ctx.pool.fetch(
+            "SELECT extract(epoch FROM delivered_at - created_at) AS s FROM outbox"
+            " WHERE signal = $1 AND payload->>'merchant_id' = $2 AND delivered_at IS NOT NULL",
+            OUTBOX_START_WEBHOOK,
+            merchant_id,
+        )
+        first_try = await ctx.pool.fetch(
+            "SELECT extract(epoch FROM min(d.attempted_at) - e.created_at) AS s"
+            " FROM webhook_deliveries d JOIN merchant_events e ON e.id = d.event_id"
+            " WHERE d.merchant_id = $1 GROUP BY e.id, e.created_at",
+            merchant_id,
+        )
     email_lag = [
         kept[n["message_id"]] - n["created_at"].timestamp()
         for n in notes
@@ -151,6 +166,8 @@ async def bench_notify(ctx: Ctx) -> dict[str, Any]:
             "repeated_deliveries": receiver.repeats,
             "lag_ms": summary(all_hooks, scale=1000),
             "lag_ms_by_type": {t: summary(lags, scale=1000) for t, lags in sorted(by_type.items())},
+            "outbox_lag_ms": summary([float(r["s"]) for r in outbox_lag], scale=1000),
+            "event_to_first_try_ms": summary([float(r["s"]) for r in first_try], scale=1000),
         },
         "cpu_pct": cpu_used,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
