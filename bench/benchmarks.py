@@ -26,6 +26,7 @@ from bench.common import (
     wait_for,
     wait_scheduled,
 )
+from bench.notify import bench_notify
 from bench.stats import summary
 from recovery.classifier import classify
 from recovery.models import ClassifyRequest, Failure, FailureEvent, PaymentMethod
@@ -624,6 +625,7 @@ async def bench_classifier(ctx: Ctx) -> dict[str, Any]:
 
 BENCHMARKS = {
     "analytics": bench_analytics,
+    "notify": bench_notify,
     "ingest": bench_ingest,
     "timers": bench_timers,
     "scale": bench_scale,

@@ -45,6 +45,8 @@ class Sizes:
     history_sample: int  # workflows whose history the timer benchmark reads
     analytics_recoveries: int = 100_000  # rows the analytics summary reads over
     analytics_requests: int = 200  # summary requests per case
+    notify_rate: float = 20.0  # hard declines posted per second (each e-mails its customer)
+    notify_recoveries: int = 100
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -58,6 +60,7 @@ class Sizes:
                 "support",
                 "scale",
                 "ingest",
+                "notify",
                 "analytics",
             ),
             ingest_levels=((8, 40, 20.0), (1, 80, None), (8, 150, None), (32, 200, None)),
@@ -90,6 +93,7 @@ class Sizes:
                 "throughput",
                 "support",
                 "scale",
+                "notify",
                 "analytics",
             ),
             ingest_levels=((8, 600, 20.0), (1, 1000, None), (8, 2000, None), (32, 3000, None)),
@@ -110,6 +114,8 @@ class Sizes:
             read_seconds=20,
             history_sample=200,
             analytics_requests=1000,
+            notify_rate=100.0,
+            notify_recoveries=2000,
         )
 
 
