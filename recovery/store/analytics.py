@@ -24,8 +24,14 @@ The period is half-open, `[start, end)`. Each figure is bucketed by the one date
 Amounts are integer minor units per currency, never summed across currencies: a recovery's
 amount is its payment's (`transactions.amount`); a received payment's is its own, or its
 payment's when the PSP did not report one. Categories not yet known are `unclassified`.
-Every query is filtered by the merchant and reads an index built for it (migration 0018);
-all of them run in one read-only repeatable-read transaction, so the figures agree.
+
+Each figure reads one index range of one table, filtered by the merchant, and no join: a run
+carries its payment's amount and currency and the number of the attempt that recovered it,
+derived by triggers whatever statement changes what they come from (migration 0019), and
+the indexes hold what each figure groups by (migrations 0018, 0019). One pass over the runs
+that ended in the period gives the ended counts, the recovered amounts, categories and
+attempts. All the queries run in one read-only repeatable-read transaction, so the figures
+agree.
 """
 
 from __future__ import annotations
@@ -53,11 +59,11 @@ SELECT coalesce(category, 'unclassified') AS category, count(*) AS n
 """
 
 _ENDED = """
-SELECT r.status, coalesce(r.category, 'unclassified') AS category, t.currency,
-       count(*) AS n, sum(t.amount)::bigint AS amount
-  FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
- WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3
- GROUP BY 1, 2, 3
+SELECT status, coalesce(category, 'unclassified') AS category, currency,
+       recovered_by_attempt AS attempt, count(*) AS n, sum(amount)::bigint AS amount
+  FROM recoveries
+ WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3
+ GROUP BY 1, 2, 3, 4
 """
 
 _MEDIAN = """
@@ -66,43 +72,31 @@ SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at -
  WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3 AND status = 'recovered'
 """
 
-# The attempt that recovered a run: ours whose PSP payment is the one that settled it (or,
-# for runs settled before payments were recorded, its first attempt that succeeded).
-_BY_ATTEMPT = """
-SELECT coalesce(a.number, 0) AS attempt, count(*) AS n
-  FROM recoveries r
-  LEFT JOIN received_payments p ON p.id = r.paid_by
-  LEFT JOIN LATERAL (
-        SELECT number FROM attempts a
-         WHERE a.recovery_id = r.id AND a.status = 'succeeded'
-           AND (p.id IS NULL OR a.psp_payment_id = p.psp_payment_id)
-         ORDER BY number LIMIT 1) a ON true
- WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3 AND r.status = 'recovered'
- GROUP BY 1 ORDER BY 1
-"""
-
 # Open at the end: still open, or ended at/after the end (two index ranges, not one OR).
 _OPEN = """
 SELECT currency, count(*) AS n, sum(amount)::bigint AS amount FROM (
-    SELECT t.currency, t.amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at IS NULL AND r.started_at < $2
+    SELECT currency, amount FROM recoveries
+     WHERE merchant_id = $1 AND ended_at IS NULL AND started_at < $2
     UNION ALL
-    SELECT t.currency, t.amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.started_at < $2
+    SELECT currency, amount FROM recoveries
+     WHERE merchant_id = $1 AND ended_at >= $2 AND started_at < $2
 ) open_at_end
 GROUP BY 1
 """
 
+# A received payment's amount and currency, or its payment's when the PSP did not report
+# them (looked up for those payments only).
 _RECEIVED = """
-SELECT p.disposition, coalesce(p.refund_status, 'none') AS refund_status,
-       CASE WHEN p.amount IS NULL OR p.currency IS NULL THEN t.currency
-            ELSE p.currency END AS currency,
-       count(*) AS n,
-       sum(CASE WHEN p.amount IS NULL OR p.currency IS NULL THEN t.amount
-                ELSE p.amount END)::bigint AS amount
-  FROM received_payments p JOIN transactions t USING (merchant_id, payment_ref)
+SELECT p.disposition, coalesce(p.refund_status, 'none') AS refund_status, paid.currency,
+       count(*) AS n, sum(paid.amount)::bigint AS amount
+  FROM received_payments p
+ CROSS JOIN LATERAL (
+        SELECT p.currency, p.amount WHERE p.amount IS NOT NULL AND p.currency IS NOT NULL
+        UNION ALL
+        SELECT t.currency, t.amount FROM transactions t
+         WHERE (p.amount IS NULL OR p.currency IS NULL)
+           AND t.merchant_id = p.merchant_id AND t.payment_ref = p.payment_ref
+       ) paid
  WHERE p.merchant_id = $1 AND p.received_at >= $2 AND p.received_at < $3
    AND p.disposition <> 'recovered'
  GROUP BY 1, 2, 3
@@ -120,11 +114,10 @@ WITH days AS (
      WHERE merchant_id = $1 AND started_at >= $2 AND started_at < $3
      GROUP BY 1
 ), recovered AS (
-    SELECT (r.ended_at AT TIME ZONE 'UTC')::date AS day, t.currency,
-           count(*) AS n, sum(t.amount)::bigint AS amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3
-       AND r.status = 'recovered'
+    SELECT (ended_at AT TIME ZONE 'UTC')::date AS day, currency,
+           count(*) AS n, sum(amount)::bigint AS amount
+      FROM recoveries
+     WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3 AND status = 'recovered'
      GROUP BY 1, 2
 )
 SELECT days.day, coalesce(s.n, 0) AS started, rc.currency, coalesce(rc.n, 0) AS recovered,
@@ -147,7 +140,6 @@ async def summary(
         started_rows = await conn.fetch(_STARTED, merchant_id, start, end)
         ended_rows = await conn.fetch(_ENDED, merchant_id, start, end)
         median = await conn.fetchval(_MEDIAN, merchant_id, start, end)
-        attempt_rows = await conn.fetch(_BY_ATTEMPT, merchant_id, start, end)
         open_rows = await conn.fetch(_OPEN, merchant_id, end)
         received_rows = await conn.fetch(_RECEIVED, merchant_id, start, end)
 
@@ -155,11 +147,13 @@ async def summary(
     recovered_by: dict[str, int] = defaultdict(int)
     ended: dict[str, int] = defaultdict(int)
     recovered_amount: dict[str, int] = defaultdict(int)
+    by_attempt: dict[int, int] = defaultdict(int)
     for r in ended_rows:
         ended[r["status"]] += r["n"]
         if r["status"] == "recovered":
             recovered_by[r["category"]] += r["n"]
             recovered_amount[r["currency"]] += r["amount"]
+            by_attempt[r["attempt"]] += r["n"]
     after_end = PaymentFigures.empty()
     duplicates: dict[str, PaymentFigures] = {}
     for r in received_rows:
@@ -187,7 +181,7 @@ async def summary(
             )
             for category in sorted(started_by.keys() | recovered_by.keys())
         },
-        by_attempt=tuple((r["attempt"], r["n"]) for r in attempt_rows),
+        by_attempt=tuple(sorted(by_attempt.items())),
         received_after_end=after_end,
         duplicates=dict(sorted(duplicates.items())),
     )

@@ -9,18 +9,34 @@ duplicates, and another merchant's data, which must not count. Period: 2026-03-0
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from api.routes.analytics import SummaryOut
 from recovery.auth import generate_key, register_key
-from recovery.store import Store
-from tests.helpers import add_merchant, assert_envelope, running_stack
+from recovery.dbsetup import open_store
+from recovery.migrate import migration_files
+from recovery.models import (
+    Category,
+    ChargeRequest,
+    ChargeResult,
+    Customer,
+    Failure,
+    PaymentMethod,
+    RecoveryState,
+    RecoveryStatus,
+    WebhookEvent,
+)
+from recovery.store import AnalyticsSummary, Store
+from tests.helpers import add_merchant, assert_envelope, failure_body, ingest, running_stack
 from tests.helpers.stack import Stack
 
 SUMMARY = "/v1/analytics/summary"
@@ -395,3 +411,256 @@ async def test_default_period_is_the_last_30_days(stack: Stack) -> None:
     support = generate_key()
     await register_key(stack.store, merchant_id, "support", support)
     assert (await stack.http.get(SUMMARY, headers=stack.auth(support))).status_code == 200
+
+
+# ---- what each run carries for the figures (migration 0019) ----------------------------------
+#
+# A run keeps its payment's amount and currency and the number of the attempt that recovered
+# it. The tests below change what those come from through the store's own writers and check
+# the figures, and that every run still agrees with the figures' definitions (`_DRIFT` is the
+# join the summary made before 0019: any row it returns is a stale copy).
+
+_DRIFT = """
+SELECT r.id, r.amount, r.currency, r.recovered_by_attempt, t.amount AS payment_amount,
+       t.currency AS payment_currency, CASE WHEN r.status = 'recovered'
+       THEN coalesce(a.number, 0) END AS attempt
+  FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
+  LEFT JOIN received_payments p ON p.id = r.paid_by
+  LEFT JOIN LATERAL (
+        SELECT number FROM attempts a
+         WHERE a.recovery_id = r.id AND a.status = 'succeeded'
+           AND (p.id IS NULL OR a.psp_payment_id = p.psp_payment_id)
+         ORDER BY number LIMIT 1) a ON true
+ WHERE r.merchant_id = $1
+   AND ((r.amount, r.currency) IS DISTINCT FROM (t.amount, t.currency)
+        OR r.recovered_by_attempt IS DISTINCT FROM
+           CASE WHEN r.status = 'recovered' THEN coalesce(a.number, 0) END)
+"""
+
+
+async def assert_no_drift(store: Store, merchant_id: str) -> None:
+    stale = await store.pool.fetch(_DRIFT, merchant_id)
+    assert [dict(r) for r in stale] == []
+
+
+async def now_figures(store: Store, merchant_id: str) -> AnalyticsSummary:
+    """The merchant's figures over the hour around now (the runs below start and end now)."""
+    now = datetime.now(UTC)
+    return await store.analytics_summary(
+        merchant_id, now - timedelta(hours=1), now + timedelta(hours=1)
+    )
+
+
+def state_of(merchant_id: str, ref: str, recovery_id: str, status: RecoveryStatus) -> RecoveryState:
+    return RecoveryState(
+        merchant_id=merchant_id,
+        payment_ref=ref,
+        recovery_id=recovery_id,
+        status=status,
+        category=Category.FUNDS,
+        ended_reason="test",
+    )
+
+
+async def charge(store: Store, merchant_id: str, ref: str, recovery_id: str, number: int) -> str:
+    """Our attempt `number` of the run, begun (as the workflow's charge begins it); its key."""
+    key = f"{recovery_id}:attempt:{number}"
+    await store.begin_attempt(
+        ChargeRequest(
+            merchant_id=merchant_id,
+            recovery_id=recovery_id,
+            payment_ref=ref,
+            attempt=number,
+            idempotency_key=key,
+            psp="stripe",
+            amount=4999,
+            currency="usd",
+            customer=Customer(id="cus_1"),
+            payment_method=PaymentMethod(id="pm_1"),
+            original_failure=Failure(code="card_declined"),
+        )
+    )
+    return key
+
+
+def paid(merchant_id: str, ref: str, psp_payment_id: str) -> WebhookEvent:
+    """Stripe's word that `psp_payment_id` paid `ref` (a checkout of the customer's, or our
+    own charge's PaymentIntent)."""
+    return WebhookEvent(
+        psp="stripe",
+        event_id=f"evt_{uuid.uuid4().hex}",
+        kind="payment_succeeded",
+        psp_type="payment_intent.succeeded",
+        merchant_id=merchant_id,
+        payment_ref=ref,
+        psp_payment_id=psp_payment_id,
+        amount=4999,
+        currency="usd",
+    )
+
+
+async def test_a_later_event_of_the_payment_changes_the_amount_of_each_of_its_runs(
+    store: Store,
+) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+    first = failure_body(amount=1000)
+    ref = first["payment_ref"]
+    run1 = (await ingest(store, merchant_id, first)).body["recovery_id"]
+    assert (await now_figures(store, merchant_id)).open_amount == {"usd": 1000}
+    # a second failure of the payment joins the open run, with another amount
+    second = failure_body(ref, amount=1500)
+    await ingest(store, merchant_id, second)
+    figures = await now_figures(store, merchant_id)
+    assert (figures.open, figures.open_amount) == (1, {"usd": 1500})
+    await assert_no_drift(store, merchant_id)
+
+    ended = state_of(merchant_id, ref, run1, RecoveryStatus.RECOVERED)
+    assert (await store.finish(ended, [first["event_id"], second["event_id"]])).finished
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.recovered_amount, figures.open) == (1, {"usd": 1500}, 0)
+
+    # a failure after the end opens the next run, in another currency: a recovery's amount
+    # is its payment's, so the recovered run shows it too (as the figures always counted it)
+    third = failure_body(ref, amount=2000) | {"currency": "eur"}
+    run2 = (await ingest(store, merchant_id, third)).body["recovery_id"]
+    assert run2 != run1
+    figures = await now_figures(store, merchant_id)
+    assert (figures.started, figures.recovered_amount, figures.open_amount) == (
+        2, {"eur": 2000}, {"eur": 2000},
+    )  # fmt: skip
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_a_redriven_payment_opens_a_run_with_the_payment_amount(store: Store) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+    body = failure_body(amount=700)
+    ref = body["payment_ref"]
+    run1 = (await ingest(store, merchant_id, body)).body["recovery_id"]
+    exhausted = state_of(merchant_id, ref, run1, RecoveryStatus.EXHAUSTED)
+    assert (await store.finish(exhausted, [body["event_id"]])).finished
+    run2 = await store.redrive(merchant_id, ref)
+    figures = await now_figures(store, merchant_id)
+    assert (figures.started, figures.exhausted, figures.open, figures.open_amount) == (
+        2, 1, 1, {"usd": 700},
+    )  # fmt: skip
+    # the redriven run recovered by our first attempt of it
+    key = await charge(store, merchant_id, ref, run2, 1)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_1"))
+    redriven = await store.get_recovery(merchant_id, ref)
+    assert redriven.id == run2 and redriven.paid_by is not None
+    redriven_events = await store.pool.fetch(
+        "SELECT event_id FROM payment_events WHERE recovery_id = $1", run2
+    )
+    recovered = state_of(merchant_id, ref, run2, RecoveryStatus.RECOVERED)
+    assert (await store.finish(recovered, [r["event_id"] for r in redriven_events])).finished
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.recovered_amount, figures.by_attempt) == (
+        1, {"usd": 700}, ((1, 1),),
+    )  # fmt: skip
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_the_attempt_that_recovered_a_run_whichever_way_it_was_paid(store: Store) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+
+    async def run() -> tuple[str, str, str]:
+        body = failure_body()
+        res = await ingest(store, merchant_id, body)
+        return body["payment_ref"], res.body["recovery_id"], body["event_id"]
+
+    async def recover(ref: str, rid: str, event_id: str) -> None:
+        state = state_of(merchant_id, ref, rid, RecoveryStatus.RECOVERED)
+        assert (await store.finish(state, [event_id])).finished
+
+    # our second attempt paid: attempt 2
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.complete_attempt(key, ChargeResult(status="failed", failure=Failure(code="x")))
+    key = await charge(store, merchant_id, ref, rid, 2)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_a2"))
+    await recover(ref, rid, evt)
+    # the customer paid through a checkout; our charge, pending, succeeded after the end and
+    # is refunded as a duplicate: still 0 (it did not recover the run)
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.complete_attempt(key, ChargeResult(status="processing", psp_payment_id="pi_b1"))
+    await store.record_webhook(paid(merchant_id, ref, "cs_customer"), {})
+    await recover(ref, rid, evt)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_b1"))
+    # Stripe told of our own charge's payment before our charge's answer came, and the run
+    # ended recovered by it: 0 at the end, then attempt 1 once the answer says so
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.record_webhook(paid(merchant_id, ref, "pi_c1"), {})
+    await recover(ref, rid, evt)
+    assert (await now_figures(store, merchant_id)).by_attempt == ((0, 2), (2, 1))
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_c1"))
+
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.by_attempt) == (3, ((0, 1), (1, 1), (2, 1)))
+    assert figures.duplicates["pending"].count == 1
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_a_run_settled_before_payments_were_recorded_counts_its_first_success(
+    store: Store,
+) -> None:
+    """No payment of record settled it (`paid_by` is empty): its first succeeded attempt,
+    however its attempts were written (here after the run, as a repair would)."""
+    merchant_id, _ = await add_merchant(store, "merchant")
+    async with store.pool.acquire() as conn:
+        await Seeder(conn, merchant_id).run(
+            amount=100, currency="usd", started="03-01 00:00", status="recovered",
+            ended="03-01 01:00", attempts=("failed", "succeeded", "succeeded"),
+        )  # fmt: skip
+    figures = await store.analytics_summary(merchant_id, at("03-01 00:00"), at("03-02 00:00"))
+    assert figures.by_attempt == ((2, 1),)
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_migration_0019_fills_the_runs_already_there(pg_server_dsn: str) -> None:
+    """The hand-computed fixture written under migration 0018's schema, then 0019 applied:
+    the same figures, and every run as its triggers would have kept it."""
+    name = f"recovery_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = urlunsplit(urlsplit(pg_server_dsn)._replace(path=f"/{name}"))
+    try:
+        old = await Store.connect(dsn)
+        try:
+            await old.pool.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, migration, sql in migration_files():
+                if version < 19:
+                    await old.pool.execute(sql)
+                    await old.pool.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        version,
+                        migration,
+                    )
+            await old.ensure_merchant("mer_before_0019", "Before 0019")
+            await seed(old, "mer_before_0019")
+        finally:
+            await old.close()
+        store = await open_store(dsn)  # applies 0019 and any later migration
+        try:
+            figures = await store.analytics_summary(
+                "mer_before_0019", at("03-01 00:00"), at("03-08 00:00")
+            )
+            assert SummaryOut.of(figures).model_dump(mode="json", by_alias=True) == (
+                EXPECTED_SUMMARY
+            )
+            await assert_no_drift(store, "mer_before_0019")
+        finally:
+            await store.close()
+    finally:
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
