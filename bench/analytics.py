@@ -121,7 +121,7 @@ async def bench_analytics(ctx: Ctx) -> dict[str, Any]:
     out: dict[str, Any] = {
         "recoveries": n,
         "other_merchant_recoveries": n // 5,
-        "seed_seconds": seed_seconds + other_seconds,
+        "seed_seconds": round(seed_seconds + other_seconds, 1),
         "requests_per_case": requests,
         "cases": {},
     }

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime
+from itertools import accumulate
 
 import asyncpg
 
@@ -46,10 +47,16 @@ from recovery.store.records import (
     AnalyticsSummary,
     CategoryFigures,
     DayFigures,
+    MerchantFigures,
     PaymentFigures,
 )
 
 UNCLASSIFIED = "unclassified"
+OTHER_MERCHANTS = "(other)"
+"""The label of the merchants /metrics does not name: never a merchant id (those are
+`[A-Za-z0-9_]`)."""
+RECOVERY_SECONDS_BUCKETS = (3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+"""Upper bounds (seconds, inclusive) of the time-to-recover histogram of /metrics."""
 
 _STARTED = """
 SELECT coalesce(category, 'unclassified') AS category, count(*) AS n
@@ -207,6 +214,129 @@ async def days(
             )
         out[r["day"]] = day
     return list(out.values())
+
+
+# ---- per merchant, for /metrics ----------------------------------------------------------------
+#
+# At most `top` merchants are named, those with the most runs open now or started in the
+# window; the others are summed under OTHER_MERCHANTS, so the labels stay bounded however
+# many merchants there are. A scrape reads the open runs (the backlog) and, merchant by
+# merchant, the index range of the window: it costs the merchants and the runs open or in the
+# window, never the whole history.
+
+_TOP_MERCHANTS = """
+WITH by_volume AS MATERIALIZED (
+    SELECT m.id,
+           (SELECT count(*) FROM recoveries r WHERE r.merchant_id = m.id AND r.ended_at IS NULL)
+         + (SELECT count(*) FROM recoveries r WHERE r.merchant_id = m.id AND r.started_at >= $1)
+           AS volume
+      FROM merchants m
+)
+SELECT id FROM by_volume WHERE volume > 0 ORDER BY volume DESC, id LIMIT $2
+"""
+
+_LABEL = "CASE WHEN m.id = ANY($1::text[]) THEN m.id ELSE $2 END"
+
+# the open runs are few (the backlog): one pass over all of them
+_MERCHANT_OPEN = """
+SELECT CASE WHEN merchant_id = ANY($1::text[]) THEN merchant_id ELSE $2 END AS merchant,
+       currency, count(*) AS n, sum(amount)::bigint AS amount
+  FROM recoveries
+ WHERE ended_at IS NULL
+ GROUP BY 1, 2
+"""
+
+_MERCHANT_STARTED = f"""
+SELECT {_LABEL} AS merchant, f.category, sum(f.n)::bigint AS n
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT coalesce(category, 'unclassified') AS category, count(*) AS n FROM recoveries r
+         WHERE r.merchant_id = m.id AND r.started_at >= $3
+         GROUP BY 1) f
+ GROUP BY 1, 2
+"""
+
+# bucket: how many of the histogram's bounds a recovered run's seconds exceed, i.e. the index
+# of the first bound it is within (len(bounds): none, +Inf)
+_MERCHANT_ENDED = f"""
+SELECT {_LABEL} AS merchant, f.status, f.currency, f.attempt, f.bucket,
+       sum(f.n)::bigint AS n, sum(f.amount)::bigint AS amount, sum(f.seconds) AS seconds
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT status, currency, recovered_by_attempt AS attempt,
+               CASE WHEN status = 'recovered' THEN (
+                    SELECT count(*) FROM unnest($4::float8[]) bound
+                     WHERE bound < extract(epoch FROM ended_at - started_at)) END AS bucket,
+               count(*) AS n, sum(amount) AS amount,
+               sum(extract(epoch FROM ended_at - started_at))::float8 AS seconds
+          FROM recoveries r
+         WHERE r.merchant_id = m.id AND r.ended_at >= $3
+         GROUP BY 1, 2, 3, 4) f
+ GROUP BY 1, 2, 3, 4, 5
+"""
+
+_MERCHANT_RECEIVED = f"""
+SELECT {_LABEL} AS merchant, f.disposition, f.refund_status, sum(f.n)::bigint AS n
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT disposition, coalesce(refund_status, 'none') AS refund_status, count(*) AS n
+          FROM received_payments p
+         WHERE p.merchant_id = m.id AND p.received_at >= $3 AND p.disposition <> 'recovered'
+         GROUP BY 1, 2) f
+ GROUP BY 1, 2, 3
+"""
+
+
+async def merchant_figures(pool: asyncpg.Pool, since: datetime, top: int) -> MerchantFigures:
+    """Every merchant's figures: open now, and started, ended and received since `since`
+    (each by the date the summary buckets it by), under at most `top` + 1 labels."""
+    async with (
+        connection(pool) as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        named = [r["id"] for r in await conn.fetch(_TOP_MERCHANTS, since, top)]
+        label = (named, OTHER_MERCHANTS)
+        open_rows = await conn.fetch(_MERCHANT_OPEN, *label)
+        started_rows = await conn.fetch(_MERCHANT_STARTED, *label, since)
+        ended_rows = await conn.fetch(
+            _MERCHANT_ENDED, *label, since, list(RECOVERY_SECONDS_BUCKETS)
+        )
+        received_rows = await conn.fetch(_MERCHANT_RECEIVED, *label, since)
+
+    open_runs: dict[str, int] = defaultdict(int)
+    for r in open_rows:
+        open_runs[r["merchant"]] += r["n"]
+    ended: dict[tuple[str, str], int] = defaultdict(int)
+    recovered_amount: dict[tuple[str, str], int] = defaultdict(int)
+    by_attempt: dict[tuple[str, int], int] = defaultdict(int)
+    in_bucket: dict[str, list[int]] = {}
+    seconds: dict[str, float] = defaultdict(float)
+    for r in ended_rows:
+        merchant = r["merchant"]
+        ended[merchant, r["status"]] += r["n"]
+        if r["status"] != "recovered":
+            continue
+        recovered_amount[merchant, r["currency"]] += r["amount"]
+        by_attempt[merchant, r["attempt"]] += r["n"]
+        counts = in_bucket.setdefault(merchant, [0] * (len(RECOVERY_SECONDS_BUCKETS) + 1))
+        counts[r["bucket"]] += r["n"]
+        seconds[merchant] += r["seconds"]
+    return MerchantFigures(
+        since=since,
+        open=dict(open_runs),
+        open_amount={(r["merchant"], r["currency"]): r["amount"] for r in open_rows},
+        started={(r["merchant"], r["category"]): r["n"] for r in started_rows},
+        ended=dict(ended),
+        recovered_amount=dict(recovered_amount),
+        by_attempt=dict(by_attempt),
+        seconds_to_recover={
+            merchant: (tuple(accumulate(counts)), seconds[merchant])
+            for merchant, counts in in_bucket.items()
+        },
+        payments={
+            (r["merchant"], r["disposition"], r["refund_status"]): r["n"] for r in received_rows
+        },
+    )
 
 
 def _currency(row: asyncpg.Record) -> str:

@@ -58,6 +58,7 @@ from recovery.store.records import (
     IngestResult,
     LinkSummary,
     LinkView,
+    MerchantFigures,
     MerchantRecord,
     MetricsSnapshot,
     NotificationRecord,
@@ -546,6 +547,10 @@ class Store:
         self, merchant_id: str, start: datetime, end: datetime
     ) -> list[DayFigures]:
         return await analytics.days(self.pool, merchant_id, start, end)
+
+    async def merchant_figures(self, since: datetime, top: int) -> MerchantFigures:
+        """Every merchant's figures for /metrics, the `top` merchants named (the rest together)."""
+        return await analytics.merchant_figures(self.pool, since, top)
 
     # ---- console sessions (sessions.py) -----------------------------------------------------
 

@@ -9,6 +9,7 @@ duplicates, and another merchant's data, which must not count. Period: 2026-03-0
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -36,6 +38,8 @@ from recovery.models import (
     WebhookEvent,
 )
 from recovery.store import AnalyticsSummary, Store
+from recovery.store.analytics import OTHER_MERCHANTS
+from scripts.stack import free_port
 from tests.helpers import add_merchant, assert_envelope, failure_body, ingest, running_stack
 from tests.helpers.stack import Stack
 
@@ -618,17 +622,29 @@ async def test_a_run_settled_before_payments_were_recorded_counts_its_first_succ
     await assert_no_drift(store, merchant_id)
 
 
-async def test_migration_0019_fills_the_runs_already_there(pg_server_dsn: str) -> None:
-    """The hand-computed fixture written under migration 0018's schema, then 0019 applied:
-    the same figures, and every run as its triggers would have kept it."""
+@contextlib.asynccontextmanager
+async def fresh_database(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A new empty database (no migration applied), dropped at the end: its dsn."""
     name = f"recovery_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    dsn = urlunsplit(urlsplit(pg_server_dsn)._replace(path=f"/{name}"))
     try:
+        yield urlunsplit(urlsplit(pg_server_dsn)._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_migration_0019_fills_the_runs_already_there(pg_server_dsn: str) -> None:
+    """The hand-computed fixture written under migration 0018's schema, then 0019 applied:
+    the same figures, and every run as its triggers would have kept it."""
+    async with fresh_database(pg_server_dsn) as dsn:
         old = await Store.connect(dsn)
         try:
             await old.pool.execute(
@@ -658,9 +674,161 @@ async def test_migration_0019_fills_the_runs_already_there(pg_server_dsn: str) -
             await assert_no_drift(store, "mer_before_0019")
         finally:
             await store.close()
-    finally:
-        admin = await asyncpg.connect(pg_server_dsn)
+
+
+# ---- the figures per merchant, for /metrics ---------------------------------------------------
+
+
+async def seed_merchants(store: Store) -> None:
+    """Four merchants; since 03-01: mer_b has the most runs open or started (8), then mer_a
+    (6), mer_c (2), mer_d (1)."""
+    for merchant_id in ("mer_a", "mer_b", "mer_c", "mer_d"):
+        await store.ensure_merchant(merchant_id, merchant_id)
+    async with store.pool.acquire() as conn:
+        a = Seeder(conn, "mer_a")
+        await a.run(
+            amount=1000, currency="usd", started="03-02 00:00", status="recovered",
+            ended="03-02 02:00", attempts=("succeeded",), paid_by="attempt",
+        )  # fmt: skip
+        await a.run(
+            amount=500, currency="eur", started="03-02 00:00", status="recovered",
+            ended="03-03 00:00", paid_by="simulator_checkout",
+        )  # fmt: skip
+        rid, ref = await a.run(
+            amount=300, currency="usd", started="03-01 12:00", status="exhausted",
+            ended="03-04 00:00", attempts=("failed",),
+        )  # fmt: skip
+        await a.payment(ref, rid, "paid_after_end", when="03-05 00:00", amount=300, currency="usd")
+        await a.run(amount=200, currency="usd", started="03-05 00:00")
+        await a.run(amount=100, currency="usd", started="02-20 00:00")
+        rid, ref = await a.run(
+            amount=900, currency="usd", started="02-01 00:00", status="recovered",
+            ended="02-05 00:00", attempts=("succeeded",), paid_by="attempt",
+        )  # fmt: skip
+        await a.payment(ref, rid, "duplicate", when="02-28 00:00", refund_status="pending")
+        b = Seeder(conn, "mer_b")
+        for _ in range(4):
+            await b.run(amount=50, currency="usd", started="03-06 00:00", category=None)
+        c = Seeder(conn, "mer_c")
+        await c.run(amount=70, currency="eur", started="03-06 00:00")
+        await c.run(
+            amount=400, currency="usd", started="02-25 00:00", status="recovered",
+            ended="03-01 00:00", attempts=("failed", "succeeded"), paid_by="attempt",
+        )  # fmt: skip
+        d = Seeder(conn, "mer_d")
+        rid, ref = await d.run(
+            amount=80, currency="usd", started="03-02 00:00", status="cancelled",
+            ended="03-02 06:00", category="network",
+        )  # fmt: skip
+        await d.payment(
+            ref, rid, "duplicate", when="03-03 00:00", amount=80, currency="usd",
+            refund_status="succeeded",
+        )  # fmt: skip
+
+
+async def test_figures_per_merchant_name_the_busiest_and_sum_the_rest(
+    pg_server_dsn: str,
+) -> None:
+    async with fresh_database(pg_server_dsn) as dsn:
+        store = await open_store(dsn)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await seed_merchants(store)
+            f = await store.merchant_figures(at("03-01 00:00"), top=2)
+            other = OTHER_MERCHANTS
+            assert f.open == {"mer_a": 2, "mer_b": 4, other: 1}
+            assert f.open_amount == {
+                ("mer_a", "usd"): 300,
+                ("mer_b", "usd"): 200,
+                (other, "eur"): 70,
+            }
+            assert f.started == {
+                ("mer_a", "funds"): 4, ("mer_b", "unclassified"): 4, (other, "funds"): 1,
+                (other, "network"): 1,
+            }  # fmt: skip
+            assert f.ended == {
+                ("mer_a", "recovered"): 2, ("mer_a", "exhausted"): 1, (other, "recovered"): 1,
+                (other, "cancelled"): 1,
+            }  # fmt: skip
+            assert f.recovered_amount == {
+                ("mer_a", "usd"): 1000, ("mer_a", "eur"): 500, (other, "usd"): 400,
+            }  # fmt: skip
+            assert f.by_attempt == {("mer_a", 1): 1, ("mer_a", 0): 1, (other, 2): 1}
+            # bounds 1 h, 6 h, 1 d, 3 d, 7 d, 14 d, 30 d, +Inf; each bound is inclusive
+            assert f.seconds_to_recover == {
+                "mer_a": ((0, 1, 2, 2, 2, 2, 2, 2), 2 * 3600 + 86400.0),  # 2 h and 1 d
+                other: ((0, 0, 0, 0, 1, 1, 1, 1), 4 * 86400.0),  # 4 d
+            }
+            assert f.payments == {
+                ("mer_a", "paid_after_end", "none"): 1, (other, "duplicate", "succeeded"): 1,
+            }  # fmt: skip
+
+            assert (await store.merchant_figures(at("03-01 00:00"), top=10)).open == {
+                "mer_a": 2, "mer_b": 4, "mer_c": 1,
+            }  # fmt: skip
+            assert (await store.merchant_figures(at("03-01 00:00"), top=0)).open == {other: 7}
+            # a later window: only what happened since
+            later = await store.merchant_figures(at("03-05 00:00"), top=2)
+            assert later.started == {("mer_b", "unclassified"): 4, ("mer_a", "funds"): 1,
+                                     (other, "funds"): 1}  # fmt: skip
+            assert (later.ended, later.payments) == (
+                {}, {("mer_a", "paid_after_end", "none"): 1},
+            )  # fmt: skip
         finally:
-            await admin.close()
+            await store.close()
+
+
+async def test_metrics_per_merchant_on_the_metrics_listener(
+    pg_server_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Runs of now, through the store's writers, scraped from METRICS_ADDRESS."""
+    async with fresh_database(pg_server_dsn) as dsn:
+        store = await open_store(dsn)
+        try:
+            merchant_id, _ = await add_merchant(store, "merchant")
+            recovered = failure_body(amount=1200)
+            ref = recovered["payment_ref"]
+            rid = (await ingest(store, merchant_id, recovered)).body["recovery_id"]
+            key = await charge(store, merchant_id, ref, rid, 1)
+            await store.complete_attempt(
+                key, ChargeResult(status="succeeded", psp_payment_id="pi_1")
+            )
+            state = state_of(merchant_id, ref, rid, RecoveryStatus.RECOVERED)
+            assert (await store.finish(state, [recovered["event_id"]])).finished
+            await ingest(store, merchant_id, failure_body(amount=300))
+
+            address = dev_env.client.service_client.config.target_host
+            metrics_address = f"127.0.0.1:{free_port()}"
+            async with (
+                running_stack(
+                    store, dsn, address, worker=False, metrics_address=metrics_address
+                ) as api,
+                httpx.AsyncClient() as http,
+            ):
+                assert (await api.http.get("/metrics", headers=api.auth())).status_code == 404
+                scraped = await http.get(f"http://{metrics_address}/metrics")
+        finally:
+            await store.close()
+    assert scraped.status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped.text.splitlines()
+        if line.startswith("recovery_merchant_")
+    }
+    m = f'merchant="{merchant_id}"'
+    gsum = samples.pop(f"recovery_merchant_seconds_to_recover_24h_gsum{{{m}}}")
+    assert 0 <= gsum < 3600  # recovered within the test
+    buckets = ["3600.0", "21600.0", "86400.0", "259200.0", "604800.0", "1.2096e+06", "2.592e+06"]
+    assert samples == {
+        f"recovery_merchant_recoveries_open{{{m}}}": 1,
+        f'recovery_merchant_open_amount_minor{{currency="usd",{m}}}': 300,
+        f'recovery_merchant_recoveries_started_24h{{category="funds",{m}}}': 1,
+        f'recovery_merchant_recoveries_started_24h{{category="unclassified",{m}}}': 1,
+        f'recovery_merchant_recoveries_ended_24h{{{m},status="recovered"}}': 1,
+        f'recovery_merchant_recovered_amount_minor_24h{{currency="usd",{m}}}': 1200,
+        f'recovery_merchant_recovered_by_attempt_24h{{attempt="1",{m}}}': 1,
+        **{
+            f'recovery_merchant_seconds_to_recover_24h_bucket{{le="{le}",{m}}}': 1
+            for le in [*buckets, "+Inf"]
+        },
+        f"recovery_merchant_seconds_to_recover_24h_gcount{{{m}}}": 1,
+    }
