@@ -58,6 +58,7 @@ from recovery.store.records import (
     IngestResult,
     LinkSummary,
     LinkView,
+    MerchantEventRecord,
     MerchantFigures,
     MerchantRecord,
     MetricsSnapshot,
@@ -439,6 +440,12 @@ class Store:
             duration_ms=duration_ms,
             next_retry_at=next_retry_at,
         )
+
+    async def recovery_webhook_events(
+        self, merchant_id: str, recovery_id: str
+    ) -> list[MerchantEventRecord]:
+        """The merchant events of one recovery run with their delivery tries."""
+        return await merchant_webhooks.recovery_events(self.pool, merchant_id, recovery_id)
 
     async def list_webhook_deliveries(
         self,

@@ -274,6 +274,16 @@ class WebhookDeliveryRecord:
 
 
 @dataclass(frozen=True)
+class MerchantEventRecord:
+    """An event the merchant was told of, with its delivery tries (oldest first)."""
+
+    id: str
+    type: str
+    created_at: datetime
+    deliveries: tuple[WebhookDeliveryRecord, ...]
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One message to a customer (`customer_notifications`), as the API shows it."""
 
