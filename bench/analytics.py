@@ -23,15 +23,17 @@ from bench.common import Ctx
 from bench.stats import summary
 from recovery.auth import generate_key, register_key
 
-_SEED = """
+# two statements: a run's payment must be there before the run (migration 0019's trigger
+# copies its amount, and a statement does not see what its own WITH inserts)
+_TRANSACTIONS = """
+INSERT INTO transactions (merchant_id, payment_ref, psp, amount, currency, customer_id)
+SELECT $1, 'an-' || i, 'simulator', 500 + (i * 7919) % 9500,
+       (ARRAY['usd', 'eur', 'inr'])[1 + i % 3], 'cus_' || (i % 5000)
+  FROM generate_series(1, $2::int) i
+"""
+
+_RECOVERIES = """
 WITH m AS (SELECT $1::text AS id, $2::int AS n)
-, tx AS (
-    INSERT INTO transactions (merchant_id, payment_ref, psp, amount, currency, customer_id)
-    SELECT m.id, 'an-' || i, 'simulator', 500 + (i * 7919) % 9500,
-           (ARRAY['usd', 'eur', 'inr'])[1 + i % 3], 'cus_' || (i % 5000)
-      FROM m, generate_series(1, m.n) i
-    RETURNING 1
-)
 INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id, status, category,
                         started_at, ended_at, attempt_count, next_attempt_at)
 SELECT 'rec_' || m.id || '_' || i, m.id, 'an-' || i, 'recovery/' || m.id || '/an-' || i,
@@ -88,7 +90,8 @@ async def seed(ctx: Ctx, merchant_id: str, n: int, now: datetime) -> float:
         await conn.execute(
             "INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, "bench analytics"
         )
-        await conn.execute(_SEED, merchant_id, n, now)
+        await conn.execute(_TRANSACTIONS, merchant_id, n)
+        await conn.execute(_RECOVERIES, merchant_id, n, now)
         await conn.execute(_ATTEMPTS, merchant_id)
         await conn.execute(_PAYMENTS, merchant_id)
         await conn.execute(_PAID_BY, merchant_id)

@@ -48,6 +48,11 @@ BEGIN
         SELECT t.amount, t.currency INTO NEW.amount, NEW.currency
           FROM transactions t
          WHERE t.merchant_id = NEW.merchant_id AND t.payment_ref = NEW.payment_ref;
+        IF NOT FOUND THEN  -- e.g. inserted by a WITH of the same statement: not seen yet
+            RAISE EXCEPTION 'recovery % of payment %/%: insert its payment (transactions) first',
+                NEW.id, NEW.merchant_id, NEW.payment_ref
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
     END IF;
     NEW.recovered_by_attempt := CASE WHEN NEW.status = 'recovered'
                                      THEN recovering_attempt(NEW.id, NEW.paid_by) END;

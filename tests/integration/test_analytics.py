@@ -622,6 +622,20 @@ async def test_a_run_settled_before_payments_were_recorded_counts_its_first_succ
     await assert_no_drift(store, merchant_id)
 
 
+async def test_a_run_inserted_before_its_payment_is_refused_clearly(store: Store) -> None:
+    """A run takes its amount from its payment: a statement that inserts both (the payment
+    in a WITH) cannot, since it does not see its own WITH's rows. The store never does that."""
+    merchant_id, _ = await add_merchant(store, "merchant")
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="insert its payment"):
+        await store.pool.execute(
+            "WITH t AS (INSERT INTO transactions (merchant_id, payment_ref, psp, amount, currency)"
+            " VALUES ($1, 'order-1', 'simulator', 100, 'usd') RETURNING 1)"
+            " INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id)"
+            " VALUES ('rec_' || $1, $1, 'order-1', 'wf')",
+            merchant_id,
+        )
+
+
 @contextlib.asynccontextmanager
 async def fresh_database(pg_server_dsn: str) -> AsyncIterator[str]:
     """A new empty database (no migration applied), dropped at the end: its dsn."""
