@@ -1,8 +1,8 @@
 """A recovery's whole story for its console page: the payment, each failure and how the
 classifier read it (category, action, the rule that decided), every attempt with the time
 planned for it and why, the links and what the customer did with them, the payments
-received, the e-mails, the support actions (audit log), the earlier runs of the payment and
-the workflow in the Temporal UI."""
+received, the e-mails, the merchant webhook events and their deliveries, the support actions
+(audit log), the earlier runs of the payment and the workflow in the Temporal UI."""
 
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ from recovery.store import (
     RecoveryRecord,
     Store,
 )
-from recovery.store.records import AttemptDetail, PaymentRecord, RunSummary
+from recovery.store.records import (
+    AttemptDetail,
+    MerchantEventRecord,
+    PaymentRecord,
+    RunSummary,
+)
 
 EARLY = timedelta(seconds=60)  # an attempt this much before its planned time was brought forward
 
@@ -56,6 +61,7 @@ class Story:
     links: list[LinkSummary]
     payments: list[ReceivedPayment]
     emails: list[NotificationRecord]
+    webhooks: list[MerchantEventRecord]
     audit: list[AuditEntryRecord]
     runs: list[RunSummary]
     temporal_url: str | None
@@ -150,6 +156,7 @@ async def story(store: Store, settings: Settings, merchant_id: str, ref: str) ->
     links = await store.links_of(rec.id)
     payments = await store.payments_of(rec.id)
     emails = await store.notifications_of(merchant_id, ref, 100)
+    webhooks = await store.recovery_webhook_events(merchant_id, rec.id)
     audit = await store.audit_entries(merchant_id, ref, 200)
     runs = await store.runs_of(merchant_id, ref)
     return Story(
@@ -160,6 +167,7 @@ async def story(store: Store, settings: Settings, merchant_id: str, ref: str) ->
         links=links,
         payments=payments,
         emails=[e for e in emails if e.recovery_id in (None, rec.id)],
+        webhooks=webhooks,
         audit=audit,
         runs=runs,
         temporal_url=temporal_url(settings, rec.workflow_id),

@@ -24,14 +24,21 @@ The period is half-open, `[start, end)`. Each figure is bucketed by the one date
 Amounts are integer minor units per currency, never summed across currencies: a recovery's
 amount is its payment's (`transactions.amount`); a received payment's is its own, or its
 payment's when the PSP did not report one. Categories not yet known are `unclassified`.
-Every query is filtered by the merchant and reads an index built for it (migration 0018);
-all of them run in one read-only repeatable-read transaction, so the figures agree.
+
+Each figure reads one index range of one table, filtered by the merchant, and no join: a run
+carries its payment's amount and currency and the number of the attempt that recovered it,
+derived by triggers whatever statement changes what they come from (migration 0019), and
+the indexes hold what each figure groups by (migrations 0018, 0019). One pass over the runs
+that ended in the period gives the ended counts, the recovered amounts, categories and
+attempts. All the queries run in one read-only repeatable-read transaction, so the figures
+agree.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime
+from itertools import accumulate
 
 import asyncpg
 
@@ -40,10 +47,16 @@ from recovery.store.records import (
     AnalyticsSummary,
     CategoryFigures,
     DayFigures,
+    MerchantFigures,
     PaymentFigures,
 )
 
 UNCLASSIFIED = "unclassified"
+OTHER_MERCHANTS = "(other)"
+"""The label of the merchants /metrics does not name: never a merchant id (those are
+`[A-Za-z0-9_]`)."""
+RECOVERY_SECONDS_BUCKETS = (3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+"""Upper bounds (seconds, inclusive) of the time-to-recover histogram of /metrics."""
 
 _STARTED = """
 SELECT coalesce(category, 'unclassified') AS category, count(*) AS n
@@ -53,11 +66,11 @@ SELECT coalesce(category, 'unclassified') AS category, count(*) AS n
 """
 
 _ENDED = """
-SELECT r.status, coalesce(r.category, 'unclassified') AS category, t.currency,
-       count(*) AS n, sum(t.amount)::bigint AS amount
-  FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
- WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3
- GROUP BY 1, 2, 3
+SELECT status, coalesce(category, 'unclassified') AS category, currency,
+       recovered_by_attempt AS attempt, count(*) AS n, sum(amount)::bigint AS amount
+  FROM recoveries
+ WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3
+ GROUP BY 1, 2, 3, 4
 """
 
 _MEDIAN = """
@@ -66,43 +79,31 @@ SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at -
  WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3 AND status = 'recovered'
 """
 
-# The attempt that recovered a run: ours whose PSP payment is the one that settled it (or,
-# for runs settled before payments were recorded, its first attempt that succeeded).
-_BY_ATTEMPT = """
-SELECT coalesce(a.number, 0) AS attempt, count(*) AS n
-  FROM recoveries r
-  LEFT JOIN received_payments p ON p.id = r.paid_by
-  LEFT JOIN LATERAL (
-        SELECT number FROM attempts a
-         WHERE a.recovery_id = r.id AND a.status = 'succeeded'
-           AND (p.id IS NULL OR a.psp_payment_id = p.psp_payment_id)
-         ORDER BY number LIMIT 1) a ON true
- WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3 AND r.status = 'recovered'
- GROUP BY 1 ORDER BY 1
-"""
-
 # Open at the end: still open, or ended at/after the end (two index ranges, not one OR).
 _OPEN = """
 SELECT currency, count(*) AS n, sum(amount)::bigint AS amount FROM (
-    SELECT t.currency, t.amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at IS NULL AND r.started_at < $2
+    SELECT currency, amount FROM recoveries
+     WHERE merchant_id = $1 AND ended_at IS NULL AND started_at < $2
     UNION ALL
-    SELECT t.currency, t.amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.started_at < $2
+    SELECT currency, amount FROM recoveries
+     WHERE merchant_id = $1 AND ended_at >= $2 AND started_at < $2
 ) open_at_end
 GROUP BY 1
 """
 
+# A received payment's amount and currency, or its payment's when the PSP did not report
+# them (looked up for those payments only).
 _RECEIVED = """
-SELECT p.disposition, coalesce(p.refund_status, 'none') AS refund_status,
-       CASE WHEN p.amount IS NULL OR p.currency IS NULL THEN t.currency
-            ELSE p.currency END AS currency,
-       count(*) AS n,
-       sum(CASE WHEN p.amount IS NULL OR p.currency IS NULL THEN t.amount
-                ELSE p.amount END)::bigint AS amount
-  FROM received_payments p JOIN transactions t USING (merchant_id, payment_ref)
+SELECT p.disposition, coalesce(p.refund_status, 'none') AS refund_status, paid.currency,
+       count(*) AS n, sum(paid.amount)::bigint AS amount
+  FROM received_payments p
+ CROSS JOIN LATERAL (
+        SELECT p.currency, p.amount WHERE p.amount IS NOT NULL AND p.currency IS NOT NULL
+        UNION ALL
+        SELECT t.currency, t.amount FROM transactions t
+         WHERE (p.amount IS NULL OR p.currency IS NULL)
+           AND t.merchant_id = p.merchant_id AND t.payment_ref = p.payment_ref
+       ) paid
  WHERE p.merchant_id = $1 AND p.received_at >= $2 AND p.received_at < $3
    AND p.disposition IN ('paid_after_end', 'duplicate')
  GROUP BY 1, 2, 3
@@ -120,11 +121,10 @@ WITH days AS (
      WHERE merchant_id = $1 AND started_at >= $2 AND started_at < $3
      GROUP BY 1
 ), recovered AS (
-    SELECT (r.ended_at AT TIME ZONE 'UTC')::date AS day, t.currency,
-           count(*) AS n, sum(t.amount)::bigint AS amount
-      FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
-     WHERE r.merchant_id = $1 AND r.ended_at >= $2 AND r.ended_at < $3
-       AND r.status = 'recovered'
+    SELECT (ended_at AT TIME ZONE 'UTC')::date AS day, currency,
+           count(*) AS n, sum(amount)::bigint AS amount
+      FROM recoveries
+     WHERE merchant_id = $1 AND ended_at >= $2 AND ended_at < $3 AND status = 'recovered'
      GROUP BY 1, 2
 )
 SELECT days.day, coalesce(s.n, 0) AS started, rc.currency, coalesce(rc.n, 0) AS recovered,
@@ -147,7 +147,6 @@ async def summary(
         started_rows = await conn.fetch(_STARTED, merchant_id, start, end)
         ended_rows = await conn.fetch(_ENDED, merchant_id, start, end)
         median = await conn.fetchval(_MEDIAN, merchant_id, start, end)
-        attempt_rows = await conn.fetch(_BY_ATTEMPT, merchant_id, start, end)
         open_rows = await conn.fetch(_OPEN, merchant_id, end)
         received_rows = await conn.fetch(_RECEIVED, merchant_id, start, end)
 
@@ -155,11 +154,13 @@ async def summary(
     recovered_by: dict[str, int] = defaultdict(int)
     ended: dict[str, int] = defaultdict(int)
     recovered_amount: dict[str, int] = defaultdict(int)
+    by_attempt: dict[int, int] = defaultdict(int)
     for r in ended_rows:
         ended[r["status"]] += r["n"]
         if r["status"] == "recovered":
             recovered_by[r["category"]] += r["n"]
             recovered_amount[r["currency"]] += r["amount"]
+            by_attempt[r["attempt"]] += r["n"]
     after_end = PaymentFigures.empty()
     duplicates: dict[str, PaymentFigures] = {}
     for r in received_rows:
@@ -187,7 +188,7 @@ async def summary(
             )
             for category in sorted(started_by.keys() | recovered_by.keys())
         },
-        by_attempt=tuple((r["attempt"], r["n"]) for r in attempt_rows),
+        by_attempt=tuple(sorted(by_attempt.items())),
         received_after_end=after_end,
         duplicates=dict(sorted(duplicates.items())),
     )
@@ -213,6 +214,129 @@ async def days(
             )
         out[r["day"]] = day
     return list(out.values())
+
+
+# ---- per merchant, for /metrics ----------------------------------------------------------------
+#
+# At most `top` merchants are named, those with the most runs open now or started in the
+# window; the others are summed under OTHER_MERCHANTS, so the labels stay bounded however
+# many merchants there are. A scrape reads the open runs (the backlog) and, merchant by
+# merchant, the index range of the window: it costs the merchants and the runs open or in the
+# window, never the whole history.
+
+_TOP_MERCHANTS = """
+WITH by_volume AS MATERIALIZED (
+    SELECT m.id,
+           (SELECT count(*) FROM recoveries r WHERE r.merchant_id = m.id AND r.ended_at IS NULL)
+         + (SELECT count(*) FROM recoveries r WHERE r.merchant_id = m.id AND r.started_at >= $1)
+           AS volume
+      FROM merchants m
+)
+SELECT id FROM by_volume WHERE volume > 0 ORDER BY volume DESC, id LIMIT $2
+"""
+
+_LABEL = "CASE WHEN m.id = ANY($1::text[]) THEN m.id ELSE $2 END"
+
+# the open runs are few (the backlog): one pass over all of them
+_MERCHANT_OPEN = """
+SELECT CASE WHEN merchant_id = ANY($1::text[]) THEN merchant_id ELSE $2 END AS merchant,
+       currency, count(*) AS n, sum(amount)::bigint AS amount
+  FROM recoveries
+ WHERE ended_at IS NULL
+ GROUP BY 1, 2
+"""
+
+_MERCHANT_STARTED = f"""
+SELECT {_LABEL} AS merchant, f.category, sum(f.n)::bigint AS n
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT coalesce(category, 'unclassified') AS category, count(*) AS n FROM recoveries r
+         WHERE r.merchant_id = m.id AND r.started_at >= $3
+         GROUP BY 1) f
+ GROUP BY 1, 2
+"""
+
+# bucket: how many of the histogram's bounds a recovered run's seconds exceed, i.e. the index
+# of the first bound it is within (len(bounds): none, +Inf)
+_MERCHANT_ENDED = f"""
+SELECT {_LABEL} AS merchant, f.status, f.currency, f.attempt, f.bucket,
+       sum(f.n)::bigint AS n, sum(f.amount)::bigint AS amount, sum(f.seconds) AS seconds
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT status, currency, recovered_by_attempt AS attempt,
+               CASE WHEN status = 'recovered' THEN (
+                    SELECT count(*) FROM unnest($4::float8[]) bound
+                     WHERE bound < extract(epoch FROM ended_at - started_at)) END AS bucket,
+               count(*) AS n, sum(amount) AS amount,
+               sum(extract(epoch FROM ended_at - started_at))::float8 AS seconds
+          FROM recoveries r
+         WHERE r.merchant_id = m.id AND r.ended_at >= $3
+         GROUP BY 1, 2, 3, 4) f
+ GROUP BY 1, 2, 3, 4, 5
+"""
+
+_MERCHANT_RECEIVED = f"""
+SELECT {_LABEL} AS merchant, f.disposition, f.refund_status, sum(f.n)::bigint AS n
+  FROM merchants m
+ CROSS JOIN LATERAL (
+        SELECT disposition, coalesce(refund_status, 'none') AS refund_status, count(*) AS n
+          FROM received_payments p
+         WHERE p.merchant_id = m.id AND p.received_at >= $3 AND p.disposition <> 'recovered'
+         GROUP BY 1, 2) f
+ GROUP BY 1, 2, 3
+"""
+
+
+async def merchant_figures(pool: asyncpg.Pool, since: datetime, top: int) -> MerchantFigures:
+    """Every merchant's figures: open now, and started, ended and received since `since`
+    (each by the date the summary buckets it by), under at most `top` + 1 labels."""
+    async with (
+        connection(pool) as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        named = [r["id"] for r in await conn.fetch(_TOP_MERCHANTS, since, top)]
+        label = (named, OTHER_MERCHANTS)
+        open_rows = await conn.fetch(_MERCHANT_OPEN, *label)
+        started_rows = await conn.fetch(_MERCHANT_STARTED, *label, since)
+        ended_rows = await conn.fetch(
+            _MERCHANT_ENDED, *label, since, list(RECOVERY_SECONDS_BUCKETS)
+        )
+        received_rows = await conn.fetch(_MERCHANT_RECEIVED, *label, since)
+
+    open_runs: dict[str, int] = defaultdict(int)
+    for r in open_rows:
+        open_runs[r["merchant"]] += r["n"]
+    ended: dict[tuple[str, str], int] = defaultdict(int)
+    recovered_amount: dict[tuple[str, str], int] = defaultdict(int)
+    by_attempt: dict[tuple[str, int], int] = defaultdict(int)
+    in_bucket: dict[str, list[int]] = {}
+    seconds: dict[str, float] = defaultdict(float)
+    for r in ended_rows:
+        merchant = r["merchant"]
+        ended[merchant, r["status"]] += r["n"]
+        if r["status"] != "recovered":
+            continue
+        recovered_amount[merchant, r["currency"]] += r["amount"]
+        by_attempt[merchant, r["attempt"]] += r["n"]
+        counts = in_bucket.setdefault(merchant, [0] * (len(RECOVERY_SECONDS_BUCKETS) + 1))
+        counts[r["bucket"]] += r["n"]
+        seconds[merchant] += r["seconds"]
+    return MerchantFigures(
+        since=since,
+        open=dict(open_runs),
+        open_amount={(r["merchant"], r["currency"]): r["amount"] for r in open_rows},
+        started={(r["merchant"], r["category"]): r["n"] for r in started_rows},
+        ended=dict(ended),
+        recovered_amount=dict(recovered_amount),
+        by_attempt=dict(by_attempt),
+        seconds_to_recover={
+            merchant: (tuple(accumulate(counts)), seconds[merchant])
+            for merchant, counts in in_bucket.items()
+        },
+        payments={
+            (r["merchant"], r["disposition"], r["refund_status"]): r["n"] for r in received_rows
+        },
+    )
 
 
 def _currency(row: asyncpg.Record) -> str:

@@ -58,6 +58,8 @@ from recovery.store.records import (
     IngestResult,
     LinkSummary,
     LinkView,
+    MerchantEventRecord,
+    MerchantFigures,
     MerchantRecord,
     MetricsSnapshot,
     NotificationRecord,
@@ -439,6 +441,12 @@ class Store:
             next_retry_at=next_retry_at,
         )
 
+    async def recovery_webhook_events(
+        self, merchant_id: str, recovery_id: str
+    ) -> list[MerchantEventRecord]:
+        """The merchant events of one recovery run with their delivery tries."""
+        return await merchant_webhooks.recovery_events(self.pool, merchant_id, recovery_id)
+
     async def list_webhook_deliveries(
         self,
         merchant_id: str,
@@ -546,6 +554,10 @@ class Store:
         self, merchant_id: str, start: datetime, end: datetime
     ) -> list[DayFigures]:
         return await analytics.days(self.pool, merchant_id, start, end)
+
+    async def merchant_figures(self, since: datetime, top: int) -> MerchantFigures:
+        """Every merchant's figures for /metrics, the `top` merchants named (the rest together)."""
+        return await analytics.merchant_figures(self.pool, since, top)
 
     # ---- console sessions (sessions.py) -----------------------------------------------------
 

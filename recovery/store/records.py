@@ -275,6 +275,16 @@ class WebhookDeliveryRecord:
 
 
 @dataclass(frozen=True)
+class MerchantEventRecord:
+    """An event the merchant was told of, with its delivery tries (oldest first)."""
+
+    id: str
+    type: str
+    created_at: datetime
+    deliveries: tuple[WebhookDeliveryRecord, ...]
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One message to a customer (`customer_notifications`), as the API shows it."""
 
@@ -374,6 +384,33 @@ class DayFigures:
     started: int
     recovered: int = 0
     recovered_amount: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MerchantFigures:
+    """The analytics figures per merchant for /metrics (`analytics.merchant_figures`): open
+    now, and over the window since `since` (started, ended, received). Keys begin with the
+    merchant's label: its id for the merchants with the most recoveries, `OTHER_MERCHANTS`
+    for the rest together."""
+
+    since: datetime
+    open: dict[str, int]
+    open_amount: dict[tuple[str, str], int]
+    """(merchant, currency) -> amount of its open runs"""
+    started: dict[tuple[str, str], int]
+    """(merchant, category) -> runs started"""
+    ended: dict[tuple[str, str], int]
+    """(merchant, status) -> runs ended so"""
+    recovered_amount: dict[tuple[str, str], int]
+    """(merchant, currency) -> amount of the runs recovered"""
+    by_attempt: dict[tuple[str, int], int]
+    """(merchant, attempt) -> runs recovered by that attempt (0: the customer paid)"""
+    seconds_to_recover: dict[str, tuple[tuple[int, ...], float]]
+    """merchant -> (runs recovered within each of `RECOVERY_SECONDS_BUCKETS` and in all,
+    cumulative; the sum of their seconds)"""
+    payments: dict[tuple[str, str, str], int]
+    """(merchant, disposition, refund status or "none") -> payments received after an end
+    or twice"""
 
 
 # ---- the console (sessions.py, history.py) ---------------------------------------------------

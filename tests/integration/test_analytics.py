@@ -9,18 +9,38 @@ duplicates, and another merchant's data, which must not count. Period: 2026-03-0
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from api.routes.analytics import SummaryOut
 from recovery.auth import generate_key, register_key
-from recovery.store import Store
-from tests.helpers import add_merchant, assert_envelope, running_stack
+from recovery.dbsetup import open_store
+from recovery.migrate import migration_files
+from recovery.models import (
+    Category,
+    ChargeRequest,
+    ChargeResult,
+    Customer,
+    Failure,
+    PaymentMethod,
+    RecoveryState,
+    RecoveryStatus,
+    WebhookEvent,
+)
+from recovery.store import AnalyticsSummary, Store
+from recovery.store.analytics import OTHER_MERCHANTS
+from scripts.stack import free_port
+from tests.helpers import add_merchant, assert_envelope, failure_body, ingest, running_stack
 from tests.helpers.stack import Stack
 
 SUMMARY = "/v1/analytics/summary"
@@ -395,3 +415,434 @@ async def test_default_period_is_the_last_30_days(stack: Stack) -> None:
     support = generate_key()
     await register_key(stack.store, merchant_id, "support", support)
     assert (await stack.http.get(SUMMARY, headers=stack.auth(support))).status_code == 200
+
+
+# ---- what each run carries for the figures (migration 0019) ----------------------------------
+#
+# A run keeps its payment's amount and currency and the number of the attempt that recovered
+# it. The tests below change what those come from through the store's own writers and check
+# the figures, and that every run still agrees with the figures' definitions (`_DRIFT` is the
+# join the summary made before 0019: any row it returns is a stale copy).
+
+_DRIFT = """
+SELECT r.id, r.amount, r.currency, r.recovered_by_attempt, t.amount AS payment_amount,
+       t.currency AS payment_currency, CASE WHEN r.status = 'recovered'
+       THEN coalesce(a.number, 0) END AS attempt
+  FROM recoveries r JOIN transactions t USING (merchant_id, payment_ref)
+  LEFT JOIN received_payments p ON p.id = r.paid_by
+  LEFT JOIN LATERAL (
+        SELECT number FROM attempts a
+         WHERE a.recovery_id = r.id AND a.status = 'succeeded'
+           AND (p.id IS NULL OR a.psp_payment_id = p.psp_payment_id)
+         ORDER BY number LIMIT 1) a ON true
+ WHERE r.merchant_id = $1
+   AND ((r.amount, r.currency) IS DISTINCT FROM (t.amount, t.currency)
+        OR r.recovered_by_attempt IS DISTINCT FROM
+           CASE WHEN r.status = 'recovered' THEN coalesce(a.number, 0) END)
+"""
+
+
+async def assert_no_drift(store: Store, merchant_id: str) -> None:
+    stale = await store.pool.fetch(_DRIFT, merchant_id)
+    assert [dict(r) for r in stale] == []
+
+
+async def now_figures(store: Store, merchant_id: str) -> AnalyticsSummary:
+    """The merchant's figures over the hour around now (the runs below start and end now)."""
+    now = datetime.now(UTC)
+    return await store.analytics_summary(
+        merchant_id, now - timedelta(hours=1), now + timedelta(hours=1)
+    )
+
+
+def state_of(merchant_id: str, ref: str, recovery_id: str, status: RecoveryStatus) -> RecoveryState:
+    return RecoveryState(
+        merchant_id=merchant_id,
+        payment_ref=ref,
+        recovery_id=recovery_id,
+        status=status,
+        category=Category.FUNDS,
+        ended_reason="test",
+    )
+
+
+async def charge(store: Store, merchant_id: str, ref: str, recovery_id: str, number: int) -> str:
+    """Our attempt `number` of the run, begun (as the workflow's charge begins it); its key."""
+    key = f"{recovery_id}:attempt:{number}"
+    await store.begin_attempt(
+        ChargeRequest(
+            merchant_id=merchant_id,
+            recovery_id=recovery_id,
+            payment_ref=ref,
+            attempt=number,
+            idempotency_key=key,
+            psp="stripe",
+            amount=4999,
+            currency="usd",
+            customer=Customer(id="cus_1"),
+            payment_method=PaymentMethod(id="pm_1"),
+            original_failure=Failure(code="card_declined"),
+        )
+    )
+    return key
+
+
+def paid(merchant_id: str, ref: str, psp_payment_id: str) -> WebhookEvent:
+    """Stripe's word that `psp_payment_id` paid `ref` (a checkout of the customer's, or our
+    own charge's PaymentIntent)."""
+    return WebhookEvent(
+        psp="stripe",
+        event_id=f"evt_{uuid.uuid4().hex}",
+        kind="payment_succeeded",
+        psp_type="payment_intent.succeeded",
+        merchant_id=merchant_id,
+        payment_ref=ref,
+        psp_payment_id=psp_payment_id,
+        amount=4999,
+        currency="usd",
+    )
+
+
+async def test_a_later_event_of_the_payment_changes_the_amount_of_each_of_its_runs(
+    store: Store,
+) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+    first = failure_body(amount=1000)
+    ref = first["payment_ref"]
+    run1 = (await ingest(store, merchant_id, first)).body["recovery_id"]
+    assert (await now_figures(store, merchant_id)).open_amount == {"usd": 1000}
+    # a second failure of the payment joins the open run, with another amount
+    second = failure_body(ref, amount=1500)
+    await ingest(store, merchant_id, second)
+    figures = await now_figures(store, merchant_id)
+    assert (figures.open, figures.open_amount) == (1, {"usd": 1500})
+    await assert_no_drift(store, merchant_id)
+
+    ended = state_of(merchant_id, ref, run1, RecoveryStatus.RECOVERED)
+    assert (await store.finish(ended, [first["event_id"], second["event_id"]])).finished
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.recovered_amount, figures.open) == (1, {"usd": 1500}, 0)
+
+    # a failure after the end opens the next run, in another currency: a recovery's amount
+    # is its payment's, so the recovered run shows it too (as the figures always counted it)
+    third = failure_body(ref, amount=2000) | {"currency": "eur"}
+    run2 = (await ingest(store, merchant_id, third)).body["recovery_id"]
+    assert run2 != run1
+    figures = await now_figures(store, merchant_id)
+    assert (figures.started, figures.recovered_amount, figures.open_amount) == (
+        2, {"eur": 2000}, {"eur": 2000},
+    )  # fmt: skip
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_a_redriven_payment_opens_a_run_with_the_payment_amount(store: Store) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+    body = failure_body(amount=700)
+    ref = body["payment_ref"]
+    run1 = (await ingest(store, merchant_id, body)).body["recovery_id"]
+    exhausted = state_of(merchant_id, ref, run1, RecoveryStatus.EXHAUSTED)
+    assert (await store.finish(exhausted, [body["event_id"]])).finished
+    run2 = await store.redrive(merchant_id, ref)
+    figures = await now_figures(store, merchant_id)
+    assert (figures.started, figures.exhausted, figures.open, figures.open_amount) == (
+        2, 1, 1, {"usd": 700},
+    )  # fmt: skip
+    # the redriven run recovered by our first attempt of it
+    key = await charge(store, merchant_id, ref, run2, 1)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_1"))
+    redriven = await store.get_recovery(merchant_id, ref)
+    assert redriven.id == run2 and redriven.paid_by is not None
+    redriven_events = await store.pool.fetch(
+        "SELECT event_id FROM payment_events WHERE recovery_id = $1", run2
+    )
+    recovered = state_of(merchant_id, ref, run2, RecoveryStatus.RECOVERED)
+    assert (await store.finish(recovered, [r["event_id"] for r in redriven_events])).finished
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.recovered_amount, figures.by_attempt) == (
+        1, {"usd": 700}, ((1, 1),),
+    )  # fmt: skip
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_the_attempt_that_recovered_a_run_whichever_way_it_was_paid(store: Store) -> None:
+    merchant_id, _ = await add_merchant(store, "merchant")
+
+    async def run() -> tuple[str, str, str]:
+        body = failure_body()
+        res = await ingest(store, merchant_id, body)
+        return body["payment_ref"], res.body["recovery_id"], body["event_id"]
+
+    async def recover(ref: str, rid: str, event_id: str) -> None:
+        state = state_of(merchant_id, ref, rid, RecoveryStatus.RECOVERED)
+        assert (await store.finish(state, [event_id])).finished
+
+    # our second attempt paid: attempt 2
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.complete_attempt(key, ChargeResult(status="failed", failure=Failure(code="x")))
+    key = await charge(store, merchant_id, ref, rid, 2)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_a2"))
+    await recover(ref, rid, evt)
+    # the customer paid through a checkout; our charge, pending, succeeded after the end and
+    # is refunded as a duplicate: still 0 (it did not recover the run)
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.complete_attempt(key, ChargeResult(status="processing", psp_payment_id="pi_b1"))
+    await store.record_webhook(paid(merchant_id, ref, "cs_customer"), {})
+    await recover(ref, rid, evt)
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_b1"))
+    # Stripe told of our own charge's payment before our charge's answer came, and the run
+    # ended recovered by it: 0 at the end, then attempt 1 once the answer says so
+    ref, rid, evt = await run()
+    key = await charge(store, merchant_id, ref, rid, 1)
+    await store.record_webhook(paid(merchant_id, ref, "pi_c1"), {})
+    await recover(ref, rid, evt)
+    assert (await now_figures(store, merchant_id)).by_attempt == ((0, 2), (2, 1))
+    await store.complete_attempt(key, ChargeResult(status="succeeded", psp_payment_id="pi_c1"))
+
+    figures = await now_figures(store, merchant_id)
+    assert (figures.recovered, figures.by_attempt) == (3, ((0, 1), (1, 1), (2, 1)))
+    assert figures.duplicates["pending"].count == 1
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_a_run_settled_before_payments_were_recorded_counts_its_first_success(
+    store: Store,
+) -> None:
+    """No payment of record settled it (`paid_by` is empty): its first succeeded attempt,
+    however its attempts were written (here after the run, as a repair would)."""
+    merchant_id, _ = await add_merchant(store, "merchant")
+    async with store.pool.acquire() as conn:
+        await Seeder(conn, merchant_id).run(
+            amount=100, currency="usd", started="03-01 00:00", status="recovered",
+            ended="03-01 01:00", attempts=("failed", "succeeded", "succeeded"),
+        )  # fmt: skip
+    figures = await store.analytics_summary(merchant_id, at("03-01 00:00"), at("03-02 00:00"))
+    assert figures.by_attempt == ((2, 1),)
+    await assert_no_drift(store, merchant_id)
+
+
+async def test_a_run_inserted_before_its_payment_is_refused_clearly(store: Store) -> None:
+    """A run takes its amount from its payment: a statement that inserts both (the payment
+    in a WITH) cannot, since it does not see its own WITH's rows. The store never does that."""
+    merchant_id, _ = await add_merchant(store, "merchant")
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="insert its payment"):
+        await store.pool.execute(
+            "WITH t AS (INSERT INTO transactions (merchant_id, payment_ref, psp, amount, currency)"
+            " VALUES ($1, 'order-1', 'simulator', 100, 'usd') RETURNING 1)"
+            " INSERT INTO recoveries (id, merchant_id, payment_ref, workflow_id)"
+            " VALUES ('rec_' || $1, $1, 'order-1', 'wf')",
+            merchant_id,
+        )
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(pg_server_dsn: str) -> AsyncIterator[str]:
+    """A new empty database (no migration applied), dropped at the end: its dsn."""
+    name = f"recovery_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(pg_server_dsn)._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_migration_0019_fills_the_runs_already_there(pg_server_dsn: str) -> None:
+    """The hand-computed fixture written under migration 0018's schema, then 0019 applied:
+    the same figures, and every run as its triggers would have kept it."""
+    async with fresh_database(pg_server_dsn) as dsn:
+        old = await Store.connect(dsn)
+        try:
+            await old.pool.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, migration, sql in migration_files():
+                if version < 19:
+                    await old.pool.execute(sql)
+                    await old.pool.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        version,
+                        migration,
+                    )
+            await old.ensure_merchant("mer_before_0019", "Before 0019")
+            await seed(old, "mer_before_0019")
+        finally:
+            await old.close()
+        store = await open_store(dsn)  # applies 0019 and any later migration
+        try:
+            figures = await store.analytics_summary(
+                "mer_before_0019", at("03-01 00:00"), at("03-08 00:00")
+            )
+            assert SummaryOut.of(figures).model_dump(mode="json", by_alias=True) == (
+                EXPECTED_SUMMARY
+            )
+            await assert_no_drift(store, "mer_before_0019")
+        finally:
+            await store.close()
+
+
+# ---- the figures per merchant, for /metrics ---------------------------------------------------
+
+
+async def seed_merchants(store: Store) -> None:
+    """Four merchants; since 03-01: mer_b has the most runs open or started (8), then mer_a
+    (6), mer_c (2), mer_d (1)."""
+    for merchant_id in ("mer_a", "mer_b", "mer_c", "mer_d"):
+        await store.ensure_merchant(merchant_id, merchant_id)
+    async with store.pool.acquire() as conn:
+        a = Seeder(conn, "mer_a")
+        await a.run(
+            amount=1000, currency="usd", started="03-02 00:00", status="recovered",
+            ended="03-02 02:00", attempts=("succeeded",), paid_by="attempt",
+        )  # fmt: skip
+        await a.run(
+            amount=500, currency="eur", started="03-02 00:00", status="recovered",
+            ended="03-03 00:00", paid_by="simulator_checkout",
+        )  # fmt: skip
+        rid, ref = await a.run(
+            amount=300, currency="usd", started="03-01 12:00", status="exhausted",
+            ended="03-04 00:00", attempts=("failed",),
+        )  # fmt: skip
+        await a.payment(ref, rid, "paid_after_end", when="03-05 00:00", amount=300, currency="usd")
+        await a.run(amount=200, currency="usd", started="03-05 00:00")
+        await a.run(amount=100, currency="usd", started="02-20 00:00")
+        rid, ref = await a.run(
+            amount=900, currency="usd", started="02-01 00:00", status="recovered",
+            ended="02-05 00:00", attempts=("succeeded",), paid_by="attempt",
+        )  # fmt: skip
+        await a.payment(ref, rid, "duplicate", when="02-28 00:00", refund_status="pending")
+        b = Seeder(conn, "mer_b")
+        for _ in range(4):
+            await b.run(amount=50, currency="usd", started="03-06 00:00", category=None)
+        c = Seeder(conn, "mer_c")
+        await c.run(amount=70, currency="eur", started="03-06 00:00")
+        await c.run(
+            amount=400, currency="usd", started="02-25 00:00", status="recovered",
+            ended="03-01 00:00", attempts=("failed", "succeeded"), paid_by="attempt",
+        )  # fmt: skip
+        d = Seeder(conn, "mer_d")
+        rid, ref = await d.run(
+            amount=80, currency="usd", started="03-02 00:00", status="cancelled",
+            ended="03-02 06:00", category="network",
+        )  # fmt: skip
+        await d.payment(
+            ref, rid, "duplicate", when="03-03 00:00", amount=80, currency="usd",
+            refund_status="succeeded",
+        )  # fmt: skip
+
+
+async def test_figures_per_merchant_name_the_busiest_and_sum_the_rest(
+    pg_server_dsn: str,
+) -> None:
+    async with fresh_database(pg_server_dsn) as dsn:
+        store = await open_store(dsn)
+        try:
+            await seed_merchants(store)
+            f = await store.merchant_figures(at("03-01 00:00"), top=2)
+            other = OTHER_MERCHANTS
+            assert f.open == {"mer_a": 2, "mer_b": 4, other: 1}
+            assert f.open_amount == {
+                ("mer_a", "usd"): 300,
+                ("mer_b", "usd"): 200,
+                (other, "eur"): 70,
+            }
+            assert f.started == {
+                ("mer_a", "funds"): 4, ("mer_b", "unclassified"): 4, (other, "funds"): 1,
+                (other, "network"): 1,
+            }  # fmt: skip
+            assert f.ended == {
+                ("mer_a", "recovered"): 2, ("mer_a", "exhausted"): 1, (other, "recovered"): 1,
+                (other, "cancelled"): 1,
+            }  # fmt: skip
+            assert f.recovered_amount == {
+                ("mer_a", "usd"): 1000, ("mer_a", "eur"): 500, (other, "usd"): 400,
+            }  # fmt: skip
+            assert f.by_attempt == {("mer_a", 1): 1, ("mer_a", 0): 1, (other, 2): 1}
+            # bounds 1 h, 6 h, 1 d, 3 d, 7 d, 14 d, 30 d, +Inf; each bound is inclusive
+            assert f.seconds_to_recover == {
+                "mer_a": ((0, 1, 2, 2, 2, 2, 2, 2), 2 * 3600 + 86400.0),  # 2 h and 1 d
+                other: ((0, 0, 0, 0, 1, 1, 1, 1), 4 * 86400.0),  # 4 d
+            }
+            assert f.payments == {
+                ("mer_a", "paid_after_end", "none"): 1, (other, "duplicate", "succeeded"): 1,
+            }  # fmt: skip
+
+            assert (await store.merchant_figures(at("03-01 00:00"), top=10)).open == {
+                "mer_a": 2, "mer_b": 4, "mer_c": 1,
+            }  # fmt: skip
+            assert (await store.merchant_figures(at("03-01 00:00"), top=0)).open == {other: 7}
+            # a later window: only what happened since
+            later = await store.merchant_figures(at("03-05 00:00"), top=2)
+            assert later.started == {("mer_b", "unclassified"): 4, ("mer_a", "funds"): 1,
+                                     (other, "funds"): 1}  # fmt: skip
+            assert (later.ended, later.payments) == (
+                {}, {("mer_a", "paid_after_end", "none"): 1},
+            )  # fmt: skip
+        finally:
+            await store.close()
+
+
+async def test_metrics_per_merchant_on_the_metrics_listener(
+    pg_server_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Runs of now, through the store's writers, scraped from METRICS_ADDRESS."""
+    async with fresh_database(pg_server_dsn) as dsn:
+        store = await open_store(dsn)
+        try:
+            merchant_id, _ = await add_merchant(store, "merchant")
+            recovered = failure_body(amount=1200)
+            ref = recovered["payment_ref"]
+            rid = (await ingest(store, merchant_id, recovered)).body["recovery_id"]
+            key = await charge(store, merchant_id, ref, rid, 1)
+            await store.complete_attempt(
+                key, ChargeResult(status="succeeded", psp_payment_id="pi_1")
+            )
+            state = state_of(merchant_id, ref, rid, RecoveryStatus.RECOVERED)
+            assert (await store.finish(state, [recovered["event_id"]])).finished
+            await ingest(store, merchant_id, failure_body(amount=300))
+
+            address = dev_env.client.service_client.config.target_host
+            metrics_address = f"127.0.0.1:{free_port()}"
+            async with (
+                running_stack(
+                    store, dsn, address, worker=False, metrics_address=metrics_address
+                ) as api,
+                httpx.AsyncClient() as http,
+            ):
+                assert (await api.http.get("/metrics", headers=api.auth())).status_code == 404
+                scraped = await http.get(f"http://{metrics_address}/metrics")
+        finally:
+            await store.close()
+    assert scraped.status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped.text.splitlines()
+        if line.startswith("recovery_merchant_")
+    }
+    m = f'merchant="{merchant_id}"'
+    gsum = samples.pop(f"recovery_merchant_seconds_to_recover_24h_gsum{{{m}}}")
+    assert 0 <= gsum < 3600  # recovered within the test
+    buckets = ["3600.0", "21600.0", "86400.0", "259200.0", "604800.0", "1.2096e+06", "2.592e+06"]
+    assert samples == {
+        f"recovery_merchant_recoveries_open{{{m}}}": 1,
+        f'recovery_merchant_open_amount_minor{{currency="usd",{m}}}': 300,
+        f'recovery_merchant_recoveries_started_24h{{category="funds",{m}}}': 1,
+        f'recovery_merchant_recoveries_started_24h{{category="unclassified",{m}}}': 1,
+        f'recovery_merchant_recoveries_ended_24h{{{m},status="recovered"}}': 1,
+        f'recovery_merchant_recovered_amount_minor_24h{{currency="usd",{m}}}': 1200,
+        f'recovery_merchant_recovered_by_attempt_24h{{attempt="1",{m}}}': 1,
+        **{
+            f'recovery_merchant_seconds_to_recover_24h_bucket{{le="{le}",{m}}}': 1
+            for le in [*buckets, "+Inf"]
+        },
+        f"recovery_merchant_seconds_to_recover_24h_gcount{{{m}}}": 1,
+    }

@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.webhooks import WebhookActivities
 from recovery.auth import generate_key, register_key
+from recovery.models import WebhookDeliveryRequest
 from recovery.store import Store
 from tests.helpers import Stack, add_merchant, running_stack, scheduled_recovery
+from tests.helpers.stack import stack_settings
+from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -340,3 +344,46 @@ async def test_webhook_endpoints_page_creates_rotates_and_deletes(api: Stack) ->
     # another merchant's endpoint: not found
     r = await b.post("/console/webhooks/we_nope/delete", {"csrf_token": token})
     assert r.status_code == 404
+
+
+async def test_recovery_page_lists_its_merchant_events_and_their_deliveries(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Each event the merchant was told of about this run, with every delivery try (here by
+    the delivery activity itself against a local endpoint: a 500, then a 200); no other run's
+    events, and no other merchant's."""
+    address = dev_env.client.service_client.config.target_host
+    with webhook_receiver([500]) as receiver:
+        async with running_stack(store, pg_dsn, address, worker=False) as api:
+            endpoint_id, event_id, _ = await endpoint_with_event(
+                store, api.merchant_id, receiver.url, api.settings
+            )
+            req = WebhookDeliveryRequest(
+                merchant_id=api.merchant_id, endpoint_id=endpoint_id, event_id=event_id
+            )
+            dev = stack_settings(pg_dsn, address, "unused", environment="development")
+            deliver = WebhookActivities(store, dev).deliver_webhook
+            with pytest.raises(Exception, match="500"):  # retried by Temporal
+                await ActivityEnvironment().run(deliver, req)
+            assert (await ActivityEnvironment().run(deliver, req)).status == "delivered"
+            _, other_run_event, _ = await endpoint_with_event(
+                store, api.merchant_id, receiver.url, api.settings
+            )
+            event = await store.pool.fetchrow(
+                "SELECT payment_ref, recovery_id FROM merchant_events WHERE id = $1", event_id
+            )
+
+            b, _ = await signed_in(api, "merchant")
+            page = (await b.get(f"/console/recoveries/{event['payment_ref']}")).text
+    section = page[page.index('id="webhooks-title"') : page.index('id="audit-title"')]
+    assert "<code>recovery.started</code>" in section and event_id in section
+    tries = re.findall(
+        rf"<code>{endpoint_id}</code> try 1, [^<]+ UTC:\s*<strong>(\d+|no answer)</strong>", section
+    )
+    assert tries == ["500", "200"]
+    assert other_run_event not in section
+    # the store answers a merchant about its own recoveries only
+    other_merchant, _ = await add_merchant(store)
+    assert await store.recovery_webhook_events(other_merchant, event["recovery_id"]) == []
+    ours = await store.recovery_webhook_events(api.merchant_id, event["recovery_id"])
+    assert [(e.id, [d.status_code for d in e.deliveries]) for e in ours] == [(event_id, [500, 200])]
