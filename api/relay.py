@@ -80,6 +80,7 @@ class OutboxRelay:
         self._rpc_timeout = rpc_timeout
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def _deliver(self, rows: Sequence[OutboxRow]) -> dict[int, str | None]:
         async def one(row: OutboxRow) -> str | None:
@@ -139,7 +140,7 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Keep a LISTEN connection open; reconnect when Postgres comes back."""
-        while True:
+        while not self._stopping:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=5)
@@ -147,9 +148,10 @@ class OutboxRelay:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
                 self._wake.set()  # catch up on anything committed while we were away
-                while True:
+                while not self._stopping:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=10 * self._sweep)
+                        async with asyncio.timeout(10 * self._sweep):
+                            await lost.wait()
                     if lost.is_set():
                         break
                     await conn.fetchval("SELECT 1")  # a dead socket raises here
@@ -164,9 +166,10 @@ class OutboxRelay:
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen())
         try:
-            while True:
+            while not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._sweep)
+                    async with asyncio.timeout(self._sweep):
+                        await self._wake.wait()
                 self._wake.clear()
                 try:
                     await self.relay_once()
@@ -176,14 +179,27 @@ class OutboxRelay:
                     log.exception("outbox relay pass failed; will retry")
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            await _ended(listener, "outbox listener")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Stop relaying. Bounded: the loops also stop on `_stopping`, in case a cancel is
+        lost (Python 3.11's `wait_for`, inside asyncpg's pool, may swallow one), and a task
+        that still does not end in time is left behind with a warning, never waited for."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _ended(self._task, "outbox relay")
+
+
+async def _ended(task: asyncio.Task[None], what: str, within: float = 10.0) -> None:
+    """Wait (at most `within` seconds) for a cancelled task to end; its outcome is dropped."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    if not done:
+        log.warning("%s did not stop within %.0f s of its cancel: left behind", what, within)
+        return
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
