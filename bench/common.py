@@ -43,13 +43,14 @@ class Sizes:
     reads: int  # API reads per case in the scale benchmark
     read_seconds: float
     history_sample: int  # workflows whose history the timer benchmark reads
+    api_seconds: float  # wrk's time per case of the API benchmark, bare app and ours each
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             name="quick",
             # ingest last: the recoveries it creates keep the worker busy for a while
-            run_order=("classifier", "timers", "throughput", "support", "scale", "ingest"),
+            run_order=("api", "classifier", "timers", "throughput", "support", "scale", "ingest"),
             ingest_levels=((8, 40, 20.0), (1, 80, None), (8, 150, None), (32, 200, None)),
             ingest_seconds=2,
             ingest_wait_for_worker=False,
@@ -67,13 +68,14 @@ class Sizes:
             reads=100,
             read_seconds=2,
             history_sample=50,
+            api_seconds=5,
         )
 
     @classmethod
     def full(cls) -> Sizes:
         return cls(
             name="full",
-            run_order=("classifier", "ingest", "timers", "throughput", "support", "scale"),
+            run_order=("api", "classifier", "ingest", "timers", "throughput", "support", "scale"),
             ingest_levels=((8, 600, 20.0), (1, 1000, None), (8, 2000, None), (32, 3000, None)),
             ingest_seconds=30,
             ingest_wait_for_worker=True,
@@ -91,6 +93,7 @@ class Sizes:
             reads=1000,
             read_seconds=20,
             history_sample=200,
+            api_seconds=20,
         )
 
 
@@ -100,6 +103,7 @@ class Ctx:
     sizes: Sizes
     findings: list[str] = field(default_factory=list)
     schedule_rate: float | None = None  # new recoveries/s the worker schedules, once measured
+    py_spy: str | None = None  # a py-spy binary: the API benchmark profiles our app with it
 
     @property
     def pool(self) -> Any:
