@@ -30,6 +30,7 @@ from api.routes import (
     webhooks,
 )
 from api.server import uvicorn_config
+from recovery.auth import VerifiedKeys
 from recovery.dbsetup import open_store
 from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         app.state.auth_limiter = FailedAuthLimiter(
             settings.auth_failure_burst, settings.auth_failure_refill_per_second
         )
+        app.state.verified_keys = VerifiedKeys(settings.api_key_cache_seconds)
         metrics: Metrics = app.state.metrics
         metrics.read_totals_from(store, asyncio.get_running_loop())
         metrics_server = (

@@ -9,26 +9,28 @@ from fastapi import Depends, Header, Query, Request
 from temporalio.client import Client
 
 from api.ratelimit import FailedAuthLimiter
-from recovery.auth import Principal, authenticate
+from recovery.auth import Principal, VerifiedKeys, authenticate
 from recovery.errors import NotFound, RateLimited, Unauthorized
 from recovery.psp.dispatcher import PSPDispatcher
 from recovery.settings import Settings
 from recovery.store import Store
 
 
-def get_store(request: Request) -> Store:
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread, a
+# hop that cost more than the whole of a request's own work.
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_client(request: Request) -> Client:
+async def get_client(request: Request) -> Client:
     return request.app.state.temporal
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_psps(request: Request) -> PSPDispatcher:
+async def get_psps(request: Request) -> PSPDispatcher:
     return request.app.state.psps
 
 
@@ -47,9 +49,10 @@ async def current_principal(
     address over its limit gets 429 for every key that fails; a valid key is never refused,
     so one client guessing behind a shared address (NAT, office) locks out nobody else."""
     limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    verified: VerifiedKeys = request.app.state.verified_keys
     client = request.client.host if request.client else "unknown"
     try:
-        return await authenticate(store, authorization)
+        return await authenticate(store, authorization, verified)
     except Unauthorized:
         if (wait := limiter.retry_after(client)) is not None:
             raise RateLimited("too many failed authentications; retry later", wait) from None

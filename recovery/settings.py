@@ -154,6 +154,9 @@ class Settings(DatabaseSettings, CredentialsSettings):
     # Failed authentications allowed per client address: a burst, then this many per second.
     auth_failure_burst: int = 20
     auth_failure_refill_per_second: float = 0.2
+    # How long an API process keeps a key it verified before asking Postgres again: a
+    # revoked key stops working on every replica within this (0: ask on every request).
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=5)
 
     # Outbox relay: how often the sweep runs even without a NOTIFY, and the batch it takes.
     outbox_sweep_seconds: float = 2.0

@@ -3,11 +3,16 @@ operator CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
+from temporalio.testing import WorkflowEnvironment
+
 from recovery.auth import generate_key, register_key
+from recovery.store import Store
 from tests.helpers import (
     INGEST,
     Stack,
@@ -16,7 +21,9 @@ from tests.helpers import (
     cli,
     eventually,
     failure_body,
+    is_envelope,
     recovery,
+    running_stack,
     scheduled_recovery,
 )
 
@@ -234,6 +241,61 @@ async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Sta
     await eventually(scheduled)
 
 
+async def test_a_revoked_key_stops_working_within_5_s_on_every_replica(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Two API processes on one database, each keeping the keys it verified (at the longest
+    cache allowed, 5 s): a key revoked through one is refused by the other within 5 s."""
+    address = dev_env.client.service_client.config.target_host
+    async with (
+        running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as a,
+        running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as b,
+    ):
+        key = generate_key()
+        key_id = await register_key(store, a.merchant_id, "support", key)
+        for replica in (a, b):
+            r = await replica.http.get("/v1/recoveries", headers=replica.auth(key))
+            assert r.status_code == 200, r.text
+        assert await a.store.revoke_api_key(key_id)
+        revoked = time.monotonic()
+
+        async def refused_by_b() -> bool:
+            r = await b.http.get("/v1/recoveries", headers=b.auth(key))
+            assert r.status_code in (200, 401), r.text
+            return r.status_code == 401
+
+        await eventually(refused_by_b, within=10, interval=0.05)
+        assert time.monotonic() - revoked <= 5.0 + 0.5  # + one poll and request, not the cache
+        assert_envelope(await a.http.get("/v1/recoveries", headers=a.auth(key)), 401)
+
+
+async def test_a_verified_key_is_kept_and_a_refused_one_is_not(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as api:
+        # an unknown key is asked again each time: registered now, it works now
+        key = generate_key()
+        assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key)), 401)
+        await register_key(store, api.merchant_id, "support", key)
+        assert (await api.http.get("/v1/recoveries", headers=api.auth(key))).status_code == 200
+
+        # a verified key is served without asking Postgres: with the keys' table locked
+        # against every read, it still gets in, and a key never verified waits for the lock
+        other = generate_key()
+        await register_key(store, api.merchant_id, "support", other)
+        async with store.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+            r = await asyncio.wait_for(
+                api.http.get("/v1/recoveries", headers=api.auth(key)), timeout=4
+            )
+            assert r.status_code == 200, r.text
+            waiting = asyncio.ensure_future(api.http.get("/v1/recoveries", headers=api.auth(other)))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        assert (await waiting).status_code == 200
+
+
 async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: str) -> None:
     name = f"Shop {uuid.uuid4().hex[:6]}"
     made = cli(pg_dsn, "merchants", "create", name, "--json")
@@ -253,7 +315,12 @@ async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: s
     assert key["key"] not in json.dumps(listed)  # only the prefix is kept
     assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 0
     assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 1
-    assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key["key"])), 401)
+
+    async def refused() -> bool:  # the API keeps a verified key for API_KEY_CACHE_SECONDS
+        r = await api.http.get("/v1/recoveries", headers=api.auth(key["key"]))
+        return r.status_code == 401 and is_envelope(r.json())
+
+    await eventually(refused, within=5, interval=0.05)
     bad = cli(pg_dsn, "keys", "create", "--merchant", "mer_nope", "--role", "admin")
     assert bad.returncode == 1 and "no merchant" in bad.stderr
 
