@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.guards import RejectNul
-from api.metrics import Metrics, MetricsServer, install_request_metrics
+from api.metrics import Metrics, MetricsServer, RequestMetrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import (
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     install_error_handlers(app)
     app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
-    install_request_metrics(app, app.state.metrics)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees them all
     install_docs(app)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in (
