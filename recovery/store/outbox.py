@@ -23,25 +23,24 @@ OUTBOX_CHANNEL = "recovery_outbox"
 
 async def queue_failure(conn: asyncpg.Connection, event: FailureEvent) -> None:
     """Record a failure event of a recovery and its outbox row, in the caller's transaction;
-    the relay wakes on the notification when it commits."""
-    payload = event.model_dump(mode="json")
+    the relay wakes on the notification when it commits. One statement, one round trip."""
     await conn.execute(
-        "INSERT INTO payment_events"
-        " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH event AS ("
+        "  INSERT INTO payment_events"
+        "  (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+        "  VALUES ($1, $2, $3, $4, $5, $6)"
+        "), queued AS ("
+        "  INSERT INTO outbox (workflow_id, payload) VALUES ($7, $5)"
+        ") SELECT pg_notify($8, '')",
         event.merchant_id,
         event.event_id,
         event.payment_ref,
         event.recovery_id,
-        payload,
+        event.model_dump(mode="json"),
         event.occurred_at,
-    )
-    await conn.execute(
-        "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)",
         workflow_id_for(event.merchant_id, event.payment_ref),
-        payload,
+        OUTBOX_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 
 async def queue_payment_succeeded(
@@ -68,12 +67,13 @@ async def queue_signal(
     """Queue signal `name` for a running recovery, in the caller's transaction (the relay
     reads its payload back as `api.relay.RUNNING_SIGNALS[name]`)."""
     await conn.execute(
-        "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+        "WITH queued AS (INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3))"
+        " SELECT pg_notify($4, '')",
         workflow_id,
         name,
         signal.model_dump(mode="json"),
+        OUTBOX_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 
 async def relay(
