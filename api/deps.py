@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Query, Request
 from temporalio.client import Client
 
 from api.ratelimit import FailedAuthLimiter
+from api.relay import OutboxRelay
 from recovery.auth import Principal, VerifiedKeys, authenticate
 from recovery.errors import NotFound, RateLimited, Unauthorized
 from recovery.psp.dispatcher import PSPDispatcher
@@ -34,10 +35,15 @@ async def get_psps(request: Request) -> PSPDispatcher:
     return request.app.state.psps
 
 
+async def get_relay(request: Request) -> OutboxRelay:
+    return request.app.state.relay
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 PSPsDep = Annotated[PSPDispatcher, Depends(get_psps)]
 ClientDep = Annotated[Client, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RelayDep = Annotated[OutboxRelay, Depends(get_relay)]
 
 
 async def current_principal(

@@ -24,7 +24,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ClientDep, ScopeDep, SettingsDep, StoreDep
+from api.deps import ClientDep, RelayDep, ScopeDep, SettingsDep, StoreDep
+from api.relay import OutboxRelay
 from recovery import constants as names
 from recovery.errors import NothingToExpedite, RecoveryError, RecoveryFinished, Unavailable
 from recovery.models import (
@@ -127,7 +128,14 @@ class _Action:
     """One support action: role check, audit row (accepted or why not), then the work."""
 
     def __init__(
-        self, action: str, ref: str, scope: ScopeDep, store: StoreDep, reason: str | None = None
+        self,
+        action: str,
+        ref: str,
+        scope: ScopeDep,
+        store: StoreDep,
+        reason: str | None = None,
+        *,
+        relay: OutboxRelay | None = None,
     ) -> None:
         self.action, self.ref, self.scope, self.store, self.reason = (
             action,
@@ -136,6 +144,7 @@ class _Action:
             store,
             reason,
         )
+        self.relay = relay
         self.recovery_id: str | None = None
 
     async def __aenter__(self) -> _Action:
@@ -174,6 +183,7 @@ class _Action:
             self.scope,
             self.ref,
             lambda: handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT),
+            relay=self.relay,
         )
         return await self.store.get_recovery(self.scope.merchant_id, self.ref), handle
 
@@ -188,10 +198,19 @@ async def open_recovery(
     return rec.id, client.get_workflow_handle(rec.workflow_id)
 
 
-async def reach(store: StoreDep, scope: ScopeDep, ref: str, call: Callable[[], Awaitable[T]]) -> T:
+async def reach(
+    store: StoreDep,
+    scope: ScopeDep,
+    ref: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    relay: OutboxRelay | None = None,
+) -> T:
     """Deliver a signal or update to the recovery's workflow, with Temporal's errors said as
     ours: ended (409), unreachable (503). A recovery whose run the outbox relay has not
-    started yet (an action right after ingest) is waited for, up to `_START_WITHIN`."""
+    started yet (an action right after ingest) is started now from its outbox row by `relay`
+    (`OutboxRelay.start_now`), or waited for while a relay is starting it, up to
+    `_START_WITHIN`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _START_WITHIN
     while True:
@@ -204,11 +223,27 @@ async def reach(store: StoreDep, scope: ScopeDep, ref: str, call: Callable[[], A
             latest = await store.get_recovery(scope.merchant_id, ref)
             if RecoveryStatus(latest.status).ended:
                 raise RecoveryFinished(f"the recovery of {ref!r} already ended") from e
+            if relay is not None and await relay.start_now(latest.workflow_id):
+                continue  # started by us just now: the call reaches it
             if loop.time() >= deadline:
                 raise Unavailable("the recovery is still starting; retry shortly") from e
         except WorkflowUpdateRPCTimeoutOrCancelledError as e:
             raise Unavailable("the recovery did not answer in time; retry shortly") from e
         await asyncio.sleep(_START_POLL)
+
+
+async def first_step_shown(
+    store: StoreDep, scope: ScopeDep, ref: str, relay: OutboxRelay | None = None
+) -> None:
+    """Return once the recovery's run has shown its first step (a category: it has decided
+    what comes first), started now by `relay` if no relay has yet, or after `_SETTLE_WITHIN`.
+    Until then a run refuses every expedite, having nothing yet to act on."""
+    rec = await store.get_recovery(scope.merchant_id, ref)
+    if rec.category is not None or rec.ended_at is not None:
+        return
+    if relay is not None:
+        await relay.start_now(rec.workflow_id)
+    await settled(store, scope, ref, lambda r: r.category is not None or r.ended_at is not None)
 
 
 async def settled(
@@ -226,10 +261,15 @@ async def settled(
 
 @router.post("/by_ref/{ref}/cancel", response_model=RecoveryOut)
 async def cancel(
-    ref: RefPath, body: CancelIn, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath,
+    body: CancelIn,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
 ) -> RecoveryOut:
     """Cancel a recovery. An attempt in flight finishes first; no attempt starts after."""
-    async with _Action("cancel", ref, scope, store, body.reason) as act:
+    async with _Action("cancel", ref, scope, store, body.reason, relay=relay) as act:
         _, handle = await act.signal(
             client,
             names.SIGNAL_CANCEL,
@@ -245,13 +285,15 @@ async def cancel(
 
 @router.post("/by_ref/{ref}/expedite", response_model=RecoveryOut)
 async def expedite(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
 ) -> RecoveryOut:
     """Attempt now instead of after the cooldown. 409 `nothing_to_expedite` when no attempt
     waits on one (awaiting the customer, a pending payment, paused, or one in flight): the
-    recovery refuses it, and nothing is kept for later."""
-    async with _Action("expedite", ref, scope, store) as act:
+    recovery refuses it, and nothing is kept for later. Right after ingest it is asked once
+    the recovery has shown its first step (`first_step_shown`)."""
+    async with _Action("expedite", ref, scope, store, relay=relay) as act:
         act.recovery_id, handle = await open_recovery(client, store, scope, ref)
+        await first_step_shown(store, scope, ref, relay)  # right after ingest
         try:
             await reach(
                 store,
@@ -262,6 +304,7 @@ async def expedite(
                     ExpediteRequest(actor=scope.principal.actor),
                     rpc_timeout=_UPDATE_TIMEOUT,
                 ),
+                relay=relay,
             )
         except WorkflowUpdateFailedError as e:
             cause = e.cause
@@ -273,11 +316,16 @@ async def expedite(
 
 @router.post("/by_ref/{ref}/pause", response_model=RecoveryOut)
 async def pause(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, body: PauseIn | None = None
+    ref: RefPath,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
+    body: PauseIn | None = None,
 ) -> RecoveryOut:
     """Hold all attempts until resumed; a cooldown that ends meanwhile waits."""
     reason = body.reason if body else ""
-    async with _Action("pause", ref, scope, store, reason) as act:
+    async with _Action("pause", ref, scope, store, reason, relay=relay) as act:
         await act.signal(
             client, names.SIGNAL_PAUSE, PauseRequest(reason=reason, actor=scope.principal.actor)
         )
@@ -285,16 +333,23 @@ async def pause(
 
 
 @router.post("/by_ref/{ref}/resume", response_model=RecoveryOut)
-async def resume(ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep) -> RecoveryOut:
+async def resume(
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
+) -> RecoveryOut:
     """Undo a pause; an attempt held by it happens now."""
-    async with _Action("resume", ref, scope, store) as act:
+    async with _Action("resume", ref, scope, store, relay=relay) as act:
         await act.signal(client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor))
     return _out(await settled(store, scope, ref, lambda r: not r.paused))
 
 
 @router.post("/by_ref/{ref}/payment_method_updated", response_model=RecoveryOut, status_code=202)
 async def payment_method_updated(
-    ref: RefPath, body: PaymentMethodIn, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath,
+    body: PaymentMethodIn,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
 ) -> RecoveryOut:
     """The customer has a new card or method: the recovery switches to it and attempts now
     (within the card-network limits), also while it awaits the customer. While a payment of
@@ -308,6 +363,7 @@ async def payment_method_updated(
         lambda: handle.signal(
             names.SIGNAL_PAYMENT_METHOD_UPDATED, update, rpc_timeout=_RPC_TIMEOUT
         ),
+        relay=relay,
     )
     await store.audit(
         merchant_id=scope.merchant_id,
@@ -332,11 +388,11 @@ async def retry(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
 
 @router.post("/by_ref/{ref}/apply_policy", response_model=RecoveryOut)
 async def apply_policy(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
 ) -> RecoveryOut:
     """Move a running recovery to the merchant's current policy version; its next attempt
     is scheduled again under it."""
-    async with _Action("apply_policy", ref, scope, store) as act:
+    async with _Action("apply_policy", ref, scope, store, relay=relay) as act:
         policy = await store.current_policy(scope.merchant_id)
         act.reason = f"policy v{policy.version}"
         rec, _ = await act.signal(client, names.SIGNAL_UPDATE_POLICY, policy)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from recovery.constants import (
     OUTBOX_START_WATCH,
+    SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_SUCCEEDED,
     watch_workflow_id,
     workflow_id_for,
@@ -76,23 +77,38 @@ async def queue_signal(
     )
 
 
+_PENDING = (
+    "SELECT id, workflow_id, signal, payload, created_at FROM outbox WHERE delivered_at IS NULL"
+)
+_DUE = (
+    _PENDING + " AND available_at <= clock_timestamp() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
+# The oldest failure waiting for workflow $1 (the one that starts its run), due or backing off.
+_FIRST_FAILURE_OF = (
+    _PENDING + f" AND workflow_id = $1 AND signal = '{SIGNAL_PAYMENT_FAILED}'"
+    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
 async def relay(
     pool: asyncpg.Pool,
     limit: int,
     deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+    *,
+    first_failure_of: str | None = None,
 ) -> tuple[int, int]:
-    """Hand one batch of pending outbox rows to `deliver` (None = delivered, else error).
+    """Hand one batch of pending outbox rows (oldest first, those due) to `deliver` (None =
+    delivered, else error); with `first_failure_of`, only that workflow's oldest pending
+    failure, due or not (a support action waits on its run).
 
     Rows stay locked (FOR UPDATE SKIP LOCKED) while they are delivered, so several relays
     never deliver the same row at once. Returns (delivered, failed).
     """
     async with transaction(pool) as conn:
-        rows = await conn.fetch(
-            "SELECT id, workflow_id, signal, payload, created_at FROM outbox"
-            " WHERE delivered_at IS NULL AND available_at <= clock_timestamp()"
-            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            limit,
-        )
+        if first_failure_of is None:
+            rows = await conn.fetch(_DUE, limit)
+        else:
+            rows = await conn.fetch(_FIRST_FAILURE_OF, first_failure_of)
         if not rows:
             return 0, 0
         batch = [

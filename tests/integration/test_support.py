@@ -9,8 +9,12 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
+from api.relay import OutboxRelay
+from recovery import constants as names
 from recovery.auth import generate_key, register_key
 from recovery.store import Store
 from tests.helpers import (
@@ -164,6 +168,91 @@ async def awaiting_customer(api: Stack, **kw: Any) -> str:
 
     await eventually(waiting)
     return body["payment_ref"]
+
+
+async def signals_named(api: Stack, workflow_id: str, name: str) -> int:
+    """How many `name` signals the workflow's history holds (its start's included)."""
+    history = await api.temporal.get_workflow_handle(workflow_id).fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and e.workflow_execution_signaled_event_attributes.signal_name == name
+    )
+
+
+@pytest.mark.parametrize("relay_beside", [False, True], ids=["alone", "relay_beside"])
+@pytest.mark.parametrize("action", ["expedite", "cancel", "pause"])
+async def test_an_action_right_after_ingest_starts_the_recovery_and_acts_once(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, action: str, relay_beside: bool
+) -> None:
+    """No relay has started the run yet (the app's relay does not run: no NOTIFY reaches
+    it, its sweep never comes), alone or with another relay's pass at the same moment: the
+    action starts the run from its outbox row, which is delivered exactly once, acts once,
+    and answers 200, not 503."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store, pg_dsn, address, run_relay=False, outbox_sweep_seconds=3600
+    ) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1")  # funds: a cooldown of about a day
+        ref = body["payment_ref"]
+        r = await api.http.post(INGEST, json=body, headers=api.auth())
+        assert r.status_code == 202, r.text
+        workflow_id = r.json()["workflow_id"]
+        other_relay = OutboxRelay(
+            store, api.temporal, dsn="unused", task_queue=api.settings.temporal_task_queue
+        )
+        act = api.http.post(
+            f"/v1/recoveries/by_ref/{ref}/{action}",
+            json={"reason": "right away"},
+            headers=api.auth(),
+        )
+        if relay_beside:
+            acted, _ = await asyncio.gather(act, other_relay.relay_once())
+        else:  # nothing else will ever start it: a wait for a relay ends in 503
+            acted = await act
+        assert acted.status_code == 200, acted.text
+
+        async def done() -> dict[str, Any]:
+            rec = await recovery(api, ref)
+            expected = {
+                "expedite": rec["status"] == "recovered" and len(rec["attempts"]) == 1,
+                "cancel": rec["status"] == "cancelled" and rec["attempts"] == [],
+                "pause": rec["paused"] is True and rec["next_attempt_at"] is None,
+            }
+            assert expected[action], rec
+            return rec
+
+        await eventually(done)
+        assert await signals_named(api, workflow_id, names.SIGNAL_PAYMENT_FAILED) == 1
+        if action != "expedite":
+            assert await signals_named(api, workflow_id, action) == 1
+        pending = await store.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE workflow_id = $1 AND delivered_at IS NULL",
+            workflow_id,
+        )
+        assert pending == 0
+        audit = (await api.http.get("/v1/audit", params={"ref": ref}, headers=api.auth())).json()
+        assert [(e["action"], e["result"]) for e in audit["data"]] == [(action, "accepted")]
+
+
+async def test_an_expedite_right_after_ingest_of_a_hard_decline_is_still_409(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Asked once the run has shown its first step: awaiting the customer, nothing to
+    expedite (not a 503, and not an expedite kept for later)."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store, pg_dsn, address, run_relay=False, outbox_sweep_seconds=3600
+    ) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1", decline_code="stolen_card")
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        path = f"/v1/recoveries/by_ref/{body['payment_ref']}/expedite"
+        r = await api.http.post(path, headers=api.auth())
+        assert_envelope(r, 409, "nothing_to_expedite")
+        assert "awaiting the customer" in r.json()["error"]["message"]
+        rec = await recovery(api, body["payment_ref"])
+        assert rec["status"] == "awaiting_customer" and rec["attempts"] == []
 
 
 async def test_expedite_while_awaiting_the_customer_is_409(api: Stack) -> None:
