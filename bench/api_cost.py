@@ -62,7 +62,7 @@ async def _answers(url: str) -> bool:
 
 def top_frames(raw: str, limit: int = 12) -> dict[str, Any]:
     """Top frames of a py-spy `--format raw --threads` profile (collapsed stacks) of the
-    event loop's thread: by own samples (the frame was running) and by total samples (it
+    main thread (the event loop's): by own samples (the frame was running) and by total samples (it
     was on the stack; frames on every stack, such as `main`, left out), in % of that
     thread's samples; `other_threads_pct`: samples of other threads, in % of all."""
     own: Counter[str] = Counter()
@@ -73,9 +73,12 @@ def top_frames(raw: str, limit: int = 12) -> dict[str, Any]:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not any(f.startswith("Runner.run ") for f in frames):
+        parts = stack.split(";")
+        if not any(p.startswith("thread ") and p.endswith(": MainThread") for p in parts):
             other += n
+            continue
+        frames = [f for f in parts if not f.startswith(("process ", "thread "))]
+        if not frames:
             continue
         loop_samples += n
         own[frames[-1]] += n
