@@ -93,22 +93,24 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees them all
-    install_docs(app)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    # A request is matched against the routes in the order they were added, one by one:
+    # the busiest go first (healthz, ingest, classify, recoveries), the docs and files last.
     for module in (
+        health,
         events,
-        recoveries,
         classify,
+        recoveries,
         policy,
         audit,
         notifications,
         webhooks,
         webhook_endpoints,
         pay,
-        health,
     ):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.deliveries_router)
+    install_docs(app)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 
 
