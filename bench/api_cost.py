@@ -27,6 +27,45 @@ from bench.common import Ctx, failure_body, wait_for
 from scripts.stack import HOST, Process, free_port, wait_until
 
 CONNECTIONS = 16
+ROUNDS = 2
+
+
+def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds as one: requests and time added up; each latency figure and the CPU shares
+    the median of the rounds' (wrk gives no samples to merge)."""
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[(len(ordered) - 1) // 2]
+
+    seconds = sum(r["seconds"] for r in runs)
+    ok = sum(r["ok"] for r in runs)
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    for r in runs:
+        statuses.update(r["statuses"])
+        errors.update(r["socket_errors"])
+    out: dict[str, Any] = {
+        "rounds": len(runs),
+        "connections": runs[0]["connections"],
+        "seconds": round(seconds, 2),
+        "requests": sum(r["requests"] for r in runs),
+        "ok": ok,
+        "per_second": round(ok / seconds, 1) if seconds else None,
+        "per_second_by_round": [r["per_second"] for r in runs],
+        "latency_ms": {
+            k: median([r["latency_ms"][k] for r in runs]) for k in ("p50", "p90", "p99", "mean")
+        }
+        | {"max": max(r["latency_ms"]["max"] for r in runs), "n": sum(r["requests"] for r in runs)},
+        "statuses": dict(statuses),
+        "socket_errors": dict(errors),
+        "wrk_cpu_pct": median([r["wrk_cpu_pct"] or 0 for r in runs]),
+    }
+    if all("cpu_pct" in r for r in runs):
+        out["cpu_pct"] = {
+            k: median([r["cpu_pct"].get(k, 0) for r in runs]) for k in runs[0]["cpu_pct"]
+        }
+    return out
 
 
 def _cases(key: str) -> list[dict[str, Any]]:
@@ -162,10 +201,22 @@ async def bench_api(ctx: Ctx) -> dict[str, Any]:
         cases = []
         for case in _cases(key):
             prefix = f"api{uuid.uuid4().hex[:6]}-"
-            baseline = await _wrk(ctx, bare_url, case, seconds, prefix + "bare-")
-            cpu = ctx.cpu()
-            ours = await _wrk(ctx, ctx.stack.api_url, case, seconds, prefix)
-            ours["cpu_pct"] = cpu.done()
+            # Rounds alternate which app goes first, so that a change in the machine's load
+            # (it is shared) weighs on both alike.
+            bare_runs, our_runs = [], []
+            for n in range(ROUNDS):
+                for who in ("bare", "ours") if n % 2 == 0 else ("ours", "bare"):
+                    if who == "bare":
+                        bare_runs.append(
+                            await _wrk(ctx, bare_url, case, seconds, f"{prefix}bare{n}-")
+                        )
+                    else:
+                        cpu = ctx.cpu()
+                        run = await _wrk(ctx, ctx.stack.api_url, case, seconds, f"{prefix}{n}-")
+                        run["cpu_pct"] = cpu.done()
+                        our_runs.append(run)
+                        await _drain_outbox(ctx)
+            baseline, ours = _combined(bare_runs), _combined(our_runs)
             ratio = (
                 round(ours["per_second"] / baseline["per_second"], 3)
                 if ours["per_second"] and baseline["per_second"]
@@ -195,7 +246,8 @@ async def bench_api(ctx: Ctx) -> dict[str, Any]:
     finally:
         await bare.stop()
     return {
-        "load_generator": f"wrk, {CONNECTIONS} connections, 1 thread, {seconds:g} s per case",
+        "load_generator": f"wrk, {CONNECTIONS} connections, 1 thread; {ROUNDS} rounds of "
+        f"{seconds:g} s per app and case, alternating which app goes first",
         "bare_app": "bench/bare_app.py: the same routes' own work on FastAPI, same uvicorn "
         "config, no auth, middleware or database",
         "cases": cases,

@@ -331,6 +331,20 @@ def _classifier(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _by_round(run: dict[str, Any]) -> str:
+    rounds = run.get("per_second_by_round") or []
+    each = " / ".join(fmt(x) for x in rounds)
+    return f"{fmt(run['per_second'])} ({each})" if len(rounds) > 1 else fmt(run["per_second"])
+
+
+def _api_cpu_per_request(run: dict[str, Any]) -> str:
+    """The API process's CPU time per answered request (its relay's share included)."""
+    api = (run.get("cpu_pct") or {}).get("api")
+    if not api or not run.get("per_second"):
+        return "-"
+    return f"{10 * api / run['per_second']:.2f} ms"
+
+
 def _api(r: dict[str, Any]) -> list[str]:
     if "error" in r:
         return ["### 7. Cost per request", "", f"failed: {r['error']}", ""]
@@ -340,13 +354,14 @@ def _api(r: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 f"`{c['method']} {c['path']}`",
-                fmt(bare["per_second"]),
+                _by_round(bare),
                 pcts(bare["latency_ms"]),
-                fmt(ours["per_second"]),
+                _by_round(ours),
                 pcts(ours["latency_ms"]),
                 fmt(c["ratio"]),
                 ", ".join(f"{s}: {n}" for s, n in sorted(ours["statuses"].items())),
                 _cpu(ours.get("cpu_pct")),
+                _api_cpu_per_request(ours),
                 f"{bare['wrk_cpu_pct']} / {ours['wrk_cpu_pct']}",
             ]
         )
@@ -358,13 +373,14 @@ def _api(r: dict[str, Any]) -> list[str]:
         *_table(
             [
                 "route",
-                "bare req/s",
+                "bare req/s (rounds)",
                 "bare p50 / p99 / max",
-                "ours req/s",
+                "ours req/s (rounds)",
                 "ours p50 / p99 / max",
                 "ours / bare",
                 "our statuses",
                 "CPU % (ours)",
+                "API CPU per request",
                 "wrk CPU % bare / ours",
             ],
             rows,
