@@ -33,7 +33,10 @@ class DatabaseSettings(BaseSettings):
     database_url: str = ""
     """empty: not configured (there is no default server: see `resolve_database_url`)"""
     database_pool_min: int = 1
-    database_pool_max: int = 10
+    # Connections each API or worker process may hold. 20: ingest at 16 concurrent clients
+    # waited for a connection at 10 (bench/RESULTS.md, 2026-12-06); Postgres' default
+    # max_connections (100) leaves room for two API and two worker processes.
+    database_pool_max: int = 20
     recovery_data_dir: Path | None = None
     """the `make dev` data dir (default: `.data/` in the checkout)"""
 
