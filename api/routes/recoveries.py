@@ -236,22 +236,36 @@ async def first_step_shown(
     store: StoreDep, scope: ScopeDep, ref: str, relay: OutboxRelay | None = None
 ) -> None:
     """Return once the recovery's run has shown its first step (a category: it has decided
-    what comes first), started now by `relay` if no relay has yet, or after `_SETTLE_WITHIN`.
-    Until then a run refuses every expedite, having nothing yet to act on."""
+    what comes first), started now by `relay` if no relay has yet. Until then a run refuses
+    every expedite, having nothing yet to act on: a run that shows nothing within
+    `_UPDATE_TIMEOUT` (the time an expedite may wait for a worker anyway) is still starting
+    (503), never a `409` it would not answer a moment later."""
     rec = await store.get_recovery(scope.merchant_id, ref)
     if rec.category is not None or rec.ended_at is not None:
         return
     if relay is not None:
         await relay.start_now(rec.workflow_id)
-    await settled(store, scope, ref, lambda r: r.category is not None or r.ended_at is not None)
+    rec = await settled(
+        store,
+        scope,
+        ref,
+        lambda r: r.category is not None or r.ended_at is not None,
+        within=_UPDATE_TIMEOUT.total_seconds(),
+    )
+    if rec.category is None and rec.ended_at is None:
+        raise Unavailable("the recovery is still starting; retry shortly")
 
 
 async def settled(
-    store: StoreDep, scope: ScopeDep, ref: str, done: Callable[[RecoveryRecord], bool]
+    store: StoreDep,
+    scope: ScopeDep,
+    ref: str,
+    done: Callable[[RecoveryRecord], bool],
+    within: float = _SETTLE_WITHIN,
 ) -> RecoveryRecord:
     """The recovery as Postgres shows it once the workflow has written what it was told
-    (it does within milliseconds), or as it is after a few seconds."""
-    deadline = asyncio.get_running_loop().time() + _SETTLE_WITHIN
+    (it does within milliseconds), or as it is after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     while not done(rec := await store.get_recovery(scope.merchant_id, ref)):
         if asyncio.get_running_loop().time() > deadline:
             break

@@ -30,6 +30,7 @@ from tests.helpers import (
     running_stack,
     scheduled_recovery,
 )
+from worker.main import build_worker
 
 SUPPORT_ACTIONS = ("cancel", "expedite", "pause", "resume", "retry", "apply_policy")
 
@@ -234,6 +235,36 @@ async def test_an_action_right_after_ingest_starts_the_recovery_and_acts_once(
         assert pending == 0
         audit = (await api.http.get("/v1/audit", params={"ref": ref}, headers=api.auth())).json()
         assert [(e["action"], e["result"]) for e in audit["data"]] == [(action, "accepted")]
+
+
+async def test_an_expedite_before_a_worker_took_up_the_new_run_waits_for_its_first_step(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """The relay has started the run, but no worker has run it yet: an expedite sent then
+    would be refused as the run's first task begins (nothing decided yet: "no attempt is
+    waiting"). It is asked once the run has shown its first step, a cooldown: 200."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1")
+        ref = body["payment_ref"]
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        asked = asyncio.ensure_future(
+            api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+        )
+        await asyncio.sleep(1)  # the relay starts the run; nothing polls its task queue
+        assert not asked.done()
+        async with build_worker(
+            dev_env.client, store, api.settings.temporal_task_queue, settings=api.settings
+        ):
+            r = await asked
+            assert r.status_code == 200, r.text
+
+            async def recovered() -> bool:
+                rec = await recovery(api, ref)
+                assert rec["status"] == "recovered" and len(rec["attempts"]) == 1, rec
+                return True
+
+            await eventually(recovered)
 
 
 async def test_an_expedite_right_after_ingest_of_a_hard_decline_is_still_409(
