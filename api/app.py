@@ -18,8 +18,12 @@ from api.metrics import Metrics, MetricsServer, RequestMetrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import (
+    analytics,
     audit,
     classify,
+    console,
+    console_recoveries,
+    console_settings,
     events,
     health,
     notifications,
@@ -106,6 +110,10 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         webhooks,
         webhook_endpoints,
         pay,
+        analytics,
+        console,
+        console_recoveries,
+        console_settings,
     ):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.deliveries_router)

@@ -4,6 +4,13 @@ at scrape time (so every API replica reports the same truth).
 They are every merchant's totals, so they are never served on the public API port: the
 listener on `METRICS_ADDRESS` (`MetricsServer`, a thread of prometheus_client's) serves them,
 reading the totals through the API's event loop and pool.
+
+The analytics figures per merchant (`recovery_merchant_*`) have a `merchant` label bounded
+by `MERCHANT_LABELS`: the merchants with the most recoveries open now or started in the last
+24 hours are named, every other merchant is summed under `merchant="(other)"`. Their other
+labels are bounded sets too (status, category, currency, attempt number up to the policy's
+15, disposition and refund status, histogram bounds), so a scrape has at most a few hundred
+series per named merchant, whatever the number of merchants or recoveries.
 """
 
 from __future__ import annotations
@@ -11,17 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recovery.store import MetricsSnapshot, Store
+from recovery.store import MerchantFigures, MetricsSnapshot, Store
+from recovery.store.analytics import RECOVERY_SECONDS_BUCKETS
 
 log = logging.getLogger("recovery.api.http")
 SNAPSHOT_TIMEOUT_SECONDS = 5.0
+MERCHANT_LABELS = 20
+"""Merchants named in the `recovery_merchant_*` metrics; the rest are `merchant="(other)"`."""
+MERCHANT_WINDOW = timedelta(hours=24)
+"""The window of the `recovery_merchant_*_24h` figures, ending at the scrape."""
 
 
 class Metrics:
@@ -53,10 +67,10 @@ class Metrics:
         """Scrapes (in the listener's thread) read the business totals from `store` on `loop`."""
         self._store, self._loop = store, loop
 
-    def _snapshot(self) -> MetricsSnapshot | None:
+    def _snapshot(self) -> tuple[MetricsSnapshot, MerchantFigures] | None:
         if self._store is None or self._loop is None:
             return None
-        future = asyncio.run_coroutine_threadsafe(self._store.metrics_snapshot(), self._loop)
+        future = asyncio.run_coroutine_threadsafe(_read(self._store), self._loop)
         try:
             return future.result(timeout=SNAPSHOT_TIMEOUT_SECONDS)
         except Exception:  # Postgres away: still serve the in-process metrics
@@ -65,9 +79,10 @@ class Metrics:
             return None
 
     def collect(self) -> Iterator[Metric]:  # prometheus_client collector protocol
-        snap = self._snapshot()
-        if snap is None:
+        read = self._snapshot()
+        if read is None:
             return
+        snap, per_merchant = read
         by_status = GaugeMetricFamily(
             "recovery_recoveries", "Recoveries by status (all time)", labels=["status"]
         )
@@ -101,6 +116,79 @@ class Metrics:
             "Age of the oldest event not yet handed over",
             value=snap.outbox_lag_seconds,
         )
+        yield from merchant_metrics(per_merchant)
+
+
+async def _read(store: Store) -> tuple[MetricsSnapshot, MerchantFigures]:
+    since = datetime.now(UTC) - MERCHANT_WINDOW
+    return await store.metrics_snapshot(), await store.merchant_figures(since, MERCHANT_LABELS)
+
+
+def merchant_metrics(f: MerchantFigures) -> Iterator[Metric]:
+    """The analytics figures per merchant label (see the module docstring); the `_24h` ones
+    count what happened since `f.since` (runs by start, end or payment received)."""
+
+    def gauge(
+        name: str, doc: str, labels: list[str], values: Iterable[tuple[tuple[str, ...], int]]
+    ) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc, labels=["merchant", *labels])
+        for key, value in sorted(values):
+            family.add_metric(list(key), value)
+        return family
+
+    yield gauge(
+        "recovery_merchant_recoveries_open",
+        "Recoveries open now",
+        [],
+        (((merchant,), n) for merchant, n in f.open.items()),
+    )
+    yield gauge(
+        "recovery_merchant_open_amount_minor",
+        "Amount of the recoveries open now, in minor units",
+        ["currency"],
+        f.open_amount.items(),
+    )
+    yield gauge(
+        "recovery_merchant_recoveries_started_24h",
+        "Recoveries started in the last 24 hours, by failure category",
+        ["category"],
+        f.started.items(),
+    )
+    yield gauge(
+        "recovery_merchant_recoveries_ended_24h",
+        "Recoveries ended in the last 24 hours, by how (recovered, exhausted, cancelled)",
+        ["status"],
+        f.ended.items(),
+    )
+    yield gauge(
+        "recovery_merchant_recovered_amount_minor_24h",
+        "Amount of the recoveries recovered in the last 24 hours, in minor units",
+        ["currency"],
+        f.recovered_amount.items(),
+    )
+    yield gauge(
+        "recovery_merchant_recovered_by_attempt_24h",
+        "Recoveries recovered in the last 24 hours, by the number of our attempt that"
+        " recovered them (0: the customer paid)",
+        ["attempt"],
+        (((merchant, str(attempt)), n) for (merchant, attempt), n in f.by_attempt.items()),
+    )
+    yield gauge(
+        "recovery_merchant_payments_received_24h",
+        "Payments received in the last 24 hours for an ended recovery (paid_after_end) or"
+        " paid twice (duplicate, by refund status)",
+        ["disposition", "refund_status"],
+        f.payments.items(),
+    )
+    seconds = GaugeHistogramMetricFamily(
+        "recovery_merchant_seconds_to_recover_24h",
+        "Time from start to recovery of the recoveries recovered in the last 24 hours",
+        labels=["merchant"],
+    )
+    bounds = [*(floatToGoString(b) for b in RECOVERY_SECONDS_BUCKETS), "+Inf"]
+    for merchant, (cumulative, total) in sorted(f.seconds_to_recover.items()):
+        seconds.add_metric([merchant], list(zip(bounds, cumulative, strict=True)), total)
+    yield seconds
 
 
 class RequestMetrics:

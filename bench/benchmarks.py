@@ -15,6 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
 from bench import load
+from bench.analytics import bench_analytics
 from bench.common import (
     Ctx,
     count_scheduled,
@@ -25,6 +26,7 @@ from bench.common import (
     wait_for,
     wait_scheduled,
 )
+from bench.notify import bench_notify
 from bench.stats import summary
 from recovery.classifier import classify
 from recovery.models import ClassifyRequest, Failure, FailureEvent, PaymentMethod
@@ -622,6 +624,8 @@ async def bench_classifier(ctx: Ctx) -> dict[str, Any]:
 
 
 BENCHMARKS = {
+    "analytics": bench_analytics,
+    "notify": bench_notify,
     "ingest": bench_ingest,
     "timers": bench_timers,
     "scale": bench_scale,

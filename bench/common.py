@@ -44,13 +44,27 @@ class Sizes:
     read_seconds: float
     history_sample: int  # workflows whose history the timer benchmark reads
     api_seconds: float  # wrk's time per case of the API benchmark, bare app and ours each
+    analytics_recoveries: int = 100_000  # rows the analytics summary reads over
+    analytics_requests: int = 200  # summary requests per case
+    notify_rate: float = 20.0  # hard declines posted per second (each e-mails its customer)
+    notify_recoveries: int = 100
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             name="quick",
             # ingest last: the recoveries it creates keep the worker busy for a while
-            run_order=("api", "classifier", "timers", "throughput", "support", "scale", "ingest"),
+            run_order=(
+                "api",
+                "classifier",
+                "timers",
+                "throughput",
+                "support",
+                "scale",
+                "ingest",
+                "notify",
+                "analytics",
+            ),
             ingest_levels=((8, 40, 20.0), (1, 80, None), (8, 150, None), (32, 200, None)),
             ingest_seconds=2,
             ingest_wait_for_worker=False,
@@ -75,7 +89,17 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(
             name="full",
-            run_order=("api", "classifier", "ingest", "timers", "throughput", "support", "scale"),
+            run_order=(
+                "api",
+                "classifier",
+                "ingest",
+                "timers",
+                "throughput",
+                "support",
+                "scale",
+                "notify",
+                "analytics",
+            ),
             ingest_levels=((8, 600, 20.0), (1, 1000, None), (8, 2000, None), (32, 3000, None)),
             ingest_seconds=30,
             ingest_wait_for_worker=True,
@@ -94,6 +118,9 @@ class Sizes:
             read_seconds=20,
             history_sample=200,
             api_seconds=20,
+            analytics_requests=1000,
+            notify_rate=100.0,
+            notify_recoveries=2000,
         )
 
 

@@ -55,6 +55,10 @@ def render(results: dict[str, Any]) -> str:
         lines += _support(b["support"])
     if "classifier" in b:
         lines += _classifier(b["classifier"])
+    if "analytics" in b:
+        lines += _analytics(b["analytics"])
+    if "notify" in b:
+        lines += _notify(b["notify"])
     meta = results.get("benchmark_runs", {})
     if meta:
         lines += ["### Wall time and machine load per benchmark", ""]
@@ -404,6 +408,58 @@ def _api(r: dict[str, Any]) -> list[str]:
             ),
         ]
     return out
+
+
+def _analytics(r: dict[str, Any]) -> list[str]:
+    if "error" in r:
+        return ["### 7. Analytics summary", "", f"failed: {r['error']}", ""]
+    base = r["baseline_healthz"]
+    rows = [
+        ["`GET /healthz` (baseline: the HTTP round trip)", base["ok"], pcts(base["latency_ms"]),
+         _cpu(base.get("cpu_pct"))],
+        *[
+            [f"`{name}`", c["ok"], pcts(c["latency_ms"]), _cpu(c.get("cpu_pct"))]
+            for name, c in r["cases"].items()
+        ],
+        ["store call in-process (SQL only), last 30 days", r["store_call_30_days_ms"]["n"],
+         pcts(r["store_call_30_days_ms"]), "-"],
+    ]  # fmt: skip
+    return [
+        f"### 7. Analytics summary over {r['recoveries']:,} recoveries",
+        "",
+        f"One merchant's {r['recoveries']:,} recoveries over 90 days (and another merchant's "
+        f"{r['other_merchant_recoveries']:,}), written by SQL in {r['seed_seconds']} s; "
+        f"requests one at a time. All 90 days: {r.get('figures_all_90_days')}.",
+        "",
+        *_table(["request", "ok", "latency p50 / p99 / max", "CPU %"], rows),
+    ]
+
+
+def _notify(r: dict[str, Any]) -> list[str]:
+    if "error" in r:
+        return ["### 8. Customers and merchants told", "", f"failed: {r['error']}", ""]
+    e, w, p = r["emails"], r["webhooks"], r["posted"]
+    rows = [
+        ["e-mail: decision to the SMTP sink", f"{e['sent']}/{e['notifications']}",
+         pcts(e["lag_ms"])],
+        ["webhook: event to the receiver (every type)", f"{w['delivered']}/{w['events']}",
+         pcts(w["lag_ms"])],
+        *[[f"webhook `{t}`", lag["n"], pcts(lag)] for t, lag in w["lag_ms_by_type"].items()],
+        ["of which: event committed to its delivery workflow started (outbox)",
+         w["outbox_lag_ms"]["n"], pcts(w["outbox_lag_ms"])],
+        ["of which: event committed to the first try (worker)", w["event_to_first_try_ms"]["n"],
+         pcts(w["event_to_first_try_ms"])],
+    ]  # fmt: skip
+    return [
+        f"### 8. Customers and merchants told, at {fmt(r['offered_per_second'])} hard declines/s",
+        "",
+        f"{p['ok']}/{p['sent']} posted at {fmt(p['per_second'])}/s (offered "
+        f"{fmt(r['offered_per_second'])}/s), POST p50 / p99 {pcts(p['latency_ms'])}; all told: "
+        f"{r['settled']} after {r['seconds']} s; repeated webhook deliveries "
+        f"{w['repeated_deliveries']}; CPU % {_cpu(r.get('cpu_pct'))}.",
+        "",
+        *_table(["what", "n", "lag p50 / p99 / max"], rows),
+    ]
 
 
 def main() -> None:

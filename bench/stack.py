@@ -10,6 +10,8 @@ newest first, and always runs (the runner calls it in a `finally`).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import re
 import secrets
@@ -20,8 +22,10 @@ from typing import Any
 import psutil
 from pydantic import SecretStr
 
+from recovery.mail import SmtpServer
 from recovery.settings import Settings
 from scripts import stack
+from scripts.mail_sink import MailSink
 from scripts.stack import StackError
 
 __all__ = ["TASK_QUEUE", "Stack", "StackError"]
@@ -47,6 +51,9 @@ class Stack(stack.Stack):
             allow_simulator=True,
             log_format="json",
             log_level=log_level,
+            credentials_key=SecretStr(base64.b64encode(secrets.token_bytes(32)).decode()),
+            smtp_url=SecretStr(f"smtp://{stack.HOST}:{stack.free_port()}"),
+            mail_from="Payments (bench) <payments@bench.localhost>",
         )
         settings.public_base_url = f"http://{stack.HOST}:{settings.api_port}"
         super().__init__(
@@ -60,12 +67,24 @@ class Stack(stack.Stack):
         )
         self.root = root
         self.startup_seconds = 0.0
+        self.mail_sink: MailSink | None = None
 
     async def start(self) -> None:
         t0 = time.monotonic()
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        # e-mail goes to an SMTP sink in this process (the notify benchmark reads its times)
+        assert self.settings.smtp_url is not None
+        port = SmtpServer.from_url(self.settings.smtp_url.get_secret_value()).port
+        self.mail_sink = MailSink(self.root / "mail", port=port, say=lambda _line: None).start()
         await super().start()
         self.startup_seconds = time.monotonic() - t0
+
+    async def stop(self, hurry: asyncio.Event | None = None) -> None:
+        try:
+            await super().stop(hurry)
+        finally:
+            if self.mail_sink is not None:
+                self.mail_sink.stop()
 
     def check_alive(self) -> None:
         for child in self.processes:

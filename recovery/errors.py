@@ -67,3 +67,11 @@ class RateLimited(RecoveryError):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class InvalidInput(RecoveryError):
+    """A request the API understood but whose values it refuses (422, like a body or query
+    parameter that fails validation)."""
+
+    status = 422
+    code = "validation_error"

@@ -138,6 +138,13 @@ class Settings(DatabaseSettings, CredentialsSettings):
     smtp_ca_file: Path | None = None
     """a CA bundle for an SMTP server whose certificate a private CA signed"""
 
+    # The console (`/console`): a signed-in session lasts this long at most, and ends sooner
+    # when unused for the idle time; TEMPORAL_UI_URL (e.g. http://127.0.0.1:8233) makes each
+    # recovery's page link to its workflow in the Temporal Web UI.
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
+    console_idle_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    temporal_ui_url: str | None = None
+
     webhook_timeout_seconds: float = Field(default=WEBHOOK_TRY_TIMEOUT.total_seconds(), gt=0, le=60)
     """how long one merchant webhook try waits for the endpoint's answer (then it is retried)"""
 

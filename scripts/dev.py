@@ -154,6 +154,9 @@ def dev_stack() -> DevStack:
             "public_base_url": given.public_base_url
             if "public_base_url" in keep
             else f"http://{HOST}:{given.api_port}",
+            # the console links each recovery to its workflow in the dev server's Web UI
+            "temporal_ui_url": given.temporal_ui_url
+            or (f"http://{HOST}:{given.temporal_ui_port}" if own_temporal else None),
             **mail,
         }
     )

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -58,6 +59,7 @@ class MailSink:
         self.answer = answer
         self.kept = kept
         self.received = 0  # messages the sink took, copies included
+        self.received_at: dict[str, float] = {}  # Message-ID -> when first kept (time.time())
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname=host, port=self.port)
 
@@ -90,6 +92,7 @@ class MailSink:
         with self._lock:
             self.received += 1
             copy = path.exists()
+            self.received_at.setdefault(message_id, time.time())
             if not copy:
                 partial = path.with_suffix(".part")
                 partial.write_bytes(content)

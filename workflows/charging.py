@@ -125,6 +125,22 @@ class ChargingSteps(RecoveryBase):
     async def _attempt_now(self) -> Failure | Ending:
         """One charge (within the card-network limits), with the newest payment method."""
         self._take_new_method()
+        if (instead := await self._before_charging()) is not None:
+            return instead
+        try:
+            self._stage = Stage.CHARGING
+            result = await self._charge()
+        except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
+            return Ending(RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}")
+        finally:
+            self._stage = Stage.DECIDING
+        return self._after_charging(result)
+
+    async def _before_charging(self) -> Failure | Ending | None:
+        """What must hold before money moves: no earlier payment of ours may still complete
+        (pending, or failed but authorisable late), the card-network limits allow the attempt
+        (reserved on its card), and nothing ended the recovery on the way. None: charge now;
+        otherwise what the main loop acts on instead."""
         if self._patient and self._unsettled:  # no place in the card's limits meanwhile
             if (earlier := await self._recheck_unsettled()) is not None:
                 return earlier
@@ -138,24 +154,22 @@ class ChargingSteps(RecoveryBase):
         if self._bounded:
             if (ending := self._ending()) is not None:
                 return ending  # cancelled (or paid) on the way here: no charge
-            if (earlier := await self._recheck_unsettled()) is not None:
-                return earlier
-        try:
-            self._stage = Stage.CHARGING
-            result = await self._charge()
-        except ActivityError as e:  # only non-retryable errors get here, e.g. no PSP
-            return Ending(RecoveryStatus.EXHAUSTED, f"the charge could not be made: {e.cause or e}")
-        finally:
-            self._stage = Stage.DECIDING
+            return await self._recheck_unsettled()
+        return None
+
+    def _after_charging(self, result: ChargeResult) -> Failure | Ending:
+        """What an attempt's result means: the end, or the failure to decide on next (a
+        payment that may still complete is kept, to be checked before any new charge)."""
         if result.status == "succeeded":
             return Ending(RecoveryStatus.RECOVERED, "recovered by attempt")
+        attempt = len(self._state.attempts) - 1
         if result.status == "processing":
             self._pending_payment = result.psp_payment_id
             if result.psp_payment_id:
-                self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
+                self._attempt_of[result.psp_payment_id] = attempt
         if self._late_auth and result.may_complete_until and result.psp_payment_id:
             self._late[result.psp_payment_id] = result.may_complete_until
-            self._attempt_of[result.psp_payment_id] = len(self._state.attempts) - 1
+            self._attempt_of[result.psp_payment_id] = attempt
         if self._bounded and (ending := ending_of(result, f"attempt {len(self._state.attempts)}")):
             return ending
         return failure_of(result, patient=self._patient)

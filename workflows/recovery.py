@@ -346,22 +346,34 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 due = None
             reminders = [first + timedelta(days=d) for d in self._policy.reminder_days]
             wake_at = min([deadline, *(t for t in reminders if t > last)])
-            match await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    if wake_at < deadline:
-                        due, last = "reminder", wake_at
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end or the reminders
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wake_at - workflow.now(), CUSTOMER_WAKES)
+            if wake is Wake.TIMER:  # a reminder is due, or the window closed
+                if wake_at < deadline:
+                    due, last = "reminder", wake_at
+            elif (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
+
+    async def _customer_news(
+        self, wake: Wake, reason: str, failure: Failure
+    ) -> Failure | Ending | None:
+        """What news while waiting for the customer means: None to wait on (a pause or a new
+        policy is shown at once: it may move the window's end or the reminders), else what
+        the main loop acts on."""
+        match wake:
+            case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
+                self._policy_changed = False
+                await self._show_next_attempt(None, reason)
+                return None
+            case Wake.METHOD_UPDATED:
+                self._set_status(RecoveryStatus.ACTIVE)
+                return await self._attempt_now()  # stage: charging
+            case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
+                return self._absorb_inbox() or failure
+            case Wake.TIMER:
+                return None
+            case other:
+                assert_never(other)
 
     async def _tell_customer(self, kind: Literal["retry_link", "reminder"], reason: str) -> None:
         """Issue a fresh retry link and e-mail it; the e-mail is sent (and retried while the
@@ -411,21 +423,10 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                 next_link_at = workflow.now() + LINK_REMINDER_EVERY
             if self._links:
                 wait = min(wait, next_link_at - workflow.now())
-            match await self._sleep(wait, wakes):
-                case Wake.TIMER:  # a reminder is due, or the window closed
-                    send_link = self._links
-                case Wake.PAUSE_CHANGED | Wake.POLICY_CHANGED:
-                    # show it at once; a new policy may move the window's end
-                    self._policy_changed = False
-                    await self._show_next_attempt(None, reason)
-                    send_link = False
-                case Wake.METHOD_UPDATED:
-                    self._set_status(RecoveryStatus.ACTIVE)
-                    return await self._attempt_now()  # stage: charging
-                case Wake.PAID | Wake.CANCELLED | Wake.NEW_FAILURE | Wake.EXPEDITED:
-                    return self._absorb_inbox() or failure
-                case other:
-                    assert_never(other)
+            wake = await self._sleep(wait, wakes)
+            send_link = self._links and wake is Wake.TIMER  # a reminder is due
+            if (step := await self._customer_news(wake, reason, failure)) is not None:
+                return step
         return Ending(RecoveryStatus.EXHAUSTED, "recovery window closed awaiting the customer")
 
     async def _await_pending(
@@ -441,26 +442,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             pending = self._current_event().psp_payment_id
         try:
             if pending and self._has(POLLING_PATCH):
-                try:
-                    outcome = await self._poll_pending(pending, until, reason)
-                except ActivityError as e:
-                    if not self._exact:
-                        raise
-                    # not a decline: we cannot tell whether it completes, so never charge again
-                    return Ending(
-                        RecoveryStatus.EXHAUSTED,
-                        f"the pending payment could not be checked at the PSP: {e.cause or e}",
-                    )
-                if outcome is None or outcome.failure == PENDING_EXPIRED:
-                    if self._bounded and pending not in self._unsettled:
-                        self._unsettled.append(pending)  # checked again before any charge
-                if outcome is None:  # woken by a signal
-                    return self._absorb_inbox() or failure
-                if outcome.status == "succeeded":
-                    return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
-                if self._bounded and (ending := ending_of(outcome, "the pending payment")):
-                    return ending
-                return failure_of(outcome, patient=self._patient)
+                return await self._poll_until_settled(pending, until, reason, failure)
             while True:
                 wake = await self._sleep(until - workflow.now(), self._pending_wakes())
                 if wake is not Wake.PAUSE_CHANGED:
@@ -471,6 +453,32 @@ class PaymentRecoveryWorkflow(ChargingSteps):
             return self._absorb_inbox() or failure
         finally:
             self._stage = Stage.DECIDING
+
+    async def _poll_until_settled(
+        self, pending: str, until: datetime, reason: str, failure: Failure
+    ) -> Failure | Ending:
+        """Ask the PSP about `pending` until it settles, news arrives, or `until`; what it
+        ended as, for the main loop (one still unsettled is checked again before any charge)."""
+        try:
+            outcome = await self._poll_pending(pending, until, reason)
+        except ActivityError as e:
+            if not self._exact:
+                raise
+            # not a decline: we cannot tell whether it completes, so never charge again
+            return Ending(
+                RecoveryStatus.EXHAUSTED,
+                f"the pending payment could not be checked at the PSP: {e.cause or e}",
+            )
+        if outcome is None or outcome.failure == PENDING_EXPIRED:
+            if self._bounded and pending not in self._unsettled:
+                self._unsettled.append(pending)  # checked again before any charge
+        if outcome is None:  # woken by a signal
+            return self._absorb_inbox() or failure
+        if outcome.status == "succeeded":
+            return Ending(RecoveryStatus.RECOVERED, "pending payment completed")
+        if self._bounded and (ending := ending_of(outcome, "the pending payment")):
+            return ending
+        return failure_of(outcome, patient=self._patient)
 
     async def _attempt_after_cooldown(
         self, at: datetime, reason: str, failure: Failure

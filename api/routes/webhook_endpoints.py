@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.deps import ScopeDep, SettingsDep, StoreDep
+from api.deps import Scope, ScopeDep, SettingsDep, StoreDep
 from recovery import webhook_urls
 from recovery.merchant_events import EventType
 from recovery.settings import Settings
@@ -123,7 +123,7 @@ def _with_secret(e: WebhookEndpointRecord, secret: str) -> EndpointWithSecret:
     return EndpointWithSecret(**_out(e).model_dump(), secret=secret)
 
 
-async def _audit(store: Store, scope: ScopeDep, action: str, reason: str) -> None:
+async def _audit(store: Store, scope: Scope, action: str, reason: str) -> None:
     await store.audit(
         merchant_id=scope.merchant_id,
         actor_key_id=scope.principal.key_id,
@@ -146,19 +146,41 @@ async def create_endpoint(
 ) -> EndpointWithSecret:
     """A new endpoint and its signing secret, shown only in this answer. Outside
     development the URL must be https and resolve to public addresses only (422 `url`)."""
-    await webhook_urls.check(body.url, development=settings.environment == "development")
+    endpoint, secret = await create(
+        store,
+        settings,
+        scope,
+        url=body.url,
+        events=[e.value for e in body.events] if body.events is not None else None,
+        description=body.description,
+    )
+    return _with_secret(endpoint, secret)
+
+
+async def create(
+    store: Store,
+    settings: Settings,
+    scope: Scope,
+    *,
+    url: str,
+    events: list[str] | None,
+    description: str | None,
+) -> tuple[WebhookEndpointRecord, str]:
+    """Create an endpoint (the URL checked), audited; the endpoint and its secret (shown
+    once). Shared with the console."""
+    await webhook_urls.check(url, development=settings.environment == "development")
     endpoint_id = new_id("we")
     secret = new_secret()
     endpoint = await store.create_webhook_endpoint(
         endpoint_id=endpoint_id,
         merchant_id=scope.merchant_id,
-        url=body.url,
-        description=body.description,
-        events=[e.value for e in body.events] if body.events is not None else None,
+        url=url,
+        description=description,
+        events=events,
         secret=_sealer(settings).seal(scope.merchant_id, endpoint_id, secret),
     )
     await _audit(store, scope, "webhook_endpoint.create", endpoint_id)
-    return _with_secret(endpoint, secret)
+    return endpoint, secret
 
 
 @router.get("", response_model=EndpointList)
@@ -174,9 +196,14 @@ async def delete_endpoint(
     endpoint_id: EndpointId, scope: ScopeDep, store: StoreDep
 ) -> EndpointDeleted:
     """Nothing more is delivered to it, retries in flight included (each try checks)."""
+    await delete(store, scope, endpoint_id)
+    return EndpointDeleted(id=endpoint_id)
+
+
+async def delete(store: Store, scope: Scope, endpoint_id: str) -> None:
+    """Delete an endpoint (404 unknown), audited. Shared with the console."""
     await store.delete_webhook_endpoint(scope.merchant_id, endpoint_id)
     await _audit(store, scope, "webhook_endpoint.delete", endpoint_id)
-    return EndpointDeleted(id=endpoint_id)
 
 
 @router.post("/{endpoint_id}/rotate_secret", response_model=EndpointWithSecret)
@@ -191,20 +218,32 @@ async def rotate_secret(
     alongside it for 24 h (both signatures in `webhook-signature`), or as long as
     `expire_previous_in_seconds` says."""
     body = body or RotateIn()
+    endpoint, secret = await rotate(
+        store, settings, scope, endpoint_id, timedelta(seconds=body.expire_previous_in_seconds)
+    )
+    return _with_secret(endpoint, secret)
+
+
+async def rotate(
+    store: Store, settings: Settings, scope: Scope, endpoint_id: str, previous_signs_for: timedelta
+) -> tuple[WebhookEndpointRecord, str]:
+    """A new signing secret for the endpoint, audited; the endpoint and the secret (shown
+    once). Shared with the console."""
     secret = new_secret()
     endpoint = await store.rotate_webhook_secret(
         scope.merchant_id,
         endpoint_id,
         _sealer(settings).seal(scope.merchant_id, endpoint_id, secret),
-        timedelta(seconds=body.expire_previous_in_seconds),
+        previous_signs_for,
     )
+    seconds = int(previous_signs_for.total_seconds())
     await _audit(
         store,
         scope,
         "webhook_endpoint.rotate_secret",
-        f"{endpoint_id}; previous secret signs for {body.expire_previous_in_seconds} s",
+        f"{endpoint_id}; previous secret signs for {seconds} s",
     )
-    return _with_secret(endpoint, secret)
+    return endpoint, secret
 
 
 @router.post("/{endpoint_id}/redeliver", response_model=RedeliveryQueued, status_code=202)

@@ -17,13 +17,18 @@ from recovery.store.payments import receive_payment
 
 async def begin_attempt(pool: asyncpg.Pool, req: ChargeRequest) -> datetime:
     """The attempt's row, before the PSP call; it keeps the card its attempt was reserved on
-    (`reserve_card_attempt`), if it was. Returns when its first try began."""
+    (`reserve_card_attempt`), if it was, and the time the workflow had planned for it with
+    its reason (the recovery's next attempt as last shown). Returns when its first try
+    began."""
     async with connection(pool) as conn:
         await conn.execute(
             "INSERT INTO attempts (recovery_id, number, idempotency_key, psp, amount,"
-            " currency, status, merchant_id, payment_method_id, card_key)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8,"
-            " (SELECT card_key FROM attempt_cards WHERE idempotency_key = $3))"
+            " currency, status, merchant_id, payment_method_id, card_key, planned_at,"
+            " planned_reason)"
+            " SELECT $1, $2, $3, $4, $5, $6, 'pending', $7, $8,"
+            " (SELECT card_key FROM attempt_cards WHERE idempotency_key = $3),"
+            " r.next_attempt_at, r.next_attempt_reason"
+            " FROM (VALUES (1)) one LEFT JOIN recoveries r ON r.id = $1"
             " ON CONFLICT DO NOTHING",
             req.recovery_id,
             req.attempt,

@@ -25,9 +25,11 @@ from recovery.models import (
 )
 from recovery.policy import CardWindow, RetryPolicy
 from recovery.store import (
+    analytics,
     attempts,
     audit,
     db,
+    history,
     ingest,
     links,
     maintenance,
@@ -38,24 +40,36 @@ from recovery.store import (
     payments,
     policies,
     recoveries,
+    sessions,
     simulator,
     webhooks,
 )
 from recovery.store.records import (
+    ActivityItem,
+    AnalyticsSummary,
     ApiKeyInfo,
     ApiKeyRecord,
+    AttemptDetail,
     AuditEntryRecord,
+    ConsoleSession,
+    DayFigures,
     DeliveryTarget,
+    FailureEventRecord,
     IngestResult,
     LinkSummary,
     LinkView,
+    MerchantEventRecord,
+    MerchantFigures,
     MerchantRecord,
     MetricsSnapshot,
     NotificationRecord,
+    OpenCount,
     OutboxRow,
     OutgoingNotification,
+    PaymentRecord,
     ReceivedPayment,
     RecoveryRecord,
+    RunSummary,
     SealedSecret,
     SimulatorCheckout,
     StoredPSPCredentials,
@@ -429,6 +443,12 @@ class Store:
             next_retry_at=next_retry_at,
         )
 
+    async def recovery_webhook_events(
+        self, merchant_id: str, recovery_id: str
+    ) -> list[MerchantEventRecord]:
+        """The merchant events of one recovery run with their delivery tries."""
+        return await merchant_webhooks.recovery_events(self.pool, merchant_id, recovery_id)
+
     async def list_webhook_deliveries(
         self,
         merchant_id: str,
@@ -524,3 +544,103 @@ class Store:
 
     async def metrics_snapshot(self) -> MetricsSnapshot:
         return await maintenance.metrics_snapshot(self.pool)
+
+    # ---- analytics (analytics.py) -----------------------------------------------------------
+
+    async def analytics_summary(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> AnalyticsSummary:
+        return await analytics.summary(self.pool, merchant_id, start, end)
+
+    async def analytics_days(
+        self, merchant_id: str, start: datetime, end: datetime
+    ) -> list[DayFigures]:
+        return await analytics.days(self.pool, merchant_id, start, end)
+
+    async def merchant_figures(self, since: datetime, top: int) -> MerchantFigures:
+        """Every merchant's figures for /metrics, the `top` merchants named (the rest together)."""
+        return await analytics.merchant_figures(self.pool, since, top)
+
+    # ---- console sessions (sessions.py) -----------------------------------------------------
+
+    async def create_console_session(
+        self,
+        *,
+        id_hash: bytes,
+        key_id: str,
+        merchant_id: str,
+        csrf_token: str,
+        expires_at: datetime,
+    ) -> None:
+        await sessions.create_session(
+            self.pool,
+            id_hash=id_hash,
+            key_id=key_id,
+            merchant_id=merchant_id,
+            csrf_token=csrf_token,
+            expires_at=expires_at,
+        )
+
+    async def console_session(self, id_hash: bytes, idle: timedelta) -> ConsoleSession | None:
+        return await sessions.touch_session(self.pool, id_hash, idle)
+
+    async def end_console_session(self, id_hash: bytes) -> bool:
+        return await sessions.delete_session(self.pool, id_hash)
+
+    async def set_console_flash(self, id_hash: bytes, kind: str, message: str) -> None:
+        await sessions.set_flash(self.pool, id_hash, kind, message)
+
+    async def take_console_flash(self, id_hash: bytes) -> tuple[str, str] | None:
+        return await sessions.take_flash(self.pool, id_hash)
+
+    async def switch_console_merchant(self, id_hash: bytes, merchant_id: str) -> bool:
+        return await sessions.switch_merchant(self.pool, id_hash, merchant_id)
+
+    # ---- what the console reads (history.py) ------------------------------------------------
+
+    async def search_recoveries(
+        self,
+        merchant_id: str,
+        *,
+        q: str | None = None,
+        status: str | None = None,
+        category: str | None = None,
+        psp: str | None = None,
+        started_from: datetime | None = None,
+        started_to: datetime | None = None,
+        limit: int = 25,
+        cursor: str | None = None,
+    ) -> tuple[list[RecoveryRecord], str | None]:
+        return await history.search_recoveries(
+            self.pool,
+            merchant_id,
+            q=q,
+            status=status,
+            category=category,
+            psp=psp,
+            started_from=started_from,
+            started_to=started_to,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def payment_of(self, merchant_id: str, payment_ref: str) -> PaymentRecord | None:
+        return await history.payment_of(self.pool, merchant_id, payment_ref)
+
+    async def events_of(self, merchant_id: str, recovery_id: str) -> list[FailureEventRecord]:
+        return await history.events_of(self.pool, merchant_id, recovery_id)
+
+    async def attempts_detail(self, merchant_id: str, recovery_id: str) -> list[AttemptDetail]:
+        return await history.attempts_detail(self.pool, merchant_id, recovery_id)
+
+    async def runs_of(self, merchant_id: str, payment_ref: str) -> list[RunSummary]:
+        return await history.runs_of(self.pool, merchant_id, payment_ref)
+
+    async def recent_activity(self, merchant_id: str, limit: int = 20) -> list[ActivityItem]:
+        return await history.recent_activity(self.pool, merchant_id, limit)
+
+    async def upcoming_attempts(self, merchant_id: str, limit: int = 10) -> list[RecoveryRecord]:
+        return await history.upcoming_attempts(self.pool, merchant_id, limit)
+
+    async def open_by_category(self, merchant_id: str) -> list[OpenCount]:
+        return await history.open_by_category(self.pool, merchant_id)

@@ -40,9 +40,8 @@ async def metrics_snapshot(pool: asyncpg.Pool) -> MetricsSnapshot:
     async with connection(pool) as conn:
         statuses = await conn.fetch("SELECT status, count(*) AS n FROM recoveries GROUP BY 1")
         amounts = await conn.fetch(
-            "SELECT t.currency, sum(t.amount) AS total FROM recoveries r"
-            " JOIN transactions t USING (merchant_id, payment_ref)"
-            " WHERE r.status = 'recovered' GROUP BY 1"
+            "SELECT currency, sum(amount) AS total FROM recoveries"
+            " WHERE status = 'recovered' GROUP BY 1"
         )
         payments = await conn.fetch(
             "SELECT disposition, coalesce(refund_status, 'none') AS refund, count(*) AS n"

@@ -42,6 +42,7 @@ from recovery.store.outbox import queue_signal
 from recovery.store.policies import policy_version
 from recovery.store.records import (
     DeliveryTarget,
+    MerchantEventRecord,
     SealedSecret,
     WebhookDeliveryRecord,
     WebhookEndpointRecord,
@@ -446,6 +447,12 @@ async def record_delivery(
     return delivery_id
 
 
+_DELIVERY_COLUMNS = (
+    "d.id, d.endpoint_id, d.event_id, v.type, d.attempt, d.manual, d.status_code, d.error,"
+    " d.duration_ms, d.attempted_at, d.next_retry_at"
+)
+
+
 async def list_deliveries(
     pool: asyncpg.Pool,
     merchant_id: str,
@@ -464,8 +471,7 @@ async def list_deliveries(
         after = " AND (d.attempted_at, d.id) < ($5, $6)"
     async with connection(pool) as conn:
         rows = await conn.fetch(
-            "SELECT d.id, d.endpoint_id, d.event_id, v.type, d.attempt, d.manual,"
-            " d.status_code, d.error, d.duration_ms, d.attempted_at, d.next_retry_at"
+            f"SELECT {_DELIVERY_COLUMNS}"
             " FROM webhook_deliveries d JOIN merchant_events v ON v.id = d.event_id"
             " WHERE d.merchant_id = $1 AND ($2::text IS NULL OR d.endpoint_id = $2)"
             f" AND ($3::text IS NULL OR d.event_id = $3){after}"
@@ -475,6 +481,48 @@ async def list_deliveries(
     items = [WebhookDeliveryRecord(**dict(r)) for r in rows[:limit]]
     more = len(rows) > limit
     return items, encode_cursor(items[-1].attempted_at, items[-1].id) if more else None
+
+
+RECOVERY_EVENTS_SHOWN = 200
+RECOVERY_DELIVERIES_SHOWN = 1000
+"""At most this many events of one recovery, and tries of their deliveries (the newest), for
+its console page; the whole log is on the webhooks page and `GET /v1/webhooks/deliveries`."""
+
+
+async def recovery_events(
+    pool: asyncpg.Pool, merchant_id: str, recovery_id: str
+) -> list[MerchantEventRecord]:
+    """The events the merchant was told of about one recovery run, oldest first, each with
+    its delivery tries; only the merchant's own (another merchant's recovery has none)."""
+    async with connection(pool) as conn:
+        events = await conn.fetch(
+            "SELECT id, type, created_at FROM merchant_events"
+            " WHERE merchant_id = $1 AND recovery_id = $2 ORDER BY created_at, id LIMIT $3",
+            merchant_id,
+            recovery_id,
+            RECOVERY_EVENTS_SHOWN,
+        )
+        tries = await conn.fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM merchant_events v"
+            " JOIN webhook_deliveries d ON d.event_id = v.id AND d.merchant_id = v.merchant_id"
+            " WHERE v.merchant_id = $1 AND v.recovery_id = $2"
+            " ORDER BY d.attempted_at DESC, d.id DESC LIMIT $3",
+            merchant_id,
+            recovery_id,
+            RECOVERY_DELIVERIES_SHOWN,
+        )
+    by_event: dict[str, list[WebhookDeliveryRecord]] = {}
+    for row in reversed(tries):
+        by_event.setdefault(row["event_id"], []).append(WebhookDeliveryRecord(**dict(row)))
+    return [
+        MerchantEventRecord(
+            id=e["id"],
+            type=e["type"],
+            created_at=e["created_at"],
+            deliveries=tuple(by_event.get(e["id"], ())),
+        )
+        for e in events
+    ]
 
 
 async def queue_redelivery(

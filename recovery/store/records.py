@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -274,6 +274,16 @@ class WebhookDeliveryRecord:
 
 
 @dataclass(frozen=True)
+class MerchantEventRecord:
+    """An event the merchant was told of, with its delivery tries (oldest first)."""
+
+    id: str
+    type: str
+    created_at: datetime
+    deliveries: tuple[WebhookDeliveryRecord, ...]
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One message to a customer (`customer_notifications`), as the API shows it."""
 
@@ -306,3 +316,182 @@ class OutgoingNotification:
     currency: str
     recovery_ended: bool
     link: LinkView | None
+
+
+# ---- analytics (analytics.py) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentFigures:
+    """How many payments, and their amounts per currency (minor units)."""
+
+    count: int
+    amount: dict[str, int]
+
+    @classmethod
+    def empty(cls) -> PaymentFigures:
+        return cls(0, {})
+
+    def plus(self, count: int, currency: str, amount: int) -> PaymentFigures:
+        return PaymentFigures(
+            self.count + count, {**self.amount, currency: self.amount.get(currency, 0) + amount}
+        )
+
+
+@dataclass(frozen=True)
+class CategoryFigures:
+    started: int
+    recovered: int
+
+
+@dataclass(frozen=True)
+class AnalyticsSummary:
+    """A merchant's figures over `[start, end)`; each is bucketed by the date it is about
+    (see `recovery.store.analytics`)."""
+
+    start: datetime
+    end: datetime
+    started: int
+    recovered: int
+    exhausted: int
+    cancelled: int
+    open: int
+    recovered_amount: dict[str, int]
+    open_amount: dict[str, int]
+    median_seconds_to_recover: float | None
+    by_category: dict[str, CategoryFigures]
+    by_attempt: tuple[tuple[int, int], ...]
+    """(attempt number, runs it recovered); 0: paid by the customer, not by our attempt"""
+    received_after_end: PaymentFigures
+    duplicates: dict[str, PaymentFigures]
+    """duplicate payments by refund status: succeeded, pending, failed, none (not started)"""
+
+    @property
+    def ended(self) -> int:
+        return self.recovered + self.exhausted + self.cancelled
+
+    @property
+    def recovery_rate(self) -> float | None:
+        return self.recovered / self.ended if self.ended else None
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """One UTC day of a time series."""
+
+    day: date
+    started: int
+    recovered: int = 0
+    recovered_amount: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MerchantFigures:
+    """The analytics figures per merchant for /metrics (`analytics.merchant_figures`): open
+    now, and over the window since `since` (started, ended, received). Keys begin with the
+    merchant's label: its id for the merchants with the most recoveries, `OTHER_MERCHANTS`
+    for the rest together."""
+
+    since: datetime
+    open: dict[str, int]
+    open_amount: dict[tuple[str, str], int]
+    """(merchant, currency) -> amount of its open runs"""
+    started: dict[tuple[str, str], int]
+    """(merchant, category) -> runs started"""
+    ended: dict[tuple[str, str], int]
+    """(merchant, status) -> runs ended so"""
+    recovered_amount: dict[tuple[str, str], int]
+    """(merchant, currency) -> amount of the runs recovered"""
+    by_attempt: dict[tuple[str, int], int]
+    """(merchant, attempt) -> runs recovered by that attempt (0: the customer paid)"""
+    seconds_to_recover: dict[str, tuple[tuple[int, ...], float]]
+    """merchant -> (runs recovered within each of `RECOVERY_SECONDS_BUCKETS` and in all,
+    cumulative; the sum of their seconds)"""
+    payments: dict[tuple[str, str, str], int]
+    """(merchant, disposition, refund status or "none") -> payments received after an end
+    or twice"""
+
+
+# ---- the console (sessions.py, history.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A live console session: its key (and that key's merchant and role) and whose data it
+    shows (`merchant_id`: the key's, or the one an admin switched to)."""
+
+    key_id: str
+    key_merchant_id: str
+    role: str
+    merchant_id: str
+    merchant_name: str
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """A merchant's payment (`transactions`), as its failures described it."""
+
+    merchant_id: str
+    payment_ref: str
+    psp: str
+    amount: int
+    currency: str
+    customer_id: str | None
+    customer_email: str | None
+    payment_method_type: str | None
+    payment_method_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class FailureEventRecord:
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptDetail:
+    number: int
+    created_at: datetime
+    completed_at: datetime | None
+    status: str
+    failure_code: str | None
+    failure: dict[str, Any] | None
+    psp_payment_id: str | None
+    planned_at: datetime | None
+    planned_reason: str | None
+    payment_method_id: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    ended_reason: str | None
+    attempt_count: int
+
+
+@dataclass(frozen=True)
+class ActivityItem:
+    at: datetime
+    kind: str
+    """started, recovered, exhausted, cancelled, attempt, support"""
+    payment_ref: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class OpenCount:
+    category: str
+    status: str
+    currency: str
+    count: int
+    amount: int

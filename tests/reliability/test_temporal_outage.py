@@ -34,7 +34,7 @@ PROMPT = 15.0
 
 async def _recoveries(api: Stack) -> list[dict]:
     rows = await api.store.pool.fetch(
-        "SELECT r.payment_ref, r.status, r.next_attempt_at,"
+        "SELECT r.payment_ref, r.workflow_id, r.status, r.next_attempt_at,"
         " (SELECT min(a.created_at) FROM attempts a WHERE a.recovery_id = r.id) AS attempted_at"
         " FROM recoveries r WHERE r.merchant_id = $1",
         api.merchant_id,
@@ -59,9 +59,18 @@ async def test_timers_due_during_a_temporal_outage_fire_when_it_returns(
             assert r.status_code == 202, r.text
 
         async def all_sleeping() -> list[dict]:
+            """Every cooldown planned in Postgres and its timer started in Temporal (a lean
+            run writes its plan from a local activity, before the task that starts the timer
+            is recorded: stopping Temporal in between would test a task lost, not a timer)."""
             recs = await _recoveries(api)
-            ok = len(recs) == SLEEPING and all(r["next_attempt_at"] for r in recs)
-            return recs if ok else []
+            if len(recs) != SLEEPING or not all(r["next_attempt_at"] for r in recs):
+                return []
+            for r in recs:
+                handle = api.temporal.get_workflow_handle(r["workflow_id"])
+                history = await handle.fetch_history()
+                if not any(e.HasField("timer_started_event_attributes") for e in history.events):
+                    return []
+            return recs
 
         recs = await eventually(all_sleeping, within=30, what="recoveries in their cooldowns")
         due = {r["payment_ref"]: r["next_attempt_at"] for r in recs}
