@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Scope
+from api.relay import OutboxRelay
 from recovery import constants as names
 from recovery.errors import NothingToExpedite, RecoveryError, RecoveryFinished, Unavailable
 from recovery.models import (
@@ -58,10 +59,18 @@ class _Action:
     """One support action: role check, audit row (accepted or why not), then the work."""
 
     def __init__(
-        self, action: str, ref: str, scope: Scope, store: Store, reason: str | None = None
+        self,
+        action: str,
+        ref: str,
+        scope: Scope,
+        store: Store,
+        reason: str | None = None,
+        *,
+        relay: OutboxRelay | None = None,
     ) -> None:
         self.action, self.ref, self.scope, self.store = action, ref, scope, store
         self.reason = reason
+        self.relay = relay
         self.recovery_id: str | None = None
 
     async def __aenter__(self) -> _Action:
@@ -100,6 +109,7 @@ class _Action:
             self.scope,
             self.ref,
             lambda: handle.signal(signal, arg, rpc_timeout=_RPC_TIMEOUT),
+            relay=self.relay,
         )
         return await self.store.get_recovery(self.scope.merchant_id, self.ref), handle
 
@@ -114,10 +124,19 @@ async def open_recovery(
     return rec.id, client.get_workflow_handle(rec.workflow_id)
 
 
-async def reach(store: Store, scope: Scope, ref: str, call: Callable[[], Awaitable[T]]) -> T:
+async def reach(
+    store: Store,
+    scope: Scope,
+    ref: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    relay: OutboxRelay | None = None,
+) -> T:
     """Deliver a signal or update to the recovery's workflow, with Temporal's errors said as
     ours: ended (409), unreachable (503). A recovery whose run the outbox relay has not
-    started yet (an action right after ingest) is waited for, up to `_START_WITHIN`."""
+    started yet (an action right after ingest) is started now from its outbox row by `relay`
+    (`OutboxRelay.start_now`), or waited for while a relay is starting it, up to
+    `_START_WITHIN`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _START_WITHIN
     while True:
@@ -130,6 +149,8 @@ async def reach(store: Store, scope: Scope, ref: str, call: Callable[[], Awaitab
             latest = await store.get_recovery(scope.merchant_id, ref)
             if RecoveryStatus(latest.status).ended:
                 raise RecoveryFinished(f"the recovery of {ref!r} already ended") from e
+            if relay is not None and await relay.start_now(latest.workflow_id):
+                continue  # started by us just now: the call reaches it
             if loop.time() >= deadline:
                 raise Unavailable("the recovery is still starting; retry shortly") from e
         except WorkflowUpdateRPCTimeoutOrCancelledError as e:
@@ -137,12 +158,40 @@ async def reach(store: Store, scope: Scope, ref: str, call: Callable[[], Awaitab
         await asyncio.sleep(_START_POLL)
 
 
+async def first_step_shown(
+    store: Store, scope: Scope, ref: str, relay: OutboxRelay | None = None
+) -> None:
+    """Return once the recovery's run has shown its first step (a category: it has decided
+    what comes first), started now by `relay` if no relay has yet. Until then a run refuses
+    every expedite, having nothing yet to act on: a run that shows nothing within
+    `_UPDATE_TIMEOUT` (the time an expedite may wait for a worker anyway) is still starting
+    (503), never a `409` it would not answer a moment later."""
+    rec = await store.get_recovery(scope.merchant_id, ref)
+    if rec.category is not None or rec.ended_at is not None:
+        return
+    if relay is not None:
+        await relay.start_now(rec.workflow_id)
+    rec = await settled(
+        store,
+        scope,
+        ref,
+        lambda r: r.category is not None or r.ended_at is not None,
+        within=_UPDATE_TIMEOUT.total_seconds(),
+    )
+    if rec.category is None and rec.ended_at is None:
+        raise Unavailable("the recovery is still starting; retry shortly")
+
+
 async def settled(
-    store: Store, scope: Scope, ref: str, done: Callable[[RecoveryRecord], bool]
+    store: Store,
+    scope: Scope,
+    ref: str,
+    done: Callable[[RecoveryRecord], bool],
+    within: float = _SETTLE_WITHIN,
 ) -> RecoveryRecord:
     """The recovery as Postgres shows it once the workflow has written what it was told
-    (it does within milliseconds), or as it is after a few seconds."""
-    deadline = asyncio.get_running_loop().time() + _SETTLE_WITHIN
+    (it does within milliseconds), or as it is after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     while not done(rec := await store.get_recovery(scope.merchant_id, ref)):
         if asyncio.get_running_loop().time() > deadline:
             break
@@ -151,10 +200,16 @@ async def settled(
 
 
 async def cancel(
-    store: Store, client: Client, scope: Scope, ref: str, reason: str
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    reason: str,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """Cancel a recovery. An attempt in flight finishes first; no attempt starts after."""
-    async with _Action("cancel", ref, scope, store, reason) as act:
+    async with _Action("cancel", ref, scope, store, reason, relay=relay) as act:
         _, handle = await act.signal(
             client,
             names.SIGNAL_CANCEL,
@@ -169,13 +224,21 @@ async def cancel(
 
 
 async def expedite(
-    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    reason: str | None = None,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """Attempt now instead of after the cooldown. 409 `nothing_to_expedite` when no attempt
     waits on one (awaiting the customer, a pending payment, paused, or one in flight): the
-    recovery refuses it, and nothing is kept for later."""
-    async with _Action("expedite", ref, scope, store, reason) as act:
+    recovery refuses it, and nothing is kept for later. Right after ingest it is asked once
+    the recovery has shown its first step (`first_step_shown`)."""
+    async with _Action("expedite", ref, scope, store, reason, relay=relay) as act:
         act.recovery_id, handle = await open_recovery(client, store, scope, ref)
+        await first_step_shown(store, scope, ref, relay)  # right after ingest
         try:
             await reach(
                 store,
@@ -186,6 +249,7 @@ async def expedite(
                     ExpediteRequest(actor=scope.principal.actor),
                     rpc_timeout=_UPDATE_TIMEOUT,
                 ),
+                relay=relay,
             )
         except WorkflowUpdateFailedError as e:
             cause = e.cause
@@ -196,10 +260,16 @@ async def expedite(
 
 
 async def pause(
-    store: Store, client: Client, scope: Scope, ref: str, reason: str
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    reason: str,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """Hold all attempts until resumed; a cooldown that ends meanwhile waits."""
-    async with _Action("pause", ref, scope, store, reason) as act:
+    async with _Action("pause", ref, scope, store, reason, relay=relay) as act:
         await act.signal(
             client, names.SIGNAL_PAUSE, PauseRequest(reason=reason, actor=scope.principal.actor)
         )
@@ -207,10 +277,16 @@ async def pause(
 
 
 async def resume(
-    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    reason: str | None = None,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """Undo a pause; an attempt held by it happens now."""
-    async with _Action("resume", ref, scope, store, reason) as act:
+    async with _Action("resume", ref, scope, store, reason, relay=relay) as act:
         await act.signal(client, names.SIGNAL_RESUME, ResumeRequest(actor=scope.principal.actor))
     return await settled(store, scope, ref, lambda r: not r.paused)
 
@@ -223,11 +299,17 @@ async def retry(store: Store, scope: Scope, ref: str, reason: str | None = None)
 
 
 async def apply_policy(
-    store: Store, client: Client, scope: Scope, ref: str, reason: str | None = None
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    reason: str | None = None,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """Move a running recovery to the merchant's current policy version; its next attempt
     is scheduled again under it."""
-    async with _Action("apply_policy", ref, scope, store) as act:
+    async with _Action("apply_policy", ref, scope, store, relay=relay) as act:
         policy = await store.current_policy(scope.merchant_id)
         act.reason = f"policy v{policy.version}" + (f": {reason}" if reason else "")
         rec, _ = await act.signal(client, names.SIGNAL_UPDATE_POLICY, policy)
@@ -235,7 +317,13 @@ async def apply_policy(
 
 
 async def payment_method_updated(
-    store: Store, client: Client, scope: Scope, ref: str, method: PaymentMethod
+    store: Store,
+    client: Client,
+    scope: Scope,
+    ref: str,
+    method: PaymentMethod,
+    *,
+    relay: OutboxRelay | None = None,
 ) -> RecoveryRecord:
     """The customer has a new card or method (any role of the merchant): the recovery
     switches to it and attempts now (within the card-network limits)."""
@@ -248,6 +336,7 @@ async def payment_method_updated(
         lambda: handle.signal(
             names.SIGNAL_PAYMENT_METHOD_UPDATED, update, rpc_timeout=_RPC_TIMEOUT
         ),
+        relay=relay,
     )
     await store.audit(
         merchant_id=scope.merchant_id,

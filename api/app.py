@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.guards import RejectNul
-from api.metrics import Metrics, MetricsServer, install_request_metrics
+from api.metrics import Metrics, MetricsServer, RequestMetrics
 from api.ratelimit import FailedAuthLimiter
 from api.relay import OutboxRelay
 from api.routes import (
@@ -34,6 +34,7 @@ from api.routes import (
     webhooks,
 )
 from api.server import uvicorn_config
+from recovery.auth import VerifiedKeys
 from recovery.dbsetup import open_store
 from recovery.logs import mask_secrets_in, setup_logging
 from recovery.psp.dispatcher import PSPDispatcher
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
         app.state.auth_limiter = FailedAuthLimiter(
             settings.auth_failure_burst, settings.auth_failure_refill_per_second
         )
+        app.state.verified_keys = VerifiedKeys(settings.api_key_cache_seconds)
         metrics: Metrics = app.state.metrics
         metrics.read_totals_from(store, asyncio.get_running_loop())
         metrics_server = (
@@ -94,20 +96,20 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     install_error_handlers(app)
     app.add_middleware(RejectNul, body_timeout_seconds=settings.request_body_timeout_seconds)
     app.state.metrics = Metrics()
-    install_request_metrics(app, app.state.metrics)
-    install_docs(app)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: sees them all
+    # A request is matched against the routes in the order they were added, one by one:
+    # the busiest go first (healthz, ingest, classify, recoveries), the docs and files last.
     for module in (
+        health,
         events,
-        recoveries,
         classify,
+        recoveries,
         policy,
         audit,
         notifications,
         webhooks,
         webhook_endpoints,
         pay,
-        health,
         analytics,
         console,
         console_recoveries,
@@ -115,6 +117,8 @@ def create_app(settings: Settings | None = None, *, run_relay: bool = True) -> F
     ):
         app.include_router(module.router)
     app.include_router(webhook_endpoints.deliveries_router)
+    install_docs(app)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 
 

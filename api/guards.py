@@ -12,7 +12,6 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from api.errors import envelope
 
@@ -39,7 +38,19 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (HTTP/1.1: a Transfer-Encoding, or a
+    Content-Length other than 0); without one, uvicorn hands the app an empty body."""
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in scope.get("headers", ())
+    )
+
+
 class RejectNul:
+    """Pure ASGI (no task per request, no copy of the request): a request without a body
+    goes straight through; a body is read once, checked, and handed on as it came."""
+
     def __init__(
         self,
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
@@ -51,13 +62,16 @@ class RejectNul:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # unquote_to_bytes() makes a NUL only of a raw one or of "%00"
         raw_path = scope.get("raw_path") or scope.get("path", "").encode()
-        if b"\x00" in unquote_to_bytes(raw_path) + unquote_to_bytes(scope.get("query_string", b"")):
+        query = scope.get("query_string", b"")
+        if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
             return await _refuse(send, 400, "bad_request", "the URL contains a NUL character")
+        if not _has_body(scope):
+            return await self.app(scope, receive, send)
         messages: list[Message] = []
-        body = b""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -70,19 +84,24 @@ class RejectNul:
                     f"the body must arrive within {self.body_timeout:g} seconds",
                 )
             messages.append(message)
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY_BYTES:
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
                 return await _refuse(
                     send, 413, "payload_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
                 )
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
+        if len(messages) == 1:
+            body = messages[0].get("body", b"")
+        else:  # chunks: a NUL escape may straddle two of them
+            body = b"".join(m.get("body", b"") for m in messages)
         if b"\x00" in body or b"\\u0000" in body:
             return await _refuse(
                 send, 422, "validation_error", "strings must not contain NUL characters (U+0000)"
             )
+        pending = iter(messages)
 
         async def replay() -> Message:
-            return messages.pop(0) if messages else await receive()
+            return next(pending, None) or await receive()
 
         await self.app(scope, replay, send)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from wsgiref.simple_server import WSGIServer
 
-from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recovery.store import MerchantFigures, MetricsSnapshot, Store
 from recovery.store.analytics import RECOVERY_SECONDS_BUCKETS
@@ -191,26 +191,37 @@ def merchant_metrics(f: MerchantFigures) -> Iterator[Metric]:
     yield seconds
 
 
-def install_request_metrics(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def _observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+class RequestMetrics:
+    """Counts, times and logs every HTTP request by its route template (never the raw path:
+    paths may carry tokens). Pure ASGI: it only watches the response's start go by."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         start = time.perf_counter()
-        status = 500
+        status = 500  # unless a response starts: an exception becomes ServerErrorMiddleware's 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, watch)
         finally:
             elapsed = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(elapsed)
-            # the route template, never the raw path: paths may carry tokens
+            method = scope["method"]
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(method, route, status).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
             log.info(
                 "%s %s %s",
-                request.method,
+                method,
                 route,
                 status,
                 extra={"status": status, "duration_ms": round(elapsed * 1000, 1)},

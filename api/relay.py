@@ -127,6 +127,17 @@ class OutboxRelay:
                 raise  # its run is not started yet: try again after the failure's row
             log.info("outbox: %s for %s: recovery already ended", row.signal, row.workflow_id)
 
+    async def start_now(self, workflow_id: str) -> bool:
+        """Start `workflow_id`'s run now, from its oldest pending failure (a support action
+        right after ingest), as a pass of the relay would: claimed FOR UPDATE SKIP LOCKED, so
+        a relay delivering it at this moment is not doubled (then it is not ours: False).
+        True when this call delivered it; False when there was none to deliver or Temporal
+        did not take it (the row is retried as any other)."""
+        delivered, _ = await self._store.relay_outbox(
+            1, self._deliver, first_failure_of=workflow_id
+        )
+        return delivered > 0
+
     async def relay_once(self) -> tuple[int, int]:
         """Relay pending rows until none is due; returns (delivered, failed)."""
         delivered = failed = 0

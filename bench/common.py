@@ -43,6 +43,7 @@ class Sizes:
     reads: int  # API reads per case in the scale benchmark
     read_seconds: float
     history_sample: int  # workflows whose history the timer benchmark reads
+    api_seconds: float  # wrk's time per case of the API benchmark, bare app and ours each
     analytics_recoveries: int = 100_000  # rows the analytics summary reads over
     analytics_requests: int = 200  # summary requests per case
     notify_rate: float = 20.0  # hard declines posted per second (each e-mails its customer)
@@ -54,6 +55,7 @@ class Sizes:
             name="quick",
             # ingest last: the recoveries it creates keep the worker busy for a while
             run_order=(
+                "api",
                 "classifier",
                 "timers",
                 "throughput",
@@ -80,6 +82,7 @@ class Sizes:
             reads=100,
             read_seconds=2,
             history_sample=50,
+            api_seconds=5,
         )
 
     @classmethod
@@ -87,6 +90,7 @@ class Sizes:
         return cls(
             name="full",
             run_order=(
+                "api",
                 "classifier",
                 "ingest",
                 "timers",
@@ -113,6 +117,7 @@ class Sizes:
             reads=1000,
             read_seconds=20,
             history_sample=200,
+            api_seconds=20,
             analytics_requests=1000,
             notify_rate=100.0,
             notify_recoveries=2000,
@@ -125,6 +130,7 @@ class Ctx:
     sizes: Sizes
     findings: list[str] = field(default_factory=list)
     schedule_rate: float | None = None  # new recoveries/s the worker schedules, once measured
+    py_spy: str | None = None  # a py-spy binary: the API benchmark profiles our app with it
 
     @property
     def pool(self) -> Any:

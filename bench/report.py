@@ -41,6 +41,8 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     b = results["benchmarks"]
+    if "api" in b:
+        lines += _api(b["api"])
     if "ingest" in b:
         lines += _ingest(b["ingest"])
     if "timers" in b:
@@ -331,6 +333,81 @@ def _classifier(r: dict[str, Any]) -> list[str]:
         "",
         *_table(["where", "concurrency", "classifications/s", "latency p50 / p99 / max"], rows),
     ]
+
+
+def _by_round(run: dict[str, Any]) -> str:
+    rounds = run.get("per_second_by_round") or []
+    each = " / ".join(fmt(x) for x in rounds)
+    return f"{fmt(run['per_second'])} ({each})" if len(rounds) > 1 else fmt(run["per_second"])
+
+
+def _api_cpu_per_request(run: dict[str, Any]) -> str:
+    """The API process's CPU time per answered request (its relay's share included)."""
+    api = (run.get("cpu_pct") or {}).get("api")
+    if not api or not run.get("per_second"):
+        return "-"
+    return f"{10 * api / run['per_second']:.2f} ms"
+
+
+def _api(r: dict[str, Any]) -> list[str]:
+    if "error" in r:
+        return ["### 7. Cost per request", "", f"failed: {r['error']}", ""]
+    rows = []
+    for c in r["cases"]:
+        bare, ours = c["bare"], c["ours"]
+        rows.append(
+            [
+                f"`{c['method']} {c['path']}`",
+                _by_round(bare),
+                pcts(bare["latency_ms"]),
+                _by_round(ours),
+                pcts(ours["latency_ms"]),
+                fmt(c["ratio"]),
+                ", ".join(f"{s}: {n}" for s, n in sorted(ours["statuses"].items())),
+                _cpu(ours.get("cpu_pct")),
+                _api_cpu_per_request(ours),
+                f"{bare['wrk_cpu_pct']} / {ours['wrk_cpu_pct']}",
+            ]
+        )
+    out = [
+        "### 7. Cost per request: our API against a bare FastAPI app on the same uvicorn",
+        "",
+        f"Load: {r['load_generator']}. Baseline: {r['bare_app']}.",
+        "",
+        *_table(
+            [
+                "route",
+                "bare req/s (rounds)",
+                "bare p50 / p99 / max",
+                "ours req/s (rounds)",
+                "ours p50 / p99 / max",
+                "ours / bare",
+                "our statuses",
+                "CPU % (ours)",
+                "API CPU per request",
+                "wrk CPU % bare / ours",
+            ],
+            rows,
+        ),
+    ]
+    for c in r["cases"]:
+        prof = c.get("profile")
+        if not prof or "error" in prof:
+            continue
+        out += [
+            f"py-spy, `{c['method']} {c['path']}`: {prof['samples']} samples of the API's "
+            f"event loop thread, in % of them (other threads: {prof['other_threads_pct']} % "
+            "of all samples):",
+            "",
+            *_table(
+                ["own %", "frame (running)", "total %", "frame (on the stack)"],
+                [
+                    [o[1], f"`{o[0]}`", t[1], f"`{t[0]}`"]
+                    for o, t in zip(prof["own"], prof["total"], strict=False)
+                ],
+            ),
+        ]
+    return out
 
 
 def _analytics(r: dict[str, Any]) -> list[str]:

@@ -4,9 +4,9 @@ Starts its own stack (see `bench.stack`) on fresh temp dirs and free ports, runs
 benchmarks, prints a markdown report, writes the results as JSON to `--out` and the report
 next to it (`.md`), and stops everything it started, whatever happens (Ctrl-C included).
 
-Benchmarks: ingest, timers, scale, throughput, support, classifier (see `bench/RESULTS.md`
-for what each measures). `--quick` runs small sizes in under two minutes; the default runs
-the full sizes (about an hour on a 2-core machine).
+Benchmarks: api (cost per request, with wrk), ingest, timers, scale, throughput, support,
+classifier (see `bench/RESULTS.md` for what each measures). `--quick` runs small sizes in
+under two minutes; the default runs the full sizes (about an hour on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ from typing import Any
 
 import psutil
 
-from bench.benchmarks import BENCHMARKS
+from bench.api_cost import bench_api
+from bench.benchmarks import BENCHMARKS as OTHERS
 from bench.common import Ctx, Sizes
 from bench.report import render
 from bench.stack import Stack, StackError
 from recovery.settings import Settings
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
+BENCHMARKS = {"api": bench_api, **OTHERS}
 
 
 def machine() -> dict[str, Any]:
@@ -125,7 +127,7 @@ async def run(args: argparse.Namespace) -> int:
     stack = Stack(
         root=root, child_env=child_env, log_level=args.log_level, temporal_args=args.temporal_arg
     )
-    ctx = Ctx(stack=stack, sizes=sizes)
+    ctx = Ctx(stack=stack, sizes=sizes, py_spy=args.py_spy)
     peak: dict[str, float] = {}
     sampler: asyncio.Task[None] | None = None
     t0 = time.monotonic()
@@ -214,6 +216,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         metavar="SECONDS",
         help="time allowed to create the scale benchmark's recoveries (quick 40, full 3600)",
+    )
+    p.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="a py-spy binary: the api benchmark also profiles the API under each load",
     )
     p.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the API and worker")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from cachetools import TLRUCache
 
 from recovery.errors import Forbidden, Unauthorized
 from recovery.store import Store, new_id
@@ -47,14 +51,55 @@ async def register_key(store: Store, merchant_id: str, role: str, key: str) -> s
     return key_id
 
 
-async def authenticate(store: Store, authorization: str | None) -> Principal:
-    """Resolve `Authorization: Bearer <key>`; any problem is a 401 that says nothing more."""
+_BAD_KEY = "send a valid API key as 'Authorization: Bearer <key>'"
+
+
+class VerifiedKeys:
+    """Keys verified in Postgres, kept in this process for `ttl` seconds, so that a client
+    sending many requests costs one key lookup per `ttl`, not one per request.
+
+    A revocation (`recovery keys revoke`, or the row changed any other way) reaches every
+    replica within `ttl`: an entry expires `ttl` after the lookup that verified it *began*,
+    so a lookup that read the row just before the revocation keeps it no longer than that.
+    Only successes are kept, by the key's SHA-256 (never the key itself): an unknown or
+    revoked key, or a lookup that failed (Postgres away), is asked again next time.
+    """
+
+    def __init__(
+        self, ttl: float, maxsize: int = 10_000, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.timer = timer
+        self._cache: TLRUCache[bytes, tuple[Principal, float]] = TLRUCache(
+            maxsize, ttu=lambda _digest, entry, _now: entry[1], timer=timer
+        )
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self._cache.get(digest)
+        return entry[0] if entry is not None else None
+
+    def put(self, digest: bytes, principal: Principal, looked_up_at: float) -> None:
+        if self.ttl > 0:
+            self._cache[digest] = (principal, looked_up_at + self.ttl)
+
+
+async def authenticate(
+    store: Store, authorization: str | None, verified: VerifiedKeys | None = None
+) -> Principal:
+    """Resolve `Authorization: Bearer <key>`; any problem is a 401 that says nothing more.
+    With `verified`, a key verified less than its `ttl` ago is not looked up again."""
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key or len(key) > 200:
-        raise Unauthorized("send a valid API key as 'Authorization: Bearer <key>'")
+        raise Unauthorized(_BAD_KEY)
     digest = hash_key(key)
+    if verified is not None and (principal := verified.get(digest)) is not None:
+        return principal
+    started = verified.timer() if verified is not None else 0.0
     record = await store.api_key_by_hash(digest)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
-        raise Unauthorized("send a valid API key as 'Authorization: Bearer <key>'")
-    return Principal(record.id, record.merchant_id, record.role)
+        raise Unauthorized(_BAD_KEY)
+    principal = Principal(record.id, record.merchant_id, record.role)
+    if verified is not None:
+        verified.put(digest, principal, started)
+    return principal

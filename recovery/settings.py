@@ -33,7 +33,10 @@ class DatabaseSettings(BaseSettings):
     database_url: str = ""
     """empty: not configured (there is no default server: see `resolve_database_url`)"""
     database_pool_min: int = 1
-    database_pool_max: int = 10
+    # Connections each API or worker process may hold. 20: ingest at 16 concurrent clients
+    # waited for a connection at 10 (bench/RESULTS.md, 2026-12-06); Postgres' default
+    # max_connections (100) leaves room for two API and two worker processes.
+    database_pool_max: int = 20
     recovery_data_dir: Path | None = None
     """the `make dev` data dir (default: `.data/` in the checkout)"""
 
@@ -161,6 +164,9 @@ class Settings(DatabaseSettings, CredentialsSettings):
     # Failed authentications allowed per client address: a burst, then this many per second.
     auth_failure_burst: int = 20
     auth_failure_refill_per_second: float = 0.2
+    # How long an API process keeps a key it verified before asking Postgres again: a
+    # revoked key stops working on every replica within this (0: ask on every request).
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=5)
 
     # Outbox relay: how often the sweep runs even without a NOTIFY, and the batch it takes.
     outbox_sweep_seconds: float = 2.0

@@ -26,7 +26,8 @@ from api.console.web import (
     form_text,
     redirect,
 )
-from api.deps import ClientDep, SettingsDep, StoreDep
+from api.deps import ClientDep, RelayDep, SettingsDep, StoreDep
+from api.relay import OutboxRelay
 from recovery.errors import InvalidInput, NotFound, RecoveryError
 from recovery.models import Category, PspName, RecoveryStatus
 from recovery.periods import parse_instant
@@ -145,6 +146,7 @@ async def act(
     console: PostDep,
     store: StoreDep,
     client: ClientDep,
+    relay: RelayDep,
     settings: SettingsDep,
 ) -> Response:
     """One action on the recovery, then back to its page with what came of it."""
@@ -157,7 +159,7 @@ async def act(
             raise InvalidInput(f"a reason may be at most {MAX_REASON} characters")
         if action == "cancel" and not reason and console.can("support"):
             raise InvalidInput("say why you cancel: a reason is required")
-        message = await _run(action, ref, reason, console, store, client, settings)
+        message = await _run(action, ref, reason, console, store, client, relay, settings)
     except RecoveryError as e:
         if e.status in (401, 403, 404):
             raise  # refused outright: its own page
@@ -174,22 +176,23 @@ async def _run(
     console: Console,
     store: Store,
     client: Client,
+    relay: OutboxRelay,
     settings: Settings,
 ) -> str:
     scope = console.scope
     match action:
         case "cancel":
-            await actions.cancel(store, client, scope, ref, reason)
+            await actions.cancel(store, client, scope, ref, reason, relay=relay)
         case "expedite":
-            await actions.expedite(store, client, scope, ref, reason or None)
+            await actions.expedite(store, client, scope, ref, reason or None, relay=relay)
         case "pause":
-            await actions.pause(store, client, scope, ref, reason)
+            await actions.pause(store, client, scope, ref, reason, relay=relay)
         case "resume":
-            await actions.resume(store, client, scope, ref, reason or None)
+            await actions.resume(store, client, scope, ref, reason or None, relay=relay)
         case "retry":
             await actions.retry(store, scope, ref, reason or None)
         case "apply_policy":
-            await actions.apply_policy(store, client, scope, ref, reason or None)
+            await actions.apply_policy(store, client, scope, ref, reason or None, relay=relay)
         case "link":
             link = await actions.create_link(store, settings, scope, ref)
             return f"{link.url}\n{link.expires_at.astimezone(UTC):%Y-%m-%d %H:%M UTC}"

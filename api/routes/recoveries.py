@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api import actions
-from api.deps import ClientDep, ScopeDep, SettingsDep, StoreDep
+from api.deps import ClientDep, RelayDep, ScopeDep, SettingsDep, StoreDep
 from recovery.models import Category, PaymentMethod, RecoveryStatus
 from recovery.store import RecoveryRecord
 from recovery.views import RecoveryOut, recovery_out
@@ -96,45 +96,65 @@ async def list_recoveries(
 
 @router.post("/by_ref/{ref}/cancel", response_model=RecoveryOut)
 async def cancel(
-    ref: RefPath, body: CancelIn, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath,
+    body: CancelIn,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
 ) -> RecoveryOut:
     """Cancel a recovery. An attempt in flight finishes first; no attempt starts after."""
-    return _out(await actions.cancel(store, client, scope, ref, body.reason))
+    return _out(await actions.cancel(store, client, scope, ref, body.reason, relay=relay))
 
 
 @router.post("/by_ref/{ref}/expedite", response_model=RecoveryOut)
 async def expedite(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
 ) -> RecoveryOut:
     """Attempt now instead of after the cooldown. 409 `nothing_to_expedite` when no attempt
     waits on one (awaiting the customer, a pending payment, paused, or one in flight): the
     recovery refuses it, and nothing is kept for later."""
-    return _out(await actions.expedite(store, client, scope, ref))
+    return _out(await actions.expedite(store, client, scope, ref, relay=relay))
 
 
 @router.post("/by_ref/{ref}/pause", response_model=RecoveryOut)
 async def pause(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, body: PauseIn | None = None
+    ref: RefPath,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
+    body: PauseIn | None = None,
 ) -> RecoveryOut:
     """Hold all attempts until resumed; a cooldown that ends meanwhile waits."""
-    return _out(await actions.pause(store, client, scope, ref, body.reason if body else ""))
+    reason = body.reason if body else ""
+    return _out(await actions.pause(store, client, scope, ref, reason, relay=relay))
 
 
 @router.post("/by_ref/{ref}/resume", response_model=RecoveryOut)
-async def resume(ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep) -> RecoveryOut:
+async def resume(
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
+) -> RecoveryOut:
     """Undo a pause; an attempt held by it happens now."""
-    return _out(await actions.resume(store, client, scope, ref))
+    return _out(await actions.resume(store, client, scope, ref, relay=relay))
 
 
 @router.post("/by_ref/{ref}/payment_method_updated", response_model=RecoveryOut, status_code=202)
 async def payment_method_updated(
-    ref: RefPath, body: PaymentMethodIn, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath,
+    body: PaymentMethodIn,
+    scope: ScopeDep,
+    store: StoreDep,
+    client: ClientDep,
+    relay: RelayDep,
 ) -> RecoveryOut:
     """The customer has a new card or method: the recovery switches to it and attempts now
     (within the card-network limits), also while it awaits the customer. While a payment of
     ours may still complete, the new method waits for that payment's outcome."""
     return _out(
-        await actions.payment_method_updated(store, client, scope, ref, body.payment_method)
+        await actions.payment_method_updated(
+            store, client, scope, ref, body.payment_method, relay=relay
+        )
     )
 
 
@@ -146,8 +166,8 @@ async def retry(ref: RefPath, scope: ScopeDep, store: StoreDep) -> RecoveryOut:
 
 @router.post("/by_ref/{ref}/apply_policy", response_model=RecoveryOut)
 async def apply_policy(
-    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep
+    ref: RefPath, scope: ScopeDep, store: StoreDep, client: ClientDep, relay: RelayDep
 ) -> RecoveryOut:
     """Move a running recovery to the merchant's current policy version; its next attempt
     is scheduled again under it."""
-    return _out(await actions.apply_policy(store, client, scope, ref))
+    return _out(await actions.apply_policy(store, client, scope, ref, relay=relay))

@@ -57,12 +57,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a connection goes through on its way back to the pool, besides asyncpg's own
+    rollback of a transaction left open: nothing. asyncpg's default sends a reset query
+    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) on every release, a round trip per use
+    of a connection, for session state the store never leaves on one: its locks are
+    transaction-scoped, it runs no SET and no cursor outside a transaction, and LISTEN
+    (the relay) and the migrations' session lock have connections of their own
+    (`tests/unit/test_store_sessions.py` keeps it so)."""
+
+
 async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=5,
         command_timeout=30,
     )

@@ -142,8 +142,10 @@ class Store:
         self,
         limit: int,
         deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+        *,
+        first_failure_of: str | None = None,
     ) -> tuple[int, int]:
-        return await outbox.relay(self.pool, limit, deliver)
+        return await outbox.relay(self.pool, limit, deliver, first_failure_of=first_failure_of)
 
     async def outbox_pending(self) -> int:
         return await outbox.pending(self.pool)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from recovery.constants import (
     OUTBOX_START_WATCH,
+    SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_SUCCEEDED,
     watch_workflow_id,
     workflow_id_for,
@@ -23,25 +24,24 @@ OUTBOX_CHANNEL = "recovery_outbox"
 
 async def queue_failure(conn: asyncpg.Connection, event: FailureEvent) -> None:
     """Record a failure event of a recovery and its outbox row, in the caller's transaction;
-    the relay wakes on the notification when it commits."""
-    payload = event.model_dump(mode="json")
+    the relay wakes on the notification when it commits. One statement, one round trip."""
     await conn.execute(
-        "INSERT INTO payment_events"
-        " (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH event AS ("
+        "  INSERT INTO payment_events"
+        "  (merchant_id, event_id, payment_ref, recovery_id, payload, occurred_at)"
+        "  VALUES ($1, $2, $3, $4, $5, $6)"
+        "), queued AS ("
+        "  INSERT INTO outbox (workflow_id, payload) VALUES ($7, $5)"
+        ") SELECT pg_notify($8, '')",
         event.merchant_id,
         event.event_id,
         event.payment_ref,
         event.recovery_id,
-        payload,
+        event.model_dump(mode="json"),
         event.occurred_at,
-    )
-    await conn.execute(
-        "INSERT INTO outbox (workflow_id, payload) VALUES ($1, $2)",
         workflow_id_for(event.merchant_id, event.payment_ref),
-        payload,
+        OUTBOX_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
 
 async def queue_payment_succeeded(
@@ -68,31 +68,47 @@ async def queue_signal(
     """Queue signal `name` for a running recovery, in the caller's transaction (the relay
     reads its payload back as `api.relay.RUNNING_SIGNALS[name]`)."""
     await conn.execute(
-        "INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3)",
+        "WITH queued AS (INSERT INTO outbox (workflow_id, signal, payload) VALUES ($1, $2, $3))"
+        " SELECT pg_notify($4, '')",
         workflow_id,
         name,
         signal.model_dump(mode="json"),
+        OUTBOX_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+_PENDING = (
+    "SELECT id, workflow_id, signal, payload, created_at FROM outbox WHERE delivered_at IS NULL"
+)
+_DUE = (
+    _PENDING + " AND available_at <= clock_timestamp() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
+# The oldest failure waiting for workflow $1 (the one that starts its run), due or backing off.
+_FIRST_FAILURE_OF = (
+    _PENDING + f" AND workflow_id = $1 AND signal = '{SIGNAL_PAYMENT_FAILED}'"
+    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
 
 
 async def relay(
     pool: asyncpg.Pool,
     limit: int,
     deliver: Callable[[Sequence[OutboxRow]], Awaitable[dict[int, str | None]]],
+    *,
+    first_failure_of: str | None = None,
 ) -> tuple[int, int]:
-    """Hand one batch of pending outbox rows to `deliver` (None = delivered, else error).
+    """Hand one batch of pending outbox rows (oldest first, those due) to `deliver` (None =
+    delivered, else error); with `first_failure_of`, only that workflow's oldest pending
+    failure, due or not (a support action waits on its run).
 
     Rows stay locked (FOR UPDATE SKIP LOCKED) while they are delivered, so several relays
     never deliver the same row at once. Returns (delivered, failed).
     """
     async with transaction(pool) as conn:
-        rows = await conn.fetch(
-            "SELECT id, workflow_id, signal, payload, created_at FROM outbox"
-            " WHERE delivered_at IS NULL AND available_at <= clock_timestamp()"
-            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            limit,
-        )
+        if first_failure_of is None:
+            rows = await conn.fetch(_DUE, limit)
+        else:
+            rows = await conn.fetch(_FIRST_FAILURE_OF, first_failure_of)
         if not rows:
             return 0, 0
         batch = [

@@ -69,12 +69,19 @@ async def add_merchant(store: Store, role: str = "support") -> tuple[str, str]:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    store: Store, dsn: str, temporal_address: str, *, worker: bool = True, **extra: Any
+    store: Store,
+    dsn: str,
+    temporal_address: str,
+    *,
+    worker: bool = True,
+    run_relay: bool = True,
+    **extra: Any,
 ) -> AsyncIterator[Stack]:
-    """`extra` are more settings (e.g. PSP credentials)."""
+    """`extra` are more settings (e.g. PSP credentials). Without `run_relay` the app's outbox
+    relay neither listens nor sweeps: nothing is handed to Temporal unless a request does."""
     task_queue = f"tq-{uuid.uuid4()}"
     settings = stack_settings(dsn, temporal_address, task_queue, **extra)
-    app = create_app(settings)
+    app = create_app(settings, run_relay=run_relay)
     merchant_id, key = await add_merchant(store)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(app.router.lifespan_context(app))

@@ -3,11 +3,20 @@ operator CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from typing import Any
 
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+
+from api.relay import OutboxRelay
+from recovery import constants as names
 from recovery.auth import generate_key, register_key
+from recovery.store import Store
 from tests.helpers import (
     INGEST,
     Stack,
@@ -16,9 +25,12 @@ from tests.helpers import (
     cli,
     eventually,
     failure_body,
+    is_envelope,
     recovery,
+    running_stack,
     scheduled_recovery,
 )
+from worker.main import build_worker
 
 SUPPORT_ACTIONS = ("cancel", "expedite", "pause", "resume", "retry", "apply_policy")
 
@@ -159,6 +171,121 @@ async def awaiting_customer(api: Stack, **kw: Any) -> str:
     return body["payment_ref"]
 
 
+async def signals_named(api: Stack, workflow_id: str, name: str) -> int:
+    """How many `name` signals the workflow's history holds (its start's included)."""
+    history = await api.temporal.get_workflow_handle(workflow_id).fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and e.workflow_execution_signaled_event_attributes.signal_name == name
+    )
+
+
+@pytest.mark.parametrize("relay_beside", [False, True], ids=["alone", "relay_beside"])
+@pytest.mark.parametrize("action", ["expedite", "cancel", "pause"])
+async def test_an_action_right_after_ingest_starts_the_recovery_and_acts_once(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, action: str, relay_beside: bool
+) -> None:
+    """No relay has started the run yet (the app's relay does not run: no NOTIFY reaches
+    it, its sweep never comes), alone or with another relay's pass at the same moment: the
+    action starts the run from its outbox row, which is delivered exactly once, acts once,
+    and answers 200, not 503."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store, pg_dsn, address, run_relay=False, outbox_sweep_seconds=3600
+    ) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1")  # funds: a cooldown of about a day
+        ref = body["payment_ref"]
+        r = await api.http.post(INGEST, json=body, headers=api.auth())
+        assert r.status_code == 202, r.text
+        workflow_id = r.json()["workflow_id"]
+        other_relay = OutboxRelay(
+            store, api.temporal, dsn="unused", task_queue=api.settings.temporal_task_queue
+        )
+        act = api.http.post(
+            f"/v1/recoveries/by_ref/{ref}/{action}",
+            json={"reason": "right away"},
+            headers=api.auth(),
+        )
+        if relay_beside:
+            acted, _ = await asyncio.gather(act, other_relay.relay_once())
+        else:  # nothing else will ever start it: a wait for a relay ends in 503
+            acted = await act
+        assert acted.status_code == 200, acted.text
+
+        async def done() -> dict[str, Any]:
+            rec = await recovery(api, ref)
+            expected = {
+                "expedite": rec["status"] == "recovered" and len(rec["attempts"]) == 1,
+                "cancel": rec["status"] == "cancelled" and rec["attempts"] == [],
+                "pause": rec["paused"] is True and rec["next_attempt_at"] is None,
+            }
+            assert expected[action], rec
+            return rec
+
+        await eventually(done)
+        assert await signals_named(api, workflow_id, names.SIGNAL_PAYMENT_FAILED) == 1
+        if action != "expedite":
+            assert await signals_named(api, workflow_id, action) == 1
+        pending = await store.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE workflow_id = $1 AND delivered_at IS NULL",
+            workflow_id,
+        )
+        assert pending == 0
+        audit = (await api.http.get("/v1/audit", params={"ref": ref}, headers=api.auth())).json()
+        assert [(e["action"], e["result"]) for e in audit["data"]] == [(action, "accepted")]
+
+
+async def test_an_expedite_before_a_worker_took_up_the_new_run_waits_for_its_first_step(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """The relay has started the run, but no worker has run it yet: an expedite sent then
+    would be refused as the run's first task begins (nothing decided yet: "no attempt is
+    waiting"). It is asked once the run has shown its first step, a cooldown: 200."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1")
+        ref = body["payment_ref"]
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        asked = asyncio.ensure_future(
+            api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
+        )
+        await asyncio.sleep(1)  # the relay starts the run; nothing polls its task queue
+        assert not asked.done()
+        async with build_worker(
+            dev_env.client, store, api.settings.temporal_task_queue, settings=api.settings
+        ):
+            r = await asked
+            assert r.status_code == 200, r.text
+
+            async def recovered() -> bool:
+                rec = await recovery(api, ref)
+                assert rec["status"] == "recovered" and len(rec["attempts"]) == 1, rec
+                return True
+
+            await eventually(recovered)
+
+
+async def test_an_expedite_right_after_ingest_of_a_hard_decline_is_still_409(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Asked once the run has shown its first step: awaiting the customer, nothing to
+    expedite (not a 503, and not an expedite kept for later)."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store, pg_dsn, address, run_relay=False, outbox_sweep_seconds=3600
+    ) as api:
+        body = failure_body(pm="pm_sim_succeed_on_1", decline_code="stolen_card")
+        assert (await api.http.post(INGEST, json=body, headers=api.auth())).status_code == 202
+        path = f"/v1/recoveries/by_ref/{body['payment_ref']}/expedite"
+        r = await api.http.post(path, headers=api.auth())
+        assert_envelope(r, 409, "nothing_to_expedite")
+        assert "awaiting the customer" in r.json()["error"]["message"]
+        rec = await recovery(api, body["payment_ref"])
+        assert rec["status"] == "awaiting_customer" and rec["attempts"] == []
+
+
 async def test_expedite_while_awaiting_the_customer_is_409(api: Stack) -> None:
     ref = await awaiting_customer(api, pm="pm_sim_succeed_on_1")
     r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/expedite", headers=api.auth())
@@ -234,6 +361,61 @@ async def test_retry_redrives_an_exhausted_recovery_with_a_fresh_budget(api: Sta
     await eventually(scheduled)
 
 
+async def test_a_revoked_key_stops_working_within_5_s_on_every_replica(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    """Two API processes on one database, each keeping the keys it verified (at the longest
+    cache allowed, 5 s): a key revoked through one is refused by the other within 5 s."""
+    address = dev_env.client.service_client.config.target_host
+    async with (
+        running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as a,
+        running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as b,
+    ):
+        key = generate_key()
+        key_id = await register_key(store, a.merchant_id, "support", key)
+        for replica in (a, b):
+            r = await replica.http.get("/v1/recoveries", headers=replica.auth(key))
+            assert r.status_code == 200, r.text
+        assert await a.store.revoke_api_key(key_id)
+        revoked = time.monotonic()
+
+        async def refused_by_b() -> bool:
+            r = await b.http.get("/v1/recoveries", headers=b.auth(key))
+            assert r.status_code in (200, 401), r.text
+            return r.status_code == 401
+
+        await eventually(refused_by_b, within=10, interval=0.05)
+        assert time.monotonic() - revoked <= 5.0 + 0.5  # + one poll and request, not the cache
+        assert_envelope(await a.http.get("/v1/recoveries", headers=a.auth(key)), 401)
+
+
+async def test_a_verified_key_is_kept_and_a_refused_one_is_not(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(store, pg_dsn, address, worker=False, api_key_cache_seconds=5) as api:
+        # an unknown key is asked again each time: registered now, it works now
+        key = generate_key()
+        assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key)), 401)
+        await register_key(store, api.merchant_id, "support", key)
+        assert (await api.http.get("/v1/recoveries", headers=api.auth(key))).status_code == 200
+
+        # a verified key is served without asking Postgres: with the keys' table locked
+        # against every read, it still gets in, and a key never verified waits for the lock
+        other = generate_key()
+        await register_key(store, api.merchant_id, "support", other)
+        async with store.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+            r = await asyncio.wait_for(
+                api.http.get("/v1/recoveries", headers=api.auth(key)), timeout=4
+            )
+            assert r.status_code == 200, r.text
+            waiting = asyncio.ensure_future(api.http.get("/v1/recoveries", headers=api.auth(other)))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        assert (await waiting).status_code == 200
+
+
 async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: str) -> None:
     name = f"Shop {uuid.uuid4().hex[:6]}"
     made = cli(pg_dsn, "merchants", "create", name, "--json")
@@ -253,7 +435,12 @@ async def test_operator_cli_creates_lists_and_revokes_keys(api: Stack, pg_dsn: s
     assert key["key"] not in json.dumps(listed)  # only the prefix is kept
     assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 0
     assert cli(pg_dsn, "keys", "revoke", key["id"]).returncode == 1
-    assert_envelope(await api.http.get("/v1/recoveries", headers=api.auth(key["key"])), 401)
+
+    async def refused() -> bool:  # the API keeps a verified key for API_KEY_CACHE_SECONDS
+        r = await api.http.get("/v1/recoveries", headers=api.auth(key["key"]))
+        return r.status_code == 401 and is_envelope(r.json())
+
+    await eventually(refused, within=5, interval=0.05)
     bad = cli(pg_dsn, "keys", "create", "--merchant", "mer_nope", "--role", "admin")
     assert bad.returncode == 1 and "no merchant" in bad.stderr
 

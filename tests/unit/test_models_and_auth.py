@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from recovery.auth import generate_key, hash_key
+from recovery.auth import Principal, VerifiedKeys, generate_key, hash_key
 from recovery.errors import RecoveryError
 from recovery.models import PaymentFailedIn
 from recovery.settings import Settings
@@ -63,6 +63,32 @@ def test_keys_are_random_prefixed_and_hashed() -> None:
 
 
 KEY = SecretStr(base64.b64encode(bytes(range(32))).decode())
+
+
+def test_a_verified_key_is_kept_ttl_seconds_from_the_start_of_its_lookup() -> None:
+    now = [100.0]
+    keys = VerifiedKeys(ttl=2.0, timer=lambda: now[0])
+    who = Principal("key_1", "mer_1", "support")
+    digest = hash_key("rk_test_x")
+    looked_up_at = now[0]
+    now[0] += 1.5  # the lookup took 1.5 s: the entry has 0.5 s left, not 2
+    keys.put(digest, who, looked_up_at)
+    assert keys.get(digest) == who
+    now[0] += 0.49
+    assert keys.get(digest) == who
+    now[0] += 0.02
+    assert keys.get(digest) is None
+    assert keys.get(hash_key("rk_test_other")) is None
+    # 0 keeps nothing: every request asks Postgres
+    never = VerifiedKeys(ttl=0, timer=lambda: now[0])
+    never.put(digest, who, now[0])
+    assert never.get(digest) is None
+
+
+@pytest.mark.parametrize("seconds", [-1, 5.01, 60])
+def test_api_keys_are_kept_at_most_5_seconds(seconds: float) -> None:
+    with pytest.raises(ValidationError, match="api_key_cache_seconds"):
+        Settings(environment="development", api_key_cache_seconds=seconds)
 
 
 def test_placeholder_link_secret_refused_outside_development() -> None:

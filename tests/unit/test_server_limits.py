@@ -90,7 +90,87 @@ async def test_a_body_that_never_finishes_times_out_in_the_envelope() -> None:
 
     sent_first: list[bool] = []
     guard = RejectNul(_hello, body_timeout_seconds=0.2)
-    scope = {"type": "http", "method": "POST", "path": "/", "raw_path": b"/", "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
     await asyncio.wait_for(guard(scope, receive, send), 5)
     assert sent[0]["status"] == 408
     assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
+
+
+async def _through_guard(
+    chunks: list[bytes], *, headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> tuple[int, bytes, bytes]:
+    """One request through the guard to an app that echoes the body it reads: (status, the
+    answer's body, the body the app saw)."""
+    pending = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    seen = bytearray()
+
+    async def receive() -> dict:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def echo(scope: dict, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.extend(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": bytes(seen)})
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": query,
+        "headers": headers,
+    }
+    await asyncio.wait_for(RejectNul(echo)(scope, receive, send), 5)
+    return sent[0]["status"], sent[1]["body"], bytes(seen)
+
+
+CHUNKED = [(b"transfer-encoding", b"chunked")]
+
+
+async def test_the_guard_hands_a_clean_body_on_as_it_came() -> None:
+    body = b'{"reason": "fine"}'
+    assert await _through_guard([body[:5], body[5:]], headers=CHUNKED) == (200, body, body)
+    length = [(b"content-length", str(len(body)).encode())]
+    assert await _through_guard([body], headers=length) == (200, body, body)
+
+
+async def test_the_guard_finds_a_nul_escape_across_chunks_and_in_the_url() -> None:
+    status, answer, seen = await _through_guard([b'{"a": "x\\u00', b'00"}'], headers=CHUNKED)
+    assert (status, json.loads(answer)["error"]["code"], seen) == (422, "validation_error", b"")
+    status, _, _ = await _through_guard([b"{}"], headers=CHUNKED, query=b"q=%%00")
+    assert status == 400
+    status, _, _ = await _through_guard([b"{}"], headers=CHUNKED, query=b"q=%2500")  # "%00"
+    assert status == 200
+
+
+async def test_the_guard_counts_every_chunk_against_the_limit() -> None:
+    chunk = b" " * (256 * 1024)
+    status, answer, seen = await _through_guard([chunk] * 5, headers=CHUNKED)
+    assert (status, json.loads(answer)["error"]["code"], seen) == (413, "payload_too_large", b"")
+
+
+async def test_a_request_without_a_body_goes_straight_through() -> None:
+    # nothing announced: the guard reads nothing (the app gets the server's own receive)
+    status, _, seen = await _through_guard([], headers=[(b"content-length", b"0")])
+    assert (status, seen) == (200, b"")
+    status, _, seen = await _through_guard([], headers=[])
+    assert (status, seen) == (200, b"")
