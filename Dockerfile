@@ -11,7 +11,11 @@ COPY activities ./activities
 COPY api ./api
 COPY worker ./worker
 COPY scripts ./scripts
+# The worker runs the code under /app (the current directory comes first on sys.path), which
+# its user may not write: its bytecode is compiled here, or Temporal's sandbox would compile
+# each workflow module from source for every workflow run it starts.
 RUN pip install . \
+    && python -m compileall -q recovery workflows activities api worker scripts \
     && useradd --system --uid 10001 --no-create-home recovery
 
 USER 10001

@@ -13,7 +13,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.polling import poll
+with workflow.unsafe.imports_passed_through():  # deterministic, stateless: see recovery.py
+    from workflows.polling import poll
 
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
