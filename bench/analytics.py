@@ -83,6 +83,11 @@ UPDATE recoveries r SET paid_by = 'pay_' || r.id || '_0'
 """
 
 
+# Each seeding statement writes up to 100k rows: more than the store's 30 s command timeout
+# allows when the machine is busy (a quick run on 2026-12-06 timed out on the attempts).
+SEED_TIMEOUT = 600.0
+
+
 async def seed(ctx: Ctx, merchant_id: str, n: int, now: datetime) -> float:
     """`n` recoveries of a new merchant; seconds it took."""
     t0 = time.perf_counter()
@@ -90,13 +95,16 @@ async def seed(ctx: Ctx, merchant_id: str, n: int, now: datetime) -> float:
         await conn.execute(
             "INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, "bench analytics"
         )
-        await conn.execute(_TRANSACTIONS, merchant_id, n)
-        await conn.execute(_RECOVERIES, merchant_id, n, now)
-        await conn.execute(_ATTEMPTS, merchant_id)
-        await conn.execute(_PAYMENTS, merchant_id)
-        await conn.execute(_PAID_BY, merchant_id)
+        await conn.execute(_TRANSACTIONS, merchant_id, n, timeout=SEED_TIMEOUT)
+        await conn.execute(_RECOVERIES, merchant_id, n, now, timeout=SEED_TIMEOUT)
+        await conn.execute(_ATTEMPTS, merchant_id, timeout=SEED_TIMEOUT)
+        await conn.execute(_PAYMENTS, merchant_id, timeout=SEED_TIMEOUT)
+        await conn.execute(_PAID_BY, merchant_id, timeout=SEED_TIMEOUT)
     async with ctx.pool.acquire() as conn:
-        await conn.execute("VACUUM ANALYZE recoveries, transactions, attempts, received_payments")
+        await conn.execute(
+            "VACUUM ANALYZE recoveries, transactions, attempts, received_payments",
+            timeout=SEED_TIMEOUT,
+        )
     return round(time.perf_counter() - t0, 1)
 
 

@@ -33,7 +33,10 @@ def render(results: dict[str, Any]) -> str:
         f"{m['loadavg_at_start']} (machine CPU busy {m['cpu_busy_pct_at_start']} % over 1 s "
         "before the run; other jobs may share this machine)",
         f"- Stack: {results['versions']}; everything on this one machine (load generator "
-        "included), PostgreSQL over its Unix socket, the rest on 127.0.0.1",
+        "included), PostgreSQL over its Unix socket, the rest on 127.0.0.1; the Temporal dev "
+        "server on its SQLite file with "
+        + " ".join(results.get("temporal_sqlite", ["its defaults"]))
+        + (f" and {' '.join(results['temporal_args'])}" if results.get("temporal_args") else ""),
         f"- Settings: {s}",
         f"- Stack start {results['startup_seconds']} s; whole run {results['total_seconds']} s",
         "- CPU columns: % of one core used by api / worker / temporal / postgres / bench "
@@ -63,9 +66,19 @@ def render(results: dict[str, Any]) -> str:
     if meta:
         lines += ["### Wall time and machine load per benchmark", ""]
         lines += _table(
-            ["benchmark", "seconds", "load average (1 min) at start / end"],
             [
-                [k, v["seconds"], f"{v['loadavg_start']} / {v['loadavg_end']}"]
+                "benchmark",
+                "waited before it for earlier work, s",
+                "seconds",
+                "load average (1 min) at start / end",
+            ],
+            [
+                [
+                    k,
+                    _settled(v.get("settle_seconds", 0.0)),
+                    v["seconds"],
+                    f"{v['loadavg_start']} / {v['loadavg_end']}",
+                ]
                 for k, v in meta.items()
             ],
         )
@@ -82,6 +95,10 @@ def render(results: dict[str, Any]) -> str:
     for name, err in results.get("errors", {}).items():
         lines.append(f"- **{name} did not complete**: {err}")
     return "\n".join(lines) + "\n"
+
+
+def _settled(seconds: float | None) -> str:
+    return "still busy after 900 s" if seconds is None else f"{seconds:g}"
 
 
 def _ingest(r: dict[str, Any]) -> list[str]:

@@ -101,6 +101,19 @@ def read_or_create_secret(path: Path, create: Callable[[], str]) -> str:
 # ---- the servers -----------------------------------------------------------------------------
 
 
+# A dev server on a file (`make dev`, the bench) writes it in WAL mode with synchronous=normal
+# (durable across a crash of the server; the last commits may be lost if the machine loses
+# power, which a development stack can afford). Scheduling 1,500 new recoveries on the bench
+# stack: 37 -> 50 a second, the server's CPU 21.5 -> 12.7 s. Production runs Temporal on
+# PostgreSQL (docker-compose.temporal.yml), not on this.
+SQLITE_FILE_ARGS = (
+    "--sqlite-pragma",
+    "journal_mode=wal",
+    "--sqlite-pragma",
+    "synchronous=normal",
+)
+
+
 async def start_temporal(
     *,
     port: int | None = None,
@@ -124,7 +137,7 @@ async def start_temporal(
             dev_server_existing_path=str(venv_binary("temporal")),
             dev_server_database_filename=str(db_file) if db_file else None,
             dev_server_log_level=log_level,
-            dev_server_extra_args=list(extra_args),
+            dev_server_extra_args=[*(SQLITE_FILE_ARGS if db_file else ()), *extra_args],
             # the SDK waits 5 s by default: too short for a cold start on a busy machine
             dev_server_startup_timeout=timedelta(seconds=STARTUP_TIMEOUT_SECONDS),
         )
