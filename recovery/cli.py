@@ -1,4 +1,5 @@
-"""Operator CLI: `recovery merchants ...`, `recovery keys ...`, `recovery psp ...`.
+"""Operator CLI: `recovery merchants ...`, `recovery keys ...`, `recovery psp ...`,
+`recovery mail bounce`.
 
 Prints tables for people and, with `--json`, one JSON document for scripts. An API key is
 shown once, when it is created; only its hash is stored.
@@ -21,12 +22,16 @@ from pydantic import SecretStr
 
 from recovery import devstack
 from recovery.auth import ROLES, generate_key, register_key
+from recovery.bounces import NotABounce, parse_bounce
 from recovery.dbsetup import open_store
 from recovery.mail import sender_address
 from recovery.psp.credentials import PSPNotConfigured, credentials_to_store, parse_credentials
 from recovery.psp.sealing import CredentialsCipher, CredentialsUnreadable
 from recovery.settings import CredentialsSettings, DatabaseNotConfigured, DatabaseSettings
 from recovery.store import Store, new_id
+
+# sysexits.h: a mail server that pipes a bounce to us tries again later on this code
+EX_TEMPFAIL = 75
 
 
 def _print(data: Any, as_json: bool) -> None:
@@ -140,6 +145,26 @@ async def _run(args: argparse.Namespace, store: Store, cipher: CredentialsCipher
             for message in done["failed"]:
                 print(f"error: {message}", file=sys.stderr)
             return 1
+    elif args.area == "mail" and args.command == "bounce":
+        try:
+            bounce = parse_bounce(args.message)
+        except NotABounce as e:  # read and let go: an MTA must not bounce it back to us
+            _print({"ignored": str(e)}, args.json)
+            return 0
+        note = await store.record_bounce(bounce.message_id, bounce.reason)
+        if note is None:
+            _print({"ignored": f"no message of ours has Message-ID {bounce.message_id}"}, args.json)
+            return 0
+        _print(
+            {
+                "notification_id": note.id,
+                "merchant_id": note.merchant_id,
+                "payment_ref": note.payment_ref,
+                "status": note.status,
+                "error": note.error,
+            },
+            args.json,
+        )
     elif args.area == "keys" and args.command == "revoke":
         if not await store.revoke_api_key(args.key_id):
             print(f"error: no active key {args.key_id!r}", file=sys.stderr)
@@ -191,9 +216,21 @@ def parser() -> argparse.ArgumentParser:
         "(after a rotation, and for rows stored before sealing)",
     )
     rs.add_argument("--merchant", action="append", help="only this merchant (repeatable)")
-    for sub in (create, merchants.choices["list"], ms, kc, kl, kr, ps, rs):
+    mail = areas.add_parser("mail").add_subparsers(dest="command", required=True)
+    mb = mail.add_parser(
+        "bounce",
+        help="record a bounce (a delivery status notification mailed back to MAIL_FROM): its "
+        "message is failed with the reason and its address not mailed again for the merchant; "
+        "pipe the bounce mailbox's messages here (exit 75, try again, if the database is down)",
+    )
+    mb.add_argument("file", nargs="?", default="-", type=_path_or_stdin, help="the message file")
+    for sub in (create, merchants.choices["list"], ms, kc, kl, kr, ps, rs, mb):
         sub.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _path_or_stdin(value: str) -> Path | str:
+    return value if value == "-" else Path(value)
 
 
 def _credentials_keys(args: argparse.Namespace, database: DatabaseSettings) -> list[bytes]:
@@ -211,6 +248,12 @@ def _credentials_keys(args: argparse.Namespace, database: DatabaseSettings) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.area == "mail":
+        try:
+            args.message = sys.stdin.buffer.read() if args.file == "-" else args.file.read_bytes()
+        except OSError as e:
+            print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
+            return 2
     database = DatabaseSettings()
     try:
         dsn = args.database_url or database.resolve_database_url()
@@ -227,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             store = await open_store(dsn)
         except (OSError, ConnectionError) as e:
             print(f"error: cannot reach the database: {e}", file=sys.stderr)
-            return 1
+            return EX_TEMPFAIL if args.area == "mail" else 1
         try:
             return await _run(args, store, cipher)
         finally:

@@ -20,8 +20,10 @@ def why_not_send(out: OutgoingNotification, *, now: datetime, email_on: bool) ->
         return NO_ADDRESS
     if not email_on:
         return EMAIL_OFF
-    if out.recovery_ended:
+    if out.recovery_ended and out.notification.kind != "receipt":  # a receipt comes after it
         return RECOVERY_ENDED
+    if out.bounced:
+        return f"an earlier message to this address {out.bounced}"
     if out.link is not None and out.link.revoked_at is not None:
         return f"its link was revoked before it was sent ({out.link.revoked_reason})"
     if out.link is not None and out.link.expires_at <= now:

@@ -344,6 +344,9 @@ class Store:
     ) -> NotificationRecord:
         return await notifications.settle_notification(self.pool, notification_id, status, error)
 
+    async def record_bounce(self, message_id: str, reason: str) -> NotificationRecord | None:
+        return await notifications.record_bounce(self.pool, message_id, reason)
+
     async def notifications_of(
         self, merchant_id: str, payment_ref: str | None, limit: int = 100
     ) -> list[NotificationRecord]:

@@ -317,6 +317,7 @@ class OutgoingNotification:
     currency: str
     recovery_ended: bool
     link: LinkView | None
+    bounced: str | None = None  # why an earlier message to this address bounced, if one did
 
 
 # ---- analytics (analytics.py) ----------------------------------------------------------------

@@ -1,14 +1,16 @@
 """The API wired to real servers (`tests.helpers.stack.running_stack`) as fixtures: on a
-Temporal dev server, and with the local PSPs."""
+Temporal dev server, with the local PSPs, and with a real SMTP server (the dev sink)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from recovery.store import Store
+from scripts.mail_sink import MailSink
 from tests.helpers.bodies import RAZORPAY_WHSEC, STRIPE_WHSEC
 from tests.helpers.stack import Stack, running_stack
 from tests.psp.localstripe_server import TEST_API_KEY
@@ -60,5 +62,25 @@ async def psp_api(
         razorpay_key_id="rzp_test_e2e",
         razorpay_key_secret="rzp_secret_e2e",
         razorpay_webhook_secret=RAZORPAY_WHSEC,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    """The `make dev` SMTP sink: every message it takes is a file in its directory."""
+    s = MailSink(tmp_path / "mail", say=lambda _line: None).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def mailing(
+    store: Store, pg_dsn: str, dev_env: WorkflowEnvironment, sink: MailSink
+) -> AsyncIterator[Stack]:
+    """The API and a worker that e-mail customers through `sink`."""
+    address = dev_env.client.service_client.config.target_host
+    async with running_stack(
+        store, pg_dsn, address, smtp_url=sink.url, mail_from="Payments <payments@example.com>"
     ) as stack:
         yield stack
