@@ -21,9 +21,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from recovery.constants import (
+    OUTBOX_START_RECEIPT,
     OUTBOX_START_REFUND,
     OUTBOX_START_WATCH,
     OUTBOX_START_WEBHOOK,
+    RECEIPT_WORKFLOW,
     REFUND_WORKFLOW,
     SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_METHOD_UPDATED,
@@ -37,6 +39,7 @@ from recovery.models import (
     PaymentMethodUpdate,
     PaymentSucceeded,
     RefundRequest,
+    SendNotification,
     WebhookDeliveryRequest,
 )
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
@@ -49,6 +52,7 @@ STARTS: dict[str, tuple[str, type[BaseModel]]] = {
     OUTBOX_START_REFUND: (REFUND_WORKFLOW, RefundRequest),
     OUTBOX_START_WATCH: (WATCH_WORKFLOW, PaymentLookup),
     OUTBOX_START_WEBHOOK: (WEBHOOK_DELIVERY_WORKFLOW, WebhookDeliveryRequest),
+    OUTBOX_START_RECEIPT: (RECEIPT_WORKFLOW, SendNotification),
 }
 """Outbox rows that start a workflow of their own: (workflow type, its argument's model)."""
 

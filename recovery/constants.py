@@ -37,6 +37,9 @@ OUTBOX_START_WATCH = "start_watch"
 # ... and of this kind a WebhookDeliveryWorkflow (one merchant event to one endpoint).
 OUTBOX_START_WEBHOOK = "start_webhook"
 WEBHOOK_DELIVERY_WORKFLOW = "WebhookDeliveryWorkflow"
+# ... and of this kind a CustomerReceiptWorkflow (the receipt of a recovered payment).
+OUTBOX_START_RECEIPT = "start_receipt"
+RECEIPT_WORKFLOW = "CustomerReceiptWorkflow"
 
 DEFAULT_TASK_QUEUE = "payment-recovery"
 
@@ -73,6 +76,11 @@ def workflow_id_for(merchant_id: str, payment_ref: str) -> str:
 def refund_workflow_id(merchant_id: str, received_payment_id: str) -> str:
     """The one workflow that refunds a payment made twice."""
     return f"refund/{merchant_id}/{received_payment_id}"
+
+
+def receipt_workflow_id(recovery_id: str) -> str:
+    """The one workflow that e-mails the receipt of a recovery."""
+    return f"receipt/{recovery_id}"
 
 
 def watch_workflow_id(merchant_id: str, psp: str, psp_payment_id: str) -> str:
@@ -132,6 +140,11 @@ WEBHOOK_RETRY_POLICY = RetryPolicy(
 EMAIL_MAX_TRIES = 12
 EMAIL_FIRST_RETRY = timedelta(seconds=10)
 EMAIL_MAX_RETRY_INTERVAL = timedelta(minutes=30)
+EMAIL_RETRY_POLICY = RetryPolicy(
+    initial_interval=EMAIL_FIRST_RETRY,
+    maximum_interval=EMAIL_MAX_RETRY_INTERVAL,
+    maximum_attempts=EMAIL_MAX_TRIES,
+)
 # One try: the SMTP conversation is bounded by SMTP_TIMEOUT_SECONDS per step, below this; a
 # try heartbeats, so one a dead worker left is made again after the heartbeat timeout.
 EMAIL_TRY_TIMEOUT = timedelta(minutes=3)

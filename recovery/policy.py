@@ -75,6 +75,10 @@ class RetryPolicy(BaseModel):
     reminder_days: Annotated[tuple[int, ...], Field(max_length=MAX_REMINDERS)] = (3, 7)
     """Days after the first e-mail of a wait for the customer on which a reminder, with a
     fresh link, goes out (while the recovery still waits): increasing, within the window."""
+    email_receipts: bool = False
+    """Whether a recovery the customer paid themselves (through the retry link or the PSP's
+    checkout, not a charge of ours) e-mails them a receipt once it ended `recovered`. Off by
+    default: many merchants' PSPs send receipts already."""
 
     @field_validator("reminder_days")
     @classmethod

@@ -36,6 +36,7 @@ from recovery.store import Store
 from recovery.temporal import connect_client
 from workflows.maintenance import MaintenanceWorkflow
 from workflows.pending import WatchPendingPaymentWorkflow
+from workflows.receipts import CustomerReceiptWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
 from workflows.webhooks import WebhookDeliveryWorkflow
@@ -72,6 +73,7 @@ def build_worker(
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
             WebhookDeliveryWorkflow,
+            CustomerReceiptWorkflow,
             MaintenanceWorkflow,
         ],
         activities=[

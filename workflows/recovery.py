@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Literal, assert_never
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy as ActivityRetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 # The sandbox imports this module afresh for every workflow run it starts, and with it
@@ -87,12 +86,6 @@ with workflow.unsafe.imports_passed_through():
 
 # Before EMAIL_PATCH, while waiting for the customer, a fresh link went out this often.
 LINK_REMINDER_EVERY = timedelta(days=3)
-# An e-mail the SMTP server defers is retried (in the background) with this policy.
-EMAIL_RETRY = ActivityRetryPolicy(
-    initial_interval=names.EMAIL_FIRST_RETRY,
-    maximum_interval=names.EMAIL_MAX_RETRY_INTERVAL,
-    maximum_attempts=names.EMAIL_MAX_TRIES,
-)
 
 
 @workflow.defn(name=names.RECOVERY_WORKFLOW)
@@ -403,7 +396,7 @@ class PaymentRecoveryWorkflow(ChargingSteps):
                     SendNotification(notification_id=link.notification_id),
                     start_to_close_timeout=names.EMAIL_TRY_TIMEOUT,
                     heartbeat_timeout=names.EMAIL_HEARTBEAT_TIMEOUT,
-                    retry_policy=EMAIL_RETRY,
+                    retry_policy=names.EMAIL_RETRY_POLICY,
                 )
             )
 

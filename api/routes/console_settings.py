@@ -99,6 +99,12 @@ FIELDS = (
         "Days after the first e-mail on which a reminder goes out, e.g. 3, 7 (empty: none).",
         kind="text",
     ),
+    Field(
+        "email_receipts",
+        "E-mail a receipt when the customer paid",
+        "When a customer pays through their link or your PSP's checkout.",
+        kind="checkbox",
+    ),
 )
 
 

@@ -8,9 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from recovery.constants import OUTBOX_START_RECEIPT, receipt_workflow_id
 from recovery.errors import NotFound, RecoveryFinished
+from recovery.models import SendNotification
 from recovery.store.db import connection, latest_recovery, lock_payment, transaction
 from recovery.store.links import insert_link, link_view
+from recovery.store.outbox import queue_signal
+from recovery.store.policies import policy_version
 from recovery.store.records import NotificationRecord, OutgoingNotification
 
 RECOVERY_ENDED = "the recovery ended before it was sent"
@@ -82,7 +86,10 @@ async def outgoing_notification(pool: asyncpg.Pool, notification_id: int) -> Out
         row = await conn.fetchrow(
             f"SELECT {', '.join('n.' + c.strip() for c in _COLUMNS.split(','))},"
             " n.notification_key, m.name AS merchant_name, m.reply_to, t.amount, t.currency,"
-            " r.ended_at IS NOT NULL AS recovery_ended"
+            " r.ended_at IS NOT NULL AS recovery_ended,"
+            " (SELECT b.error FROM customer_notifications b WHERE b.merchant_id = n.merchant_id"
+            "   AND lower(b.recipient) = lower(n.recipient) AND b.bounced_at IS NOT NULL"
+            "   ORDER BY b.bounced_at DESC LIMIT 1) AS bounced"
             " FROM customer_notifications n"
             " JOIN merchants m ON m.id = n.merchant_id"
             " JOIN transactions t ON t.merchant_id = n.merchant_id"
@@ -103,6 +110,7 @@ async def outgoing_notification(pool: asyncpg.Pool, notification_id: int) -> Out
         currency=row["currency"],
         recovery_ended=bool(row["recovery_ended"]),
         link=link,
+        bounced=row["bounced"],
     )
 
 
@@ -115,6 +123,41 @@ async def suppress_unsent(conn: asyncpg.Connection, recovery_id: str) -> None:
         recovery_id,
         RECOVERY_ENDED,
     )
+
+
+async def queue_receipt(
+    conn: asyncpg.Connection, merchant_id: str, recovery_id: str, version: int | None
+) -> int | None:
+    """In the transaction that ends a recovery `recovered`: when its policy (`version`, the
+    one it runs with) sends receipts and the payment that settled it was the customer's own
+    (the retry link, a PSP's checkout: no charge of ours), record the receipt to the
+    customer's address, once, and queue its sending (a CustomerReceiptWorkflow). Its id, or
+    None when there is none to send."""
+    if not (await policy_version(conn, merchant_id, version)).email_receipts:
+        return None
+    note_id: int | None = await conn.fetchval(
+        "INSERT INTO customer_notifications (merchant_id, payment_ref, recovery_id,"
+        " notification_key, kind, channel, recipient)"
+        " SELECT r.merchant_id, r.payment_ref, r.id, 'receipt:' || r.id, 'receipt', 'email',"
+        "        t.customer_email"
+        "   FROM recoveries r"
+        "   JOIN received_payments p ON p.id = r.paid_by"
+        "   JOIN transactions t ON t.merchant_id = r.merchant_id AND t.payment_ref = r.payment_ref"
+        "  WHERE r.id = $1 AND r.status = 'recovered' AND t.customer_email IS NOT NULL"
+        "    AND p.source <> 'attempt'"
+        "    AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.recovery_id = r.id"
+        "                    AND a.psp_payment_id = p.psp_payment_id)"
+        " ON CONFLICT (notification_key) DO NOTHING RETURNING id",
+        recovery_id,
+    )
+    if note_id is not None:
+        await queue_signal(
+            conn,
+            receipt_workflow_id(recovery_id),
+            OUTBOX_START_RECEIPT,
+            SendNotification(notification_id=note_id),
+        )
+    return note_id
 
 
 async def begin_notification_try(
@@ -173,3 +216,24 @@ async def notifications_of(
             limit,
         )
     return [_record(r) for r in rows]
+
+
+async def record_bounce(
+    pool: asyncpg.Pool, message_id: str, reason: str
+) -> NotificationRecord | None:
+    """The message `message_id` bounced: its notification is failed with `reason` (however it
+    was recorded before: the server took it, and then it was not delivered), once; None when
+    no message of ours has that id."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            "UPDATE customer_notifications SET status = 'failed', error = $2,"
+            " bounced_at = clock_timestamp(), updated_at = clock_timestamp()"
+            f" WHERE message_id = $1 AND bounced_at IS NULL RETURNING {_COLUMNS}",
+            message_id,
+            reason[:1000],
+        )
+        if row is None:  # bounced already (a second report), or not ours
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM customer_notifications WHERE message_id = $1", message_id
+            )
+    return _record(row) if row is not None else None

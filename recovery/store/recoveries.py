@@ -10,7 +10,7 @@ import asyncpg
 
 from recovery.constants import workflow_id_for
 from recovery.errors import NotFound
-from recovery.models import FailureEvent, FinishResult, PaymentLookup, RecoveryState
+from recovery.models import FailureEvent, FinishResult, PaymentLookup, RecoveryState, RecoveryStatus
 from recovery.redrive import check_redrivable, redrive_event
 from recovery.store import merchant_webhooks
 from recovery.store.db import (
@@ -25,7 +25,7 @@ from recovery.store.db import (
     transaction,
 )
 from recovery.store.links import revoke_at_the_end
-from recovery.store.notifications import suppress_unsent
+from recovery.store.notifications import queue_receipt, suppress_unsent
 from recovery.store.outbox import queue_failure, queue_watch
 from recovery.store.records import RecoveryRecord
 from recovery.store.views import recovery_view, with_attempts
@@ -138,6 +138,10 @@ async def finish(
         if before is not None:
             await merchant_webhooks.tell_recovery(conn, state.recovery_id or "", before)
         await suppress_unsent(conn, state.recovery_id or "")
+        if state.status is RecoveryStatus.RECOVERED:
+            await queue_receipt(
+                conn, state.merchant_id, state.recovery_id or "", state.policy_version
+            )
         watch: dict[str, datetime | None] = dict.fromkeys(pending_payments)
         watch.update(late_payments or {})
         for psp_payment_id, late_until in watch.items():

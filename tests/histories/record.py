@@ -35,6 +35,7 @@ from recovery.models import (
     PaymentMethodUpdate,
     PaymentSucceeded,
     ResumeRequest,
+    SendNotification,
     WebhookDeliveryRequest,
     WebhookEvent,
 )
@@ -755,6 +756,39 @@ async def _record_webhook_delivery(
     print("wrote", out)
 
 
+async def record_receipts(env: WorkflowEnvironment, store: Store) -> None:
+    """CustomerReceiptWorkflow: a receipt the SMTP server takes at once, and one it defers
+    every time (its 12 tries over about 8 hours, then failed)."""
+    await _record_receipt(env, store, "receipt_sent", "paid@example.com")
+    await _record_receipt(env, store, "receipt_deferred_then_failed", DEFERRING_ADDRESS)
+
+
+async def _record_receipt(env: WorkflowEnvironment, store: Store, name: str, to: str) -> None:
+    out = HERE / f"{name}.json"
+    if out.exists():
+        return
+    body = failure_body(f"replay-{name}") | {"customer": {"id": "cus_r", "email": to}}
+    await ingest(store, MERCHANT, body)
+    note_id = await store.pool.fetchval(
+        "INSERT INTO customer_notifications (merchant_id, payment_ref, notification_key, kind,"
+        " channel, recipient) VALUES ($1, $2, $3, 'receipt', 'email', $4) RETURNING id",
+        MERCHANT,
+        body["payment_ref"],
+        f"receipt:{name}",
+        to,
+    )
+    handle = await env.client.start_workflow(
+        names.RECEIPT_WORKFLOW,
+        SendNotification(notification_id=note_id),
+        id=names.receipt_workflow_id(name),
+        task_queue="replay",
+    )
+    await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
 SETTINGS: list[Settings] = []  # the worker's settings of this recording run
 
 
@@ -810,6 +844,7 @@ async def main() -> None:
         await record_refund_pending(env, store)
         await record_late_watch(env, store)
         await record_webhook_deliveries(env, store)
+        await record_receipts(env, store)
     rzp.__exit__(None, None, None)
     sink.stop()
     await store.close()

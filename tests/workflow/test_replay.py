@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from workflows.pending import WatchPendingPaymentWorkflow
+from workflows.receipts import CustomerReceiptWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
 from workflows.webhooks import WebhookDeliveryWorkflow
@@ -28,6 +29,7 @@ def replayer() -> Replayer:
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
             WebhookDeliveryWorkflow,
+            CustomerReceiptWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )
