@@ -22,7 +22,9 @@ from bench.common import (
     failure_body,
     ingest,
     outbox_lag,
+    per_recovery,
     post_failure,
+    temporal_actions,
     wait_for,
     wait_scheduled,
 )
@@ -311,6 +313,7 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
     levels = []
     for level in sizes.scale:
         cpu = ctx.cpu()
+        actions_before, created_before = await temporal_actions(ctx), created
         runs = []
         t_fill = time.monotonic()
         # Post in chunks, letting the worker catch up to within one chunk between them.
@@ -340,6 +343,9 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
         )
         fill_s = time.monotonic() - t_fill
         fill_cpu = cpu.done()
+        fill_actions = per_recovery(
+            actions_before, await temporal_actions(ctx), created - created_before
+        )
         scheduled = await count_scheduled(ctx, merchant_id)
         merged = load.merge(runs)
         entry: dict[str, Any] = {
@@ -351,6 +357,7 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
             "fill_seconds": round(fill_s, 1),
             "scheduled": scheduled,
             "fill_cpu_pct": fill_cpu,
+            "temporal_actions_per_new_recovery": fill_actions,
         }
         if created < level:
             ctx.findings.append(
@@ -457,6 +464,7 @@ async def bench_throughput(ctx: Ctx) -> dict[str, Any]:
                 return f"expedite {e.status_code}", False, e.text[:200]
 
         cpu = ctx.cpu()
+        actions_before = await temporal_actions(ctx)
         t0 = datetime.now(UTC)
         r = await load.run_load(one, count=n, concurrency=concurrency, seconds=max(600.0, n))
 
@@ -469,6 +477,7 @@ async def bench_throughput(ctx: Ctx) -> dict[str, Any]:
 
     finished = await wait_for(ctx, all_ended, max(600.0, n / 2), interval=0.5)
     cpu_pct = cpu.done()
+    actions_after = await temporal_actions(ctx)
     rows = await ctx.pool.fetch(
         "SELECT status, started_at, ended_at FROM recoveries WHERE merchant_id = $1",
         merchant_id,
@@ -497,6 +506,7 @@ async def bench_throughput(ctx: Ctx) -> dict[str, Any]:
             ((row["ended_at"] - row["started_at"]).total_seconds() for row in ended), scale=1000
         ),
         "cpu_pct": cpu_pct,
+        "temporal_actions_per_recovery": per_recovery(actions_before, actions_after, len(ended)),
     }
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -254,6 +256,37 @@ async def wait_for(
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(interval)
+
+
+async def temporal_actions(ctx: Ctx) -> Counter[str]:
+    """The Temporal server's `action` counter in our namespace, by action type: what Temporal
+    Cloud bills (server 1.22.3+, local activities metered as Cloud does)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(ctx.stack.temporal_metrics_url)).text
+    out = Counter[str]()
+    for line in text.splitlines():
+        found = _ACTION.match(line)
+        if found and found["namespace"] == ctx.stack.settings.temporal_namespace:
+            out[found["type"].removeprefix("command_").removeprefix("grpc_")] += int(
+                float(found["value"])
+            )
+    return out
+
+
+_ACTION = re.compile(
+    r'^action\{action_type="(?P<type>[^"]+)",namespace="(?P<namespace>[^"]+)"[^}]*\}\s+(?P<value>\S+)$'
+)
+
+
+def per_recovery(before: Counter[str], after: Counter[str], recoveries: int) -> dict[str, Any]:
+    """Actions per recovery between two readings of `temporal_actions`, by type."""
+    spent = after - before
+    if not recoveries:
+        return {}
+    return {
+        "total": round(sum(spent.values()) / recoveries, 2),
+        "by_type": {k: round(v / recoveries, 2) for k, v in spent.most_common()},
+    }
 
 
 async def settle(ctx: Ctx, within: float) -> float | None:

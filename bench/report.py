@@ -53,7 +53,12 @@ def render(results: dict[str, Any]) -> str:
     if "scale" in b:
         lines += _scale(b["scale"])
     if "throughput" in b:
-        lines += _throughput(b["throughput"])
+        raw = [
+            lv["per_second"]
+            for lv in b.get("ingest", {}).get("baseline", [])
+            if lv.get("per_second")
+        ]
+        lines += _throughput(b["throughput"], max(raw) if raw else None)
     if "support" in b:
         lines += _support(b["support"])
     if "classifier" in b:
@@ -259,12 +264,29 @@ def _scale(r: dict[str, Any]) -> list[str]:
             f"{fmt(lv['reads']['by_ref c=8']['per_second'])}, list c=8 "
             f"{fmt(lv['reads']['list limit=20 c=8']['per_second'])}"
         )
+        a = lv.get("temporal_actions_per_new_recovery")
+        if a:
+            lines += [
+                line.removesuffix("\n")
+                for line in _actions(f"  Temporal actions per new recovery ({lv['target']})", a)
+                if line
+            ]
     return [*lines, ""]
 
 
-def _throughput(r: dict[str, Any]) -> list[str]:
+def _throughput(r: dict[str, Any], raw_rate: float | None) -> list[str]:
     if "error" in r:
         return ["### 4. Worker throughput", "", f"failed: {r['error']}", ""]
+    rate = r["recoveries_per_second"]
+    against_raw = (
+        [
+            f"- Against the raw signal-with-start rate of the same run (the ingest baseline's "
+            f"best, {raw_rate:g}/s): {rate / raw_rate:.1%}",
+            "",
+        ]
+        if rate and raw_rate
+        else []
+    )
     return [
         "### 4. Worker throughput: complete recoveries end to end",
         "",
@@ -294,7 +316,20 @@ def _throughput(r: dict[str, Any]) -> list[str]:
                 ]
             ],
         ),
+        *against_raw,
+        *_actions(
+            "Temporal actions per recovery (the server's `action` counter, what Temporal Cloud "
+            "bills)",
+            r.get("temporal_actions_per_recovery"),
+        ),
     ]
+
+
+def _actions(title: str, a: dict[str, Any] | None) -> list[str]:
+    if not a:
+        return []
+    by_type = ", ".join(f"{k} {v:g}" for k, v in a["by_type"].items())
+    return [f"- {title}: {a['total']:g} ({by_type})", ""]
 
 
 def _support(r: dict[str, Any]) -> list[str]:

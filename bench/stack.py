@@ -56,13 +56,17 @@ class Stack(stack.Stack):
             mail_from="Payments (bench) <payments@bench.localhost>",
         )
         settings.public_base_url = f"http://{stack.HOST}:{settings.api_port}"
+        # the dev server's Prometheus metrics on a known port: its `action` counter is what
+        # Temporal Cloud bills (Temporal's "Estimate Actions for migration" guide)
+        metrics_port = stack.free_port()
+        self.temporal_metrics_url = f"http://{stack.HOST}:{metrics_port}/metrics"
         super().__init__(
             data_dir=root,
             settings=settings,
             keep_data=False,
             log_dir=root / "logs",
             child_env=dict(child_env or {}),
-            temporal_args=list(temporal_args or []),
+            temporal_args=["--metrics-port", str(metrics_port), *(temporal_args or [])],
             pool_size=8,
         )
         self.root = root
