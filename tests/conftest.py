@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from recovery.dbsetup import open_store
 from recovery.store import Store
+from scripts.mail_sink import MailSink
 from scripts.stack import start_temporal
 from tests.psp.localstripe_server import localstripe
 
@@ -86,3 +87,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await start_temporal()
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    """The `make dev` SMTP sink on a free port: every message it takes is a file in its
+    directory (`sink.messages()`). A module that needs it to defer or refuse overrides this."""
+    s = MailSink(tmp_path / "mail", say=lambda _line: None).start()
+    yield s
+    s.stop()

@@ -17,13 +17,6 @@ from tests.helpers.browser import Live, screenshot_on_failure
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Any:
-    s = MailSink(tmp_path / "mail", say=lambda _line: None).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def live_settings(sink: MailSink) -> dict[str, Any]:
     return {"smtp_url": sink.url, "mail_from": "Payments <payments@example.com>"}
 

@@ -87,6 +87,22 @@ async def ingest(
     )
 
 
+async def recorded_receipt(store: Store, merchant_id: str, to: str) -> int:
+    """A payment of a customer at `to` ingested, and its receipt recorded as the end of a
+    recovery records one (`kind` receipt, queued, no link): the notification's id."""
+    body = failure_body() | {"customer": {"id": "cus_r", "email": to}}
+    await ingest(store, merchant_id, body)
+    note_id: int = await store.pool.fetchval(
+        "INSERT INTO customer_notifications (merchant_id, payment_ref, notification_key, kind,"
+        " channel, recipient) VALUES ($1, $2, $3, 'receipt', 'email', $4) RETURNING id",
+        merchant_id,
+        body["payment_ref"],
+        f"receipt:{uuid.uuid4()}",
+        to,
+    )
+    return note_id
+
+
 async def relay(store: Store, client: Client, task_queue: str) -> int:
     """Deliver every pending outbox row now, as the API's relay would."""
     r = OutboxRelay(store, client, dsn="unused", task_queue=task_queue)

@@ -44,7 +44,14 @@ from recovery.psp.razorpay import RazorpayAdapter
 from recovery.settings import Settings
 from recovery.store import Store
 from scripts.mail_sink import MailSink
-from tests.helpers import eventually, failure_body, ingest, relay, wait_for_state
+from tests.helpers import (
+    eventually,
+    failure_body,
+    ingest,
+    recorded_receipt,
+    relay,
+    wait_for_state,
+)
 from tests.helpers.stack import TEST_CREDENTIALS_KEY
 from tests.helpers.webhooks import endpoint_with_event, webhook_receiver
 from tests.helpers.workflows import time_skipping_server
@@ -767,16 +774,7 @@ async def _record_receipt(env: WorkflowEnvironment, store: Store, name: str, to:
     out = HERE / f"{name}.json"
     if out.exists():
         return
-    body = failure_body(f"replay-{name}") | {"customer": {"id": "cus_r", "email": to}}
-    await ingest(store, MERCHANT, body)
-    note_id = await store.pool.fetchval(
-        "INSERT INTO customer_notifications (merchant_id, payment_ref, notification_key, kind,"
-        " channel, recipient) VALUES ($1, $2, $3, 'receipt', 'email', $4) RETURNING id",
-        MERCHANT,
-        body["payment_ref"],
-        f"receipt:{name}",
-        to,
-    )
+    note_id = await recorded_receipt(store, MERCHANT, to)
     handle = await env.client.start_workflow(
         names.RECEIPT_WORKFLOW,
         SendNotification(notification_id=note_id),

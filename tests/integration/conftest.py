@@ -4,7 +4,6 @@ Temporal dev server, with the local PSPs, and with a real SMTP server (the dev s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -64,14 +63,6 @@ async def psp_api(
         razorpay_webhook_secret=RAZORPAY_WHSEC,
     ) as stack:
         yield stack
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    """The `make dev` SMTP sink: every message it takes is a file in its directory."""
-    s = MailSink(tmp_path / "mail", say=lambda _line: None).start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,13 +44,6 @@ from tests.helpers import (
 
 MAIL_FROM = "Payments <payments@example.com>"
 LOST_CARD = {"pm": "pm_sim_decline_lost_card", "decline_code": "lost_card", "code": "card_declined"}
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    s = MailSink(tmp_path / "mail", say=lambda _line: None).start()
-    yield s
-    s.stop()
 
 
 def mail_settings(sink: MailSink) -> Settings:

@@ -17,7 +17,7 @@ from recovery.models import NotificationSent, SendNotification
 from recovery.settings import Settings
 from recovery.store import Store
 from scripts.mail_sink import MailSink
-from tests.helpers import RunningWorker, add_merchant, failure_body, ingest
+from tests.helpers import RunningWorker, add_merchant, recorded_receipt
 from workflows.receipts import CustomerReceiptWorkflow
 
 DEFERRED = "later@example.com"
@@ -44,22 +44,6 @@ def worker_settings(sink: MailSink) -> Settings:
     )
 
 
-async def receipt(store: Store, to: str) -> int:
-    """A receipt recorded as the end of a recovery records one (its payment ingested)."""
-    merchant_id, _ = await add_merchant(store)
-    body = failure_body() | {"customer": {"id": "cus_r", "email": to}}
-    await ingest(store, merchant_id, body)
-    note_id: int = await store.pool.fetchval(
-        "INSERT INTO customer_notifications (merchant_id, payment_ref, notification_key, kind,"
-        " channel, recipient) VALUES ($1, $2, $3, 'receipt', 'email', $4) RETURNING id",
-        merchant_id,
-        body["payment_ref"],
-        f"receipt:{uuid.uuid4()}",
-        to,
-    )
-    return note_id
-
-
 async def send(worker: RunningWorker, note_id: int) -> NotificationSent:
     return await worker.client.execute_workflow(
         CustomerReceiptWorkflow.run,
@@ -70,7 +54,8 @@ async def send(worker: RunningWorker, note_id: int) -> NotificationSent:
 
 
 async def test_a_receipt_is_sent_once(worker: RunningWorker, store: Store, sink: MailSink) -> None:
-    note_id = await receipt(store, "paid@example.com")
+    merchant_id, _ = await add_merchant(store)
+    note_id = await recorded_receipt(store, merchant_id, "paid@example.com")
 
     assert await send(worker, note_id) == NotificationSent(status="sent")
     [message] = sink.messages()
@@ -83,7 +68,8 @@ async def test_a_receipt_is_sent_once(worker: RunningWorker, store: Store, sink:
 async def test_a_receipt_the_server_always_defers_fails_after_its_tries(
     worker: RunningWorker, store: Store, sink: MailSink
 ) -> None:
-    note_id = await receipt(store, DEFERRED)
+    merchant_id, _ = await add_merchant(store)
+    note_id = await recorded_receipt(store, merchant_id, DEFERRED)
 
     sent = await send(worker, note_id)
 
