@@ -99,11 +99,12 @@ async def _answers(url: str) -> bool:
     return False
 
 
-def top_frames(raw: str, limit: int = 12) -> dict[str, Any]:
+def top_frames(raw: str, limit: int = 12, *, main_thread_only: bool = True) -> dict[str, Any]:
     """Top frames of a py-spy `--format raw --threads` profile (collapsed stacks) of the
-    main thread (the event loop's): by own samples (the frame was running) and by total samples (it
-    was on the stack; frames on every stack, such as `main`, left out), in % of that
-    thread's samples; `other_threads_pct`: samples of other threads, in % of all."""
+    main thread (the event loop's), or of every thread: by own samples (the frame was
+    running) and by total samples (it was on the stack; frames on every stack, such as
+    `main`, left out), in % of those samples; `other_threads_pct`: samples of the threads
+    left out, in % of all."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     loop_samples = other = 0
@@ -113,7 +114,8 @@ def top_frames(raw: str, limit: int = 12) -> dict[str, Any]:
             continue
         n = int(count)
         parts = stack.split(";")
-        if not any(p.startswith("thread ") and p.endswith(": MainThread") for p in parts):
+        main = any(p.startswith("thread ") and p.endswith(": MainThread") for p in parts)
+        if main_thread_only and not main:
             other += n
             continue
         frames = [f for f in parts if not f.startswith(("process ", "thread "))]

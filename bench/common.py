@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import load
 from bench.stack import Stack
@@ -258,24 +258,35 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def temporal_actions(ctx: Ctx) -> Counter[str]:
+async def temporal_actions(ctx: Ctx, within: float = 30.0) -> Counter[str]:
     """The Temporal server's `action` counter in our namespace, by action type: what Temporal
-    Cloud bills (server 1.22.3+, local activities metered as Cloud does)."""
+    Cloud bills (server 1.22.3+, local activities metered as Cloud does). The server exports
+    its counters a little after the fact: read until two readings 2 s apart agree (or
+    `within` seconds pass)."""
+    deadline = time.monotonic() + within
+    last = await _read_actions(ctx)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        now = await _read_actions(ctx)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+async def _read_actions(ctx: Ctx) -> Counter[str]:
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(ctx.stack.temporal_metrics_url)).text
     out = Counter[str]()
-    for line in text.splitlines():
-        found = _ACTION.match(line)
-        if found and found["namespace"] == ctx.stack.settings.temporal_namespace:
-            out[found["type"].removeprefix("command_").removeprefix("grpc_")] += int(
-                float(found["value"])
-            )
+    namespace = ctx.stack.settings.temporal_namespace
+    for family in text_string_to_metric_families(text):
+        if family.name != "action":  # its samples are `action_total`
+            continue
+        for sample in family.samples:
+            if sample.labels.get("namespace") == namespace:
+                kind = sample.labels["action_type"].removeprefix("command_").removeprefix("grpc_")
+                out[kind] += int(sample.value)
     return out
-
-
-_ACTION = re.compile(
-    r'^action\{action_type="(?P<type>[^"]+)",namespace="(?P<namespace>[^"]+)"[^}]*\}\s+(?P<value>\S+)$'
-)
 
 
 def per_recovery(before: Counter[str], after: Counter[str], recoveries: int) -> dict[str, Any]:

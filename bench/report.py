@@ -264,13 +264,10 @@ def _scale(r: dict[str, Any]) -> list[str]:
             f"{fmt(lv['reads']['by_ref c=8']['per_second'])}, list c=8 "
             f"{fmt(lv['reads']['list limit=20 c=8']['per_second'])}"
         )
-        a = lv.get("temporal_actions_per_new_recovery")
-        if a:
-            lines += [
-                line.removesuffix("\n")
-                for line in _actions(f"  Temporal actions per new recovery ({lv['target']})", a)
-                if line
-            ]
+        lines += _actions(  # its line only, in this list
+            f"  Temporal actions per new recovery ({lv['target']})",
+            lv.get("temporal_actions_per_new_recovery"),
+        )[:1]
     return [*lines, ""]
 
 

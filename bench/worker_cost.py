@@ -17,10 +17,10 @@ import json
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.api_cost import top_frames
 from bench.common import (
     Ctx,
     Sizes,
@@ -31,31 +31,6 @@ from bench.common import (
     wait_scheduled,
 )
 from bench.stack import Stack
-
-
-def hot_frames(raw: str, limit: int = 25) -> dict[str, Any]:
-    """The frames of a py-spy `--format raw` profile (all threads) with the most samples: by
-    own samples and by total samples (on the stack), in % of all samples."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        samples += n
-        own[frames[-1]] += n
-        for f in set(frames):
-            total[f] += n
-
-    def pct(c: Counter[str]) -> list[list[Any]]:
-        return [[f, round(100 * n / samples, 1)] for f, n in c.most_common(limit)]
-
-    return {"samples": samples, "own": pct(own), "total": pct(total)}
 
 
 async def measure(
@@ -107,7 +82,7 @@ async def measure(
         }
         profile = root / "worker.txt"
         if profile.exists():
-            out["worker_profile"] = hot_frames(profile.read_text())
+            out["worker_profile"] = top_frames(profile.read_text(), 25, main_thread_only=False)
         return out
     finally:
         await stack.stop()
