@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import compileall
 import logging
 import signal
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio.client import (
     Client,
@@ -22,8 +20,8 @@ from temporalio.client import (
 )
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-import workflows
 from activities.notifications import NotificationActivities
 from activities.recovery import MaintenanceActivities, RecoveryActivities
 from activities.webhooks import WebhookActivities
@@ -44,6 +42,18 @@ from workflows.webhooks import WebhookDeliveryWorkflow
 log = logging.getLogger("recovery.worker")
 
 MAINTENANCE_EVERY = timedelta(hours=1)
+
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+)
+"""Temporal's sandbox, with our workflow modules imported once per worker, not afresh for
+every run: that re-import cost the worker a fifth of its CPU for each new recovery (12.0 vs
+15.0 ms) and 86 MiB of memory on the bench (`bench/RESULTS.md`). The price is the sandbox's
+run-time checks in those modules (it checks nothing in a passed-through module), which were
+already off in the step and core modules they import: `tests/unit/
+test_workflow_determinism.py` checks all of them statically instead, every code path, not
+only those a run happens to execute. They keep no state between runs (constants and classes;
+a run's state is its instance's). The replay tests run the same runner."""
 
 
 def build_worker(
@@ -68,6 +78,7 @@ def build_worker(
         max_cached_workflows=tuning.worker_max_cached_workflows,
         # On SIGTERM, activities in flight get this long to finish before they are cancelled.
         graceful_shutdown_timeout=timedelta(seconds=tuning.worker_graceful_shutdown_seconds),
+        workflow_runner=WORKFLOW_RUNNER,
         workflows=[
             PaymentRecoveryWorkflow,
             RefundDuplicatePaymentWorkflow,
@@ -97,27 +108,6 @@ def build_worker(
             webhooks.deliver_webhook,
         ],
     )
-
-
-def compile_workflow_modules(where: Path = Path(workflows.__file__).parent) -> bool:
-    """Write the bytecode of `workflows/` if it is missing or stale, once, at start; False
-    (and a warning) when it could not be written.
-
-    Temporal's sandbox imports a workflow's module afresh for every run it starts. Where Python
-    may not write bytecode (PYTHONDONTWRITEBYTECODE, or a checkout the worker's user cannot
-    write: the image compiles it at build time) each of those imports compiled the module
-    from source: on the bench that was a third of the worker's CPU for each new recovery.
-    `compileall` writes it whatever PYTHONDONTWRITEBYTECODE says; a directory we cannot write
-    only costs that CPU, so it is a warning."""
-    if compileall.compile_dir(where, maxlevels=0, quiet=2):
-        return True
-    log.warning(
-        "could not write the bytecode of %s: each new workflow run compiles its module from "
-        "source (run `python -m compileall %s` as the files' owner)",
-        where,
-        where,
-    )
-    return False
 
 
 async def ensure_maintenance_schedule(client: Client, task_queue: str) -> None:
@@ -156,7 +146,6 @@ async def run_worker(settings: Settings) -> None:
             log.warning("Temporal at %s not reachable (%s); retrying", settings.temporal_address, e)
             await asyncio.sleep(2)
     await ensure_maintenance_schedule(client, settings.temporal_task_queue)
-    compile_workflow_modules()
     worker = build_worker(client, store, settings.temporal_task_queue, settings=settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

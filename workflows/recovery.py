@@ -20,13 +20,13 @@ from typing import Literal, assert_never
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-# The sandbox imports this module afresh for every workflow run it starts, and with it
-# everything it imports that is not passed through: the step modules below are
-# deterministic workflow code with no state of their own (constants and classes only), so
-# they are passed through as Temporal's sandbox guide recommends for such modules, and
-# imported once per worker. On the bench this cut the worker's CPU per new recovery by about
-# a third (bench/RESULTS.md). The rules of workflow code (no I/O, clock or randomness but
-# `workflow.*`) still hold for them; import-linter keeps I/O out of `workflows/`.
+# The worker passes every module of `workflows` through Temporal's sandbox (imported once per
+# worker, not afresh for each run: `worker.main.WORKFLOW_RUNNER`); the core modules below are
+# passed through here too, for any runner. None of them keeps state between runs, and the
+# sandbox checks nothing at run time in a passed-through module: the rules of workflow code
+# (no I/O, clock, randomness or settings but through `workflow.*`) are checked statically in
+# every module workflow code runs (`tests/unit/test_workflow_determinism.py`), and
+# import-linter keeps I/O out of `workflows/`.
 with workflow.unsafe.imports_passed_through():
     from recovery import constants as names
     from recovery.activity_defs import NotificationActivityDefs, RecoveryActivityDefs

@@ -13,6 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.reliability import support
+from worker.main import WORKFLOW_RUNNER
 from workflows.recovery import PaymentRecoveryWorkflow
 
 
@@ -25,7 +26,11 @@ async def test_replay_every_history_the_suite_produced() -> None:
         for _, history in support.HISTORIES:
             yield history
 
-    replayer = Replayer(workflows=[PaymentRecoveryWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[PaymentRecoveryWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
+    )
     results = await replayer.replay_workflows(histories(), raise_on_replay_failure=False)
     failures = {
         run_id: f"{type(err).__name__}: {err}" for run_id, err in results.replay_failures.items()

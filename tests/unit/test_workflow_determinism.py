@@ -1,9 +1,10 @@
 """Workflow code reads no clock, no randomness, no environment, no file and no network.
 
 Temporal's sandbox enforces this at run time only in the modules it imports afresh for each
-run. The modules a workflow runs but that are passed through the sandbox (the workflows'
-step modules and the core modules they import: `recovery.policy`'s `decide`, the models, the
-constants) run with nothing checking them. This test checks all of them, statically, with
+run, and the worker passes every module workflow code runs through it (`worker.main.
+WORKFLOW_RUNNER`: the workflows, their step modules, and the core modules they import:
+`recovery.policy`'s `decide`, the models, the constants), so nothing checks them at run time.
+This test checks all of them, statically, with
 ruff's banned-API rule (it resolves aliases and `from` imports): every module of ours that
 `workflows` imports, directly or not (found by import-linter's graph library, so a new module
 is covered the day a workflow imports it). import-linter's contract keeps the store, the PSP

@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from worker.main import WORKFLOW_RUNNER
 from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.receipts import CustomerReceiptWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
@@ -32,6 +33,7 @@ def replayer() -> Replayer:
             CustomerReceiptWorkflow,
         ],
         data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 
