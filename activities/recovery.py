@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeats import heartbeating
 from recovery.activity_defs import RecoveryActivityDefs
 from recovery.classifier import classify
-from recovery.constants import CHARGE_TRY_BUDGET
+from recovery.constants import CHARGE_TRY_BUDGET, WEBHOOK_STALLED_AFTER
 from recovery.errors import NotFound
 from recovery.logs import bind
 from recovery.models import (
@@ -352,6 +352,7 @@ class MaintenanceActivities:
             idempotency_older_than=self.IDEMPOTENCY_KEY_TTL,
             outbox_older_than=self.DELIVERED_OUTBOX_TTL,
             merchant_events_older_than=self.MERCHANT_EVENT_TTL,
+            webhooks_stalled_after=WEBHOOK_STALLED_AFTER,
         )
         activity.logger.info("pruned expired records: %s", pruned)
         return pruned

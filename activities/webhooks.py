@@ -1,5 +1,7 @@
-"""The merchant webhook delivery activity: one signed POST per try, logged, retried by
-Temporal (`workflows/webhooks.py`)."""
+"""The merchant webhook delivery activities: a pass over an endpoint's queue (signed POSTs,
+each logged, a failed one queued again with backoff: `WebhookEndpointWorkflow`), and one try
+of one delivery retried by Temporal (`WebhookDeliveryWorkflow`, for runs started before
+deliveries went per endpoint)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,26 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from recovery import webhook_urls
 from recovery.activity_defs import WebhookActivityDefs
-from recovery.constants import WEBHOOK_RETRY_POLICY
+from recovery.constants import (
+    WEBHOOK_PASS_CONCURRENCY,
+    WEBHOOK_PASS_SIZE,
+    WEBHOOK_RETRY_BACKOFF,
+    WEBHOOK_RETRY_FIRST,
+    WEBHOOK_RETRY_FOR,
+    WEBHOOK_RETRY_MAX,
+    WEBHOOK_RETRY_POLICY,
+)
 from recovery.logs import bind
 from recovery.merchant_events import EventType
-from recovery.models import WebhookDeliveryRequest, WebhookDeliveryResult
+from recovery.models import (
+    WebhookDeliveryRequest,
+    WebhookDeliveryResult,
+    WebhookPass,
+    WebhookPassRequest,
+)
 from recovery.retry_links import url_of
 from recovery.settings import Settings
-from recovery.store import DeliveryTarget, Store
+from recovery.store import DeliveryTarget, QueuedDelivery, Store, TryDone
 from recovery.webhook_signing import SecretSealer, signature_header
 
 log = logging.getLogger("recovery.webhooks")
@@ -57,6 +72,17 @@ def next_retry_at(info: activity.Info, now: datetime, tried_for: timedelta) -> d
     return now + interval
 
 
+def next_try_at(delivery: QueuedDelivery, now: datetime) -> datetime | None:
+    """When a queued delivery whose try (in a pass at `now`) failed is tried next: after
+    WEBHOOK_RETRY_FIRST, doubling up to WEBHOOK_RETRY_MAX, as long as that is within
+    WEBHOOK_RETRY_FOR of its first try; None when this was its last."""
+    tries = delivery.tries + 1
+    # in float seconds: the doubling outgrows any timedelta after ~45 tries
+    seconds = WEBHOOK_RETRY_FIRST.total_seconds() * WEBHOOK_RETRY_BACKOFF ** min(tries - 1, 64)
+    at = now + timedelta(seconds=min(seconds, WEBHOOK_RETRY_MAX.total_seconds()))
+    return None if at - (delivery.first_try_at or now) >= WEBHOOK_RETRY_FOR else at
+
+
 class WebhookActivities(WebhookActivityDefs):
     """Built by the worker with the store and settings; each method is one activity."""
 
@@ -67,6 +93,64 @@ class WebhookActivities(WebhookActivityDefs):
         self._development = settings.environment == "development"
         self._timeout = settings.webhook_timeout_seconds
         self._tls = ssl.create_default_context()
+
+    @activity.defn(name="deliver_queued_webhooks")
+    async def deliver_queued_webhooks(self, req: WebhookPassRequest) -> WebhookPass:
+        bind(merchant_id=req.merchant_id)
+        due = await self._store.webhook_deliveries_due(
+            req.merchant_id, req.endpoint_id, WEBHOOK_PASS_SIZE, req.now
+        )
+        if due.deliveries is None:
+            log.info("webhooks to %s: endpoint deleted, its queue dropped", req.endpoint_id)
+            return WebhookPass(endpoint_deleted=True)
+        signing: list[str] = []
+        if due.deliveries:
+            signing = [
+                self._sealer.open(req.merchant_id, req.endpoint_id, s)
+                for s in due.deliveries[0].target.secrets
+            ]
+        at_once = asyncio.Semaphore(WEBHOOK_PASS_CONCURRENCY)
+
+        async def one(delivery: QueuedDelivery) -> TryDone:
+            async with at_once:
+                return await self._try(delivery, signing, req.now)
+
+        done = list(await asyncio.gather(*(one(d) for d in due.deliveries)))
+        more_due, next_at = await self._store.record_webhook_tries(req.endpoint_id, done, req.now)
+        return WebhookPass(
+            tried=len(done),
+            delivered=sum(d.delivered for d in done),
+            gave_up=sum(not d.delivered and d.next_try_at is None for d in done),
+            more_due=more_due,
+            next_try_at=next_at,
+        )
+
+    async def _try(self, delivery: QueuedDelivery, signing: list[str], now: datetime) -> TryDone:
+        """One POST of a queued delivery, and what comes of it (logged by the caller); a
+        failed one is due again counting from the pass's `now`."""
+        target = delivery.target
+        body = envelope(target, await self._data(target))
+        attempted_at = datetime.now(UTC)
+        started = time.monotonic()
+        status_code, error = await self._post(target, body, signing)
+        delivered = status_code is not None and 200 <= status_code < 300
+        log.info(
+            "webhook %s (%s) to %s, try %d: %s",
+            target.event_id,
+            target.event_type,
+            target.endpoint_id,
+            delivery.tries + 1,
+            status_code if delivered else error,
+        )
+        return TryDone(
+            delivery=delivery,
+            attempted_at=attempted_at,
+            status_code=status_code,
+            error=error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            delivered=delivered,
+            next_try_at=None if delivered else next_try_at(delivery, now),
+        )
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:

@@ -1,4 +1,6 @@
-"""The outbox relay: hands committed failure events to their recovery workflows.
+"""The outbox relay: hands committed failure events to their recovery workflows, and the
+other rows of the outbox to theirs (refunds, watchers, receipts, signals for a running
+recovery, and the wakes of merchant webhook endpoints: one per endpoint per batch).
 
 Runs inside each API process. It wakes on LISTEN/NOTIFY right after an ingest commits, and
 also sweeps every few seconds, so nothing waits on a lost notification. Rows are claimed
@@ -18,6 +20,7 @@ from datetime import timedelta
 import asyncpg
 from pydantic import BaseModel
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from recovery.constants import (
@@ -25,13 +28,16 @@ from recovery.constants import (
     OUTBOX_START_REFUND,
     OUTBOX_START_WATCH,
     OUTBOX_START_WEBHOOK,
+    OUTBOX_WAKE_WEBHOOKS,
     RECEIPT_WORKFLOW,
     REFUND_WORKFLOW,
     SIGNAL_PAYMENT_FAILED,
     SIGNAL_PAYMENT_METHOD_UPDATED,
     SIGNAL_PAYMENT_SUCCEEDED,
+    SIGNAL_WEBHOOKS_QUEUED,
     WATCH_WORKFLOW,
     WEBHOOK_DELIVERY_WORKFLOW,
+    WEBHOOK_ENDPOINT_WORKFLOW,
 )
 from recovery.errors import Unavailable
 from recovery.models import (
@@ -41,6 +47,7 @@ from recovery.models import (
     RefundRequest,
     SendNotification,
     WebhookDeliveryRequest,
+    WebhookEndpointInput,
 )
 from recovery.store import OUTBOX_CHANNEL, OutboxRow, Store
 from recovery.temporal import deliver_failure, start_once
@@ -87,9 +94,16 @@ class OutboxRelay:
         self._stopping = False
 
     async def _deliver(self, rows: Sequence[OutboxRow]) -> dict[int, str | None]:
+        # one wake per endpoint in a batch, however many of its deliveries were queued
+        wakes: dict[str, asyncio.Future[None]] = {}
+
         async def one(row: OutboxRow) -> str | None:
             try:
-                if row.signal == SIGNAL_PAYMENT_FAILED:
+                if row.signal == OUTBOX_WAKE_WEBHOOKS:
+                    if row.workflow_id not in wakes:
+                        wakes[row.workflow_id] = asyncio.ensure_future(self._wake_endpoint(row))
+                    await wakes[row.workflow_id]
+                elif row.signal == SIGNAL_PAYMENT_FAILED:
                     await deliver_failure(
                         self._client,
                         row.event,
@@ -114,6 +128,18 @@ class OutboxRelay:
 
         results = await asyncio.gather(*(one(r) for r in rows))
         return {row.id: err for row, err in zip(rows, results, strict=True)}
+
+    async def _wake_endpoint(self, row: OutboxRow) -> None:
+        """Signal-with-start the endpoint's delivery workflow: its queue has work."""
+        await self._client.start_workflow(
+            WEBHOOK_ENDPOINT_WORKFLOW,
+            WebhookEndpointInput.model_validate(row.payload),
+            id=row.workflow_id,
+            task_queue=self._task_queue,
+            start_signal=SIGNAL_WEBHOOKS_QUEUED,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            rpc_timeout=self._rpc_timeout,
+        )
 
     async def _signal_running(self, row: OutboxRow) -> None:
         """Signal the running recovery; none running (it ended) means nothing to do."""

@@ -23,7 +23,7 @@ from typing import Any
 from bench import load
 from bench.common import Ctx, failure_body, wait_for
 from bench.stats import summary
-from recovery.constants import OUTBOX_START_WEBHOOK
+from recovery.constants import OUTBOX_WAKE_WEBHOOKS
 from scripts.stack import HOST, free_port
 
 
@@ -126,12 +126,12 @@ async def bench_notify(ctx: Ctx) -> dict[str, Any]:
             "SELECT id, type, created_at FROM merchant_events WHERE merchant_id = $1",
             merchant_id,
         )
-        # where a webhook's time goes: the outbox (commit to its delivery workflow started)
-        # and the worker (the workflow started to the first try's record)
+        # where a webhook's time goes: the outbox (commit to its endpoint's workflow woken)
+        # and the worker (woken to the first try's record)
         outbox_lag = await ctx.pool.fetch(
             "SELECT extract(epoch FROM delivered_at - created_at) AS s FROM outbox"
             " WHERE signal = $1 AND payload->>'merchant_id' = $2 AND delivered_at IS NOT NULL",
-            OUTBOX_START_WEBHOOK,
+            OUTBOX_WAKE_WEBHOOKS,
             merchant_id,
         )
         first_try = await ctx.pool.fetch(

@@ -494,7 +494,7 @@ def _notify(r: dict[str, Any]) -> list[str]:
         ["webhook: event to the receiver (every type)", f"{w['delivered']}/{w['events']}",
          pcts(w["lag_ms"])],
         *[[f"webhook `{t}`", lag["n"], pcts(lag)] for t, lag in w["lag_ms_by_type"].items()],
-        ["of which: event committed to its delivery workflow started (outbox)",
+        ["of which: event committed to its endpoint's workflow woken (outbox)",
          w["outbox_lag_ms"]["n"], pcts(w["outbox_lag_ms"])],
         ["of which: event committed to the first try (worker)", w["event_to_first_try_ms"]["n"],
          pcts(w["event_to_first_try_ms"])],

@@ -35,6 +35,8 @@ from recovery.models import (
     SendNotification,
     WebhookDeliveryRequest,
     WebhookDeliveryResult,
+    WebhookPass,
+    WebhookPassRequest,
 )
 from recovery.policy import BeginRecovery, CardAttemptRequest, RecoveryBegun, RetryPolicy
 
@@ -106,7 +108,16 @@ class RecoveryActivityDefs:
 
 
 class WebhookActivityDefs:
-    """What `WebhookDeliveryWorkflow` may ask of the outside world."""
+    """What `WebhookEndpointWorkflow` (and `WebhookDeliveryWorkflow`) may ask of the outside
+    world."""
+
+    @activity.defn(name="deliver_queued_webhooks")
+    async def deliver_queued_webhooks(self, req: WebhookPassRequest) -> WebhookPass:
+        """One pass over the endpoint's queue: every delivery due by `req.now` (up to
+        WEBHOOK_PASS_SIZE, WEBHOOK_PASS_CONCURRENCY at once) tried once and logged, a failed
+        one queued again with backoff or given up on; what is due next. Safe to retry: a
+        delivery is sent again only if its try was not recorded (at least once)."""
+        raise NotImplementedError
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, req: WebhookDeliveryRequest) -> WebhookDeliveryResult:

@@ -34,9 +34,15 @@ WATCH_WORKFLOW = "WatchPendingPaymentWorkflow"
 OUTBOX_START_REFUND = "start_refund"
 # ... and of this kind a WatchPendingPaymentWorkflow.
 OUTBOX_START_WATCH = "start_watch"
-# ... and of this kind a WebhookDeliveryWorkflow (one merchant event to one endpoint).
+# ... and of this kind a WebhookDeliveryWorkflow (one merchant event to one endpoint: queued
+# before merchant webhooks were delivered per endpoint; kept for the rows and runs left then).
 OUTBOX_START_WEBHOOK = "start_webhook"
 WEBHOOK_DELIVERY_WORKFLOW = "WebhookDeliveryWorkflow"
+# ... and of this kind the signal-with-start of an endpoint's WebhookEndpointWorkflow: its
+# queue (`webhook_queue`) has deliveries waiting. The relay sends one per endpoint per batch.
+OUTBOX_WAKE_WEBHOOKS = "wake_webhooks"
+WEBHOOK_ENDPOINT_WORKFLOW = "WebhookEndpointWorkflow"
+SIGNAL_WEBHOOKS_QUEUED = "webhooks_queued"
 # ... and of this kind a CustomerReceiptWorkflow (the receipt of a recovered payment).
 OUTBOX_START_RECEIPT = "start_receipt"
 RECEIPT_WORKFLOW = "CustomerReceiptWorkflow"
@@ -89,10 +95,15 @@ def watch_workflow_id(merchant_id: str, psp: str, psp_payment_id: str) -> str:
 
 
 def webhook_workflow_id(endpoint_id: str, event_id: str, redelivery: str | None = None) -> str:
-    """The one workflow that delivers a merchant event to an endpoint (a redelivery asked for
-    by people is a workflow of its own, with the same `webhook-id`)."""
+    """The one workflow that delivered a merchant event to an endpoint before deliveries went
+    per endpoint (`webhook_endpoint_workflow_id`)."""
     base = f"webhook/{endpoint_id}/{event_id}"
     return f"{base}/{redelivery}" if redelivery else base
+
+
+def webhook_endpoint_workflow_id(endpoint_id: str) -> str:
+    """The one workflow that delivers everything queued for an endpoint."""
+    return f"webhooks/{endpoint_id}"
 
 
 def attempt_idempotency_key(recovery_id: str, attempt: int) -> str:
@@ -134,6 +145,22 @@ WEBHOOK_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=WEBHOOK_RETRY_BACKOFF,
     maximum_interval=WEBHOOK_RETRY_MAX,
 )
+# An endpoint's workflow delivers what is due in passes: one activity takes up to
+# WEBHOOK_PASS_SIZE deliveries, WEBHOOK_PASS_CONCURRENCY at once (at most 5 tries' timeouts
+# in a row: within WEBHOOK_PASS_START_TO_CLOSE). With nothing queued it ends after
+# WEBHOOK_ENDPOINT_IDLE (the next event starts it again); it continues as new after
+# WEBHOOK_PASSES_PER_RUN passes, to keep its history short.
+WEBHOOK_PASS_SIZE = 50
+WEBHOOK_PASS_CONCURRENCY = 10
+WEBHOOK_PASS_START_TO_CLOSE = timedelta(minutes=2)
+WEBHOOK_PASS_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
+WEBHOOK_ENDPOINT_IDLE = timedelta(minutes=10)
+WEBHOOK_PASSES_PER_RUN = 200
+# A queued delivery this late (its endpoint's workflow gone: terminated by hand) gets its
+# endpoint woken again by the maintenance run.
+WEBHOOK_STALLED_AFTER = timedelta(minutes=15)
 
 # An e-mail the SMTP server defers is tried this many times (10 s apart at first, doubling,
 # at most 30 min apart: about 8 hours in all); the last try's failure marks it failed.

@@ -447,8 +447,35 @@ class WebhookEvent(BaseModel):
 # ---- merchant webhooks ----------------------------------------------------------------------
 
 
+class WebhookEndpointInput(BaseModel):
+    """The endpoint a `WebhookEndpointWorkflow` delivers to."""
+
+    merchant_id: str
+    endpoint_id: str
+
+
+class WebhookPassRequest(WebhookEndpointInput):
+    """One pass over the endpoint's queue, on the workflow's clock: what is due by `now` is
+    tried, and a failed try is queued again from `now` (so the retries keep the workflow's
+    time, also where tests skip it)."""
+
+    now: datetime
+
+
+class WebhookPass(BaseModel):
+    """One pass over an endpoint's queue: what it tried, and when the next is due."""
+
+    tried: int = 0
+    delivered: int = 0
+    gave_up: int = 0
+    endpoint_deleted: bool = False
+    more_due: bool = False  # more deliveries are due now: the next pass starts at once
+    next_try_at: datetime | None = None  # else the earliest one queued, if any
+
+
 class WebhookDeliveryRequest(BaseModel):
-    """Deliver one merchant event to one endpoint (`WebhookDeliveryWorkflow`)."""
+    """One merchant event to one endpoint: a try's log row names it (and it was the argument
+    of a `WebhookDeliveryWorkflow`, before deliveries went per endpoint)."""
 
     merchant_id: str
     endpoint_id: str

@@ -37,7 +37,7 @@ from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.receipts import CustomerReceiptWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
-from workflows.webhooks import WebhookDeliveryWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow, WebhookEndpointWorkflow
 
 log = logging.getLogger("recovery.worker")
 
@@ -83,6 +83,7 @@ def build_worker(
             PaymentRecoveryWorkflow,
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
+            WebhookEndpointWorkflow,
             WebhookDeliveryWorkflow,
             CustomerReceiptWorkflow,
             MaintenanceWorkflow,
@@ -105,6 +106,7 @@ def build_worker(
             recovery.refund_duplicate_payment,
             recovery.check_refund,
             maintenance.prune_expired_records,
+            webhooks.deliver_queued_webhooks,
             webhooks.deliver_webhook,
         ],
     )

@@ -42,6 +42,7 @@ from recovery.store import (
     recoveries,
     sessions,
     simulator,
+    webhook_queue,
     webhooks,
 )
 from recovery.store.records import (
@@ -54,6 +55,7 @@ from recovery.store.records import (
     ConsoleSession,
     DayFigures,
     DeliveryTarget,
+    DueDeliveries,
     FailureEventRecord,
     IngestResult,
     LinkSummary,
@@ -73,6 +75,7 @@ from recovery.store.records import (
     SealedSecret,
     SimulatorCheckout,
     StoredPSPCredentials,
+    TryDone,
     WebhookDeliveryRecord,
     WebhookEndpointRecord,
 )
@@ -446,6 +449,16 @@ class Store:
             next_retry_at=next_retry_at,
         )
 
+    async def webhook_deliveries_due(
+        self, merchant_id: str, endpoint_id: str, limit: int, now: datetime
+    ) -> DueDeliveries:
+        return await webhook_queue.due(self.pool, merchant_id, endpoint_id, limit, now)
+
+    async def record_webhook_tries(
+        self, endpoint_id: str, done: list[TryDone], now: datetime
+    ) -> tuple[bool, datetime | None]:
+        return await webhook_queue.record_tries(self.pool, endpoint_id, done, now)
+
     async def recovery_webhook_events(
         self, merchant_id: str, recovery_id: str
     ) -> list[MerchantEventRecord]:
@@ -537,12 +550,14 @@ class Store:
         idempotency_older_than: timedelta,
         outbox_older_than: timedelta,
         merchant_events_older_than: timedelta,
+        webhooks_stalled_after: timedelta,
     ) -> dict[str, int]:
         return await maintenance.prune(
             self.pool,
             idempotency_older_than=idempotency_older_than,
             outbox_older_than=outbox_older_than,
             merchant_events_older_than=merchant_events_older_than,
+            webhooks_stalled_after=webhooks_stalled_after,
         )
 
     async def metrics_snapshot(self) -> MetricsSnapshot:

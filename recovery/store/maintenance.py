@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from recovery.store import merchant_webhooks
+from recovery.store import merchant_webhooks, webhook_queue
 from recovery.store.db import affected, connection
 from recovery.store.records import MetricsSnapshot
 
@@ -17,7 +17,9 @@ async def prune(
     idempotency_older_than: timedelta,
     outbox_older_than: timedelta,
     merchant_events_older_than: timedelta,
+    webhooks_stalled_after: timedelta,
 ) -> dict[str, int]:
+    """Expired rows go; endpoints whose deliveries are overdue are woken again."""
     async with connection(pool) as conn:
         keys = await conn.execute(
             "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval",
@@ -28,10 +30,12 @@ async def prune(
             outbox_older_than,
         )
         events = await merchant_webhooks.prune(conn, merchant_events_older_than)
+        woken = await webhook_queue.wake_stalled(conn, webhooks_stalled_after)
     return {
         "idempotency_keys": affected(keys),
         "outbox": affected(outbox),
         "merchant_events": events,
+        "webhook_endpoints_woken": woken,
     }
 
 

@@ -3,8 +3,9 @@
 Events are written in the transaction of the change they tell of (a recovery's state write,
 a link, a payment received after the end, a duplicate's refund), once: each has a dedupe key
 derived from what happened, and its id from that key. For every endpoint of the merchant
-subscribed to its type, the same transaction queues the start of a WebhookDeliveryWorkflow
-through the outbox, so a crash right after the commit loses no delivery.
+subscribed to its type, the same transaction queues its delivery (`webhook_queue.py`: the
+endpoint's WebhookEndpointWorkflow is woken through the outbox), so a crash right after the
+commit loses no delivery.
 
 Every read and write takes the merchant id: a merchant never sees another's endpoints,
 events or deliveries.
@@ -18,7 +19,6 @@ from typing import Any
 
 import asyncpg
 
-from recovery.constants import OUTBOX_START_WEBHOOK, webhook_workflow_id
 from recovery.errors import NotFound, RecoveryError
 from recovery.merchant_events import (
     NOT_FAILED,
@@ -38,7 +38,6 @@ from recovery.store.db import (
     new_id,
     transaction,
 )
-from recovery.store.outbox import queue_signal
 from recovery.store.policies import policy_version
 from recovery.store.records import (
     DeliveryTarget,
@@ -48,6 +47,7 @@ from recovery.store.records import (
     WebhookEndpointRecord,
 )
 from recovery.store.views import read_payments, recovery_view
+from recovery.store.webhook_queue import enqueue
 from recovery.views import (
     AttemptFailedOut,
     FailedAttemptOut,
@@ -101,21 +101,8 @@ async def emit(
         type.value,
     )
     for endpoint in endpoints:
-        await _queue_delivery(
-            conn,
-            WebhookDeliveryRequest(
-                merchant_id=merchant_id, endpoint_id=endpoint["id"], event_id=event_id
-            ),
-        )
+        await enqueue(conn, merchant_id, endpoint["id"], event_id)
     return str(event_id)
-
-
-async def _queue_delivery(
-    conn: asyncpg.Connection, req: WebhookDeliveryRequest, redelivery: str | None = None
-) -> str:
-    workflow_id = webhook_workflow_id(req.endpoint_id, req.event_id, redelivery)
-    await queue_signal(conn, workflow_id, OUTBOX_START_WEBHOOK, req)
-    return workflow_id
 
 
 async def shown(conn: asyncpg.Connection, recovery_id: str) -> Shown | None:
@@ -336,16 +323,18 @@ async def list_endpoints(pool: asyncpg.Pool, merchant_id: str) -> list[WebhookEn
 
 
 async def delete_endpoint(pool: asyncpg.Pool, merchant_id: str, endpoint_id: str) -> None:
-    """No delivery to it from now on (each try checks); 404 for none of the merchant's."""
-    async with connection(pool) as conn:
+    """No delivery to it from now on: what is queued for it goes (a pass in flight checks
+    again before its next); 404 for none of the merchant's."""
+    async with transaction(pool) as conn:
         done = await conn.execute(
             "UPDATE webhook_endpoints SET deleted_at = clock_timestamp()"
             " WHERE merchant_id = $1 AND id = $2 AND deleted_at IS NULL",
             merchant_id,
             endpoint_id,
         )
-    if not affected(done):
-        raise NotFound(f"no webhook endpoint {endpoint_id!r}")
+        if not affected(done):
+            raise NotFound(f"no webhook endpoint {endpoint_id!r}")
+        await conn.execute("DELETE FROM webhook_queue WHERE endpoint_id = $1", endpoint_id)
 
 
 async def rotate_secret(
@@ -528,8 +517,9 @@ async def recovery_events(
 async def queue_redelivery(
     pool: asyncpg.Pool, merchant_id: str, endpoint_id: str, event_id: str
 ) -> str:
-    """Deliver an event again (a new delivery with the same `webhook-id`), through the
-    outbox; 404 unless both are the merchant's (the endpoint not deleted). Its workflow id."""
+    """Deliver an event again (a new delivery with the same `webhook-id`, queued for the
+    endpoint); 404 unless both are the merchant's (the endpoint not deleted). The id of the
+    endpoint's workflow, which delivers it."""
     async with transaction(pool) as conn:
         found = await conn.fetchrow(
             "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE merchant_id = $1 AND id = $2"
@@ -543,13 +533,7 @@ async def queue_redelivery(
             raise NotFound(f"no webhook endpoint {endpoint_id!r}")
         if not found["event"]:
             raise NotFound(f"no event {event_id!r}", field="event_id")
-        return await _queue_delivery(
-            conn,
-            WebhookDeliveryRequest(
-                merchant_id=merchant_id, endpoint_id=endpoint_id, event_id=event_id, manual=True
-            ),
-            redelivery=new_id("redelivery"),
-        )
+        return await enqueue(conn, merchant_id, endpoint_id, event_id, manual=True)
 
 
 async def prune(conn: asyncpg.Connection, older_than: timedelta) -> int:

@@ -260,6 +260,38 @@ class DeliveryTarget:
 
 
 @dataclass(frozen=True)
+class QueuedDelivery:
+    """One queued delivery, as a pass sends it."""
+
+    id: str
+    target: DeliveryTarget
+    manual: bool
+    tries: int  # before this one
+    first_try_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DueDeliveries:
+    """What a pass has to send: None when the endpoint is deleted (or not the merchant's)."""
+
+    deliveries: tuple[QueuedDelivery, ...] | None
+
+
+@dataclass(frozen=True)
+class TryDone:
+    """One try's outcome, to log and to move its queue row on: `next_try_at` None with no
+    2xx is the last try (given up)."""
+
+    delivery: QueuedDelivery
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    delivered: bool
+    next_try_at: datetime | None
+
+
+@dataclass(frozen=True)
 class WebhookDeliveryRecord:
     id: str
     endpoint_id: str

@@ -113,7 +113,8 @@ async def endpoint_with_event(
 ) -> tuple[str, str, str]:
     """An endpoint of the merchant at `url` and one event of theirs (a recovery's
     `recovery.started`, written by the store as a worker writes it): (endpoint id, event
-    id, secret). Its delivery is queued in the outbox; start it, or relay it, to send it."""
+    id, secret). Its delivery is queued (`webhook_queue`, with the outbox row that wakes the
+    endpoint's workflow); start that workflow, or relay the row, to send it."""
     endpoint_id, secret = f"we_{uuid.uuid4().hex}", new_secret()
     await store.create_webhook_endpoint(
         endpoint_id=endpoint_id,
@@ -123,6 +124,12 @@ async def endpoint_with_event(
         events=None,
         secret=SecretSealer(settings.credentials_keys()).seal(merchant_id, endpoint_id, secret),
     )
+    return endpoint_id, await recovery_started(store, merchant_id), secret
+
+
+async def recovery_started(store: Store, merchant_id: str) -> str:
+    """A new recovery's `recovery.started` event, as a worker writes it (queued for each of
+    the merchant's endpoints): its id."""
     body = failure_body(f"hooks-{uuid.uuid4().hex[:12]}")
     res = await ingest(store, merchant_id, body)
     recovery_id = res.body["recovery_id"]
@@ -134,4 +141,4 @@ async def endpoint_with_event(
     event_id = await store.pool.fetchval(
         "SELECT id FROM merchant_events WHERE recovery_id = $1", recovery_id
     )
-    return endpoint_id, str(event_id), secret
+    return str(event_id)

@@ -37,6 +37,7 @@ from recovery.models import (
     ResumeRequest,
     SendNotification,
     WebhookDeliveryRequest,
+    WebhookEndpointInput,
     WebhookEvent,
 )
 from recovery.policy import RetryPolicy
@@ -739,6 +740,28 @@ async def record_webhook_deliveries(env: WorkflowEnvironment, store: Store) -> N
     await _record_webhook_delivery(env, store, "webhook_gave_up_after_three_days", [], 503)
 
 
+async def record_webhook_endpoint(env: WorkflowEnvironment, store: Store) -> None:
+    """WebhookEndpointWorkflow: started by the relay's signal-with-start; its first pass
+    gets a 500, the retry's pass (5 s later, on the run's timer) a 200; the queue empty, the
+    run waits idle for 10 minutes and ends."""
+    out = HERE / "webhook_endpoint_retried_then_idle.json"
+    if out.exists():
+        return
+    with webhook_receiver([500], 200) as receiver:
+        endpoint_id, _, _ = await endpoint_with_event(store, MERCHANT, receiver.url, SETTINGS[0])
+        handle = await env.client.start_workflow(
+            names.WEBHOOK_ENDPOINT_WORKFLOW,
+            WebhookEndpointInput(merchant_id=MERCHANT, endpoint_id=endpoint_id),
+            id=names.webhook_endpoint_workflow_id(endpoint_id),
+            task_queue="replay",
+            start_signal=names.SIGNAL_WEBHOOKS_QUEUED,
+        )
+        await handle.result()
+    history = await handle.fetch_history()
+    out.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    print("wrote", out)
+
+
 async def _record_webhook_delivery(
     env: WorkflowEnvironment, store: Store, name: str, answers: list[int], default: int
 ) -> None:
@@ -842,6 +865,7 @@ async def main() -> None:
         await record_refund_pending(env, store)
         await record_late_watch(env, store)
         await record_webhook_deliveries(env, store)
+        await record_webhook_endpoint(env, store)
         await record_receipts(env, store)
     rzp.__exit__(None, None, None)
     sink.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.webhooks import WebhookActivities
 from recovery.auth import generate_key, register_key
-from recovery.models import WebhookDeliveryRequest
+from recovery.models import WebhookPassRequest
 from recovery.store import Store
 from tests.helpers import Stack, add_merchant, running_stack, scheduled_recovery
 from tests.helpers.stack import stack_settings
@@ -358,14 +359,15 @@ async def test_recovery_page_lists_its_merchant_events_and_their_deliveries(
             endpoint_id, event_id, _ = await endpoint_with_event(
                 store, api.merchant_id, receiver.url, api.settings
             )
-            req = WebhookDeliveryRequest(
-                merchant_id=api.merchant_id, endpoint_id=endpoint_id, event_id=event_id
+            req = WebhookPassRequest(
+                merchant_id=api.merchant_id, endpoint_id=endpoint_id, now=datetime.now(UTC)
             )
             dev = stack_settings(pg_dsn, address, "unused", environment="development")
-            deliver = WebhookActivities(store, dev).deliver_webhook
-            with pytest.raises(Exception, match="500"):  # retried by Temporal
-                await ActivityEnvironment().run(deliver, req)
-            assert (await ActivityEnvironment().run(deliver, req)).status == "delivered"
+            deliver = WebhookActivities(store, dev).deliver_queued_webhooks
+            first = await ActivityEnvironment().run(deliver, req)  # the 500: queued again
+            assert first.tried == 1 and first.delivered == 0 and first.next_try_at
+            again = req.model_copy(update={"now": first.next_try_at})
+            assert (await ActivityEnvironment().run(deliver, again)).delivered == 1
             _, other_run_event, _ = await endpoint_with_event(
                 store, api.merchant_id, receiver.url, api.settings
             )
@@ -378,9 +380,10 @@ async def test_recovery_page_lists_its_merchant_events_and_their_deliveries(
     section = page[page.index('id="webhooks-title"') : page.index('id="audit-title"')]
     assert "<code>recovery.started</code>" in section and event_id in section
     tries = re.findall(
-        rf"<code>{endpoint_id}</code> try 1, [^<]+ UTC:\s*<strong>(\d+|no answer)</strong>", section
+        rf"<code>{endpoint_id}</code> try (\d+), [^<]+ UTC:\s*<strong>(\d+|no answer)</strong>",
+        section,
     )
-    assert tries == ["500", "200"]
+    assert tries == [("1", "500"), ("2", "200")]
     assert other_run_event not in section
     # the store answers a merchant about its own recoveries only
     other_merchant, _ = await add_merchant(store)

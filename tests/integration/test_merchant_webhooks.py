@@ -1,4 +1,4 @@
-"""Merchant webhooks end to end: the API, the store's events, the relay, WebhookDeliveryWorkflow
+"""Merchant webhooks end to end: the API, the store's events, the relay, WebhookEndpointWorkflow
 on a Temporal dev server, and a real HTTP receiver on 127.0.0.1. Every signature is checked
 with the `standardwebhooks` package (a verifier none of us wrote).
 
@@ -27,13 +27,20 @@ from recovery.models import (
     Failure,
     RecoveryState,
     RecoveryStatus,
-    WebhookDeliveryRequest,
-    WebhookDeliveryResult,
     WebhookEvent,
+    WebhookPassRequest,
 )
+from recovery.settings import Settings
 from recovery.store import Store
 from tests.helpers import INGEST, eventually, failure_body, ingest, recovery
-from tests.helpers.stack import Stack, add_merchant, put_policy, running_stack, stack_settings
+from tests.helpers.stack import (
+    TEST_CREDENTIALS_KEY,
+    Stack,
+    add_merchant,
+    put_policy,
+    running_stack,
+    stack_settings,
+)
 from tests.helpers.stack import expedite as expedite_now
 from tests.helpers.webhooks import (
     Late,
@@ -330,12 +337,10 @@ async def test_a_deleted_endpoint_gets_nothing_more(api: Stack) -> None:
         await arrived(receiver, 2)  # the first try to each
         r = await api.http.delete(f"{ENDPOINTS}/{endpoint['id']}", headers=api.auth())
         assert r.status_code == 200, r.text
-        handle = api.temporal.get_workflow_handle(
-            names.webhook_workflow_id(endpoint["id"], event(receiver.received[0])["id"]),
-            result_type=WebhookDeliveryResult,
-        )
-        outcome = await handle.result()  # its next try (5 s later) found it deleted
-        assert outcome.status == "endpoint_deleted"
+        # its queue went with it: the retry due 5 s later is not made
+        queued = "SELECT count(*) FROM webhook_queue WHERE endpoint_id = $1"
+        assert await api.store.pool.fetchval(queued, endpoint["id"]) == 0
+        await asyncio.sleep(6)
         # a new event goes to the endpoint that is left only
         r = await api.http.post(f"/v1/recoveries/by_ref/{ref}/link", headers=api.auth())
         assert r.status_code == 201, r.text
@@ -415,6 +420,7 @@ async def test_redelivery_sends_the_event_again_with_the_same_id(api: Stack) -> 
             headers=api.auth(),
         )
         assert r.status_code == 202, r.text
+        assert r.json()["workflow_id"] == names.webhook_endpoint_workflow_id(endpoint["id"])
         _, again = await arrived(receiver, 2)
         r = await api.http.post(
             f"{ENDPOINTS}/{endpoint['id']}/redeliver",
@@ -659,7 +665,10 @@ async def test_old_events_are_pruned_once_their_recovery_ended(store: Store, mer
         )
 
     await store.prune(
-        idempotency_older_than=ttl, outbox_older_than=ttl, merchant_events_older_than=ttl
+        idempotency_older_than=ttl,
+        outbox_older_than=ttl,
+        merchant_events_older_than=ttl,
+        webhooks_stalled_after=ttl,
     )
     await store.save_state(state)
     assert await kept() == 1
@@ -667,9 +676,45 @@ async def test_old_events_are_pruned_once_their_recovery_ended(store: Store, mer
     assert (await store.finish(ended, [body["event_id"]])).finished
     await store.pool.execute(month_old, state.recovery_id)
     pruned = await store.prune(
-        idempotency_older_than=ttl, outbox_older_than=ttl, merchant_events_older_than=ttl
+        idempotency_older_than=ttl,
+        outbox_older_than=ttl,
+        merchant_events_older_than=ttl,
+        webhooks_stalled_after=ttl,
     )
     assert pruned["merchant_events"] >= 2 and await kept() == 0
+
+
+async def test_an_endpoint_with_overdue_deliveries_is_woken_by_maintenance(
+    store: Store, merchant: str
+) -> None:
+    """A delivery queued but long overdue (its endpoint's workflow gone: terminated by hand)
+    gets its endpoint's workflow woken again through the outbox; one on time does not."""
+    settings = Settings(environment="development", credentials_key=TEST_CREDENTIALS_KEY)
+    late, _, _ = await endpoint_with_event(store, merchant, "http://127.0.0.1:9/", settings)
+    on_time, _, _ = await endpoint_with_event(store, merchant, "http://127.0.0.1:9/", settings)
+    await store.pool.execute(
+        "UPDATE webhook_queue SET next_try_at = now() - interval '1 hour' WHERE endpoint_id = $1",
+        late,
+    )
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")  # as the relay did
+    ttl = timedelta(days=30)
+    pruned = await store.prune(
+        idempotency_older_than=ttl,
+        outbox_older_than=ttl,
+        merchant_events_older_than=ttl,
+        webhooks_stalled_after=timedelta(minutes=15),
+    )
+    assert pruned["webhook_endpoints_woken"] >= 1
+    woken = await store.pool.fetch(
+        "SELECT workflow_id, signal, payload FROM outbox WHERE delivered_at IS NULL"
+        " AND workflow_id = ANY($1::text[])",
+        [names.webhook_endpoint_workflow_id(e) for e in (late, on_time)],
+    )
+    assert [(w["workflow_id"], w["signal"]) for w in woken] == [
+        (names.webhook_endpoint_workflow_id(late), names.OUTBOX_WAKE_WEBHOOKS)
+    ]
+    assert woken[0]["payload"] == {"merchant_id": merchant, "endpoint_id": late}
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")
 
 
 async def test_a_delivery_to_a_private_address_fails_without_connecting(
@@ -683,16 +728,21 @@ async def test_a_delivery_to_a_private_address_fails_without_connecting(
         endpoint_id, event_id, _ = await endpoint_with_event(
             store, merchant, receiver.url, settings
         )
-        req = WebhookDeliveryRequest(
-            merchant_id=merchant, endpoint_id=endpoint_id, event_id=event_id
+        req = WebhookPassRequest(
+            merchant_id=merchant, endpoint_id=endpoint_id, now=datetime.now(UTC)
         )
-        with pytest.raises(Exception, match="not sent: the URL must be an https URL"):
-            await ActivityEnvironment().run(WebhookActivities(store, settings).deliver_webhook, req)
+        passed = await ActivityEnvironment().run(
+            WebhookActivities(store, settings).deliver_queued_webhooks, req
+        )
+        assert passed.tried == 1 and passed.delivered == 0 and passed.next_try_at is not None
         assert receiver.received == []
-        # the same try in development reaches it (the control)
+        # the same delivery's next try, in development, reaches it (the control)
         dev = stack_settings(pg_dsn, "unused:7233", "unused", environment="development")
-        done = await ActivityEnvironment().run(WebhookActivities(store, dev).deliver_webhook, req)
-        assert done.status == "delivered" and len(receiver.received) == 1
+        done = await ActivityEnvironment().run(
+            WebhookActivities(store, dev).deliver_queued_webhooks,
+            req.model_copy(update={"now": passed.next_try_at}),
+        )
+        assert done.delivered == 1 and len(receiver.received) == 1
     log = await store.pool.fetch(
         "SELECT status_code, error FROM webhook_deliveries WHERE event_id = $1"
         " ORDER BY attempted_at",

@@ -12,8 +12,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.relay import OutboxRelay
 from recovery import constants as names
+from recovery.settings import Settings
 from recovery.store import OutboxRow, Store
 from tests.helpers import eventually, failure_body, ingest
+from tests.helpers.stack import TEST_CREDENTIALS_KEY
+from tests.helpers.webhooks import endpoint_with_event, recovery_started
 from worker.main import build_worker, ensure_maintenance_schedule
 
 
@@ -141,3 +144,34 @@ async def test_a_relay_stops_even_when_a_cancel_is_lost(
     assert done, "stop() waits for ever on a relay whose cancel was lost"
     assert CancelSwallowingRelay.swallowed == 1
     assert relay._task is not None and relay._task.done()
+
+
+async def test_a_burst_of_deliveries_to_one_endpoint_wakes_its_workflow_once(
+    dev_env: WorkflowEnvironment, store: Store, merchant: str, pg_dsn: str
+) -> None:
+    """Each delivery queued asks for a wake of its endpoint's workflow; the relay sends one
+    signal-with-start per endpoint per batch, and marks every row that asked delivered."""
+    await store.pool.execute("UPDATE outbox SET delivered_at = now()")  # earlier tests' rows
+    settings = Settings(environment="development", credentials_key=TEST_CREDENTIALS_KEY)
+    endpoint_id, _, _ = await endpoint_with_event(store, merchant, "http://127.0.0.1:9/", settings)
+    for _ in range(20):
+        await recovery_started(store, merchant)
+    workflow_id = names.webhook_endpoint_workflow_id(endpoint_id)
+    relay = OutboxRelay(
+        store, dev_env.client, dsn=pg_dsn, task_queue=f"tq-{uuid.uuid4()}", sweep_seconds=3600
+    )
+    delivered, failed = await relay.relay_once()  # no worker on that queue: the run waits
+    assert failed == 0 and delivered >= 21
+    rows = await store.pool.fetch(
+        "SELECT delivered_at FROM outbox WHERE workflow_id = $1", workflow_id
+    )
+    assert len(rows) == 21 and all(r["delivered_at"] for r in rows)
+    history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert len(signals) == 1
+    assert signals[0].workflow_execution_signaled_event_attributes.signal_name == (
+        names.SIGNAL_WEBHOOKS_QUEUED
+    )
+    await dev_env.client.get_workflow_handle(workflow_id).terminate("test over")

@@ -17,7 +17,7 @@ from workflows.pending import WatchPendingPaymentWorkflow
 from workflows.receipts import CustomerReceiptWorkflow
 from workflows.recovery import PaymentRecoveryWorkflow
 from workflows.refunds import RefundDuplicatePaymentWorkflow
-from workflows.webhooks import WebhookDeliveryWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow, WebhookEndpointWorkflow
 
 HISTORIES_DIR = Path(__file__).parent.parent / "histories"
 HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
@@ -30,6 +30,7 @@ def replayer() -> Replayer:
             RefundDuplicatePaymentWorkflow,
             WatchPendingPaymentWorkflow,
             WebhookDeliveryWorkflow,
+            WebhookEndpointWorkflow,
             CustomerReceiptWorkflow,
         ],
         data_converter=pydantic_data_converter,
