@@ -10,6 +10,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from recovery import webhook_urls
 from recovery.activity_defs import WebhookActivityDefs
 from recovery.constants import (
     WEBHOOK_PASS_CONCURRENCY,
+    WEBHOOK_PASS_SECONDS,
     WEBHOOK_PASS_SIZE,
     WEBHOOK_RETRY_BACKOFF,
     WEBHOOK_RETRY_FIRST,
@@ -96,43 +98,78 @@ class WebhookActivities(WebhookActivityDefs):
 
     @activity.defn(name="deliver_queued_webhooks")
     async def deliver_queued_webhooks(self, req: WebhookPassRequest) -> WebhookPass:
+        """Rounds of up to WEBHOOK_PASS_SIZE deliveries, for as long as more are due and
+        WEBHOOK_PASS_SECONDS allow: a backlog drains without a workflow task between every
+        round. The pass's clock is the workflow's `now` plus the time the pass has taken."""
         bind(merchant_id=req.merchant_id)
-        due = await self._store.webhook_deliveries_due(
-            req.merchant_id, req.endpoint_id, WEBHOOK_PASS_SIZE, req.now
-        )
-        if due.deliveries is None:
-            log.info("webhooks to %s: endpoint deleted, its queue dropped", req.endpoint_id)
-            return WebhookPass(endpoint_deleted=True)
-        signing: list[str] = []
-        if due.deliveries:
+        started = time.monotonic()
+        passed = WebhookPass(more_due=True)
+        while passed.more_due and time.monotonic() - started < WEBHOOK_PASS_SECONDS:
+            now = req.now + timedelta(seconds=time.monotonic() - started)
+            due = await self._store.webhook_deliveries_due(
+                req.merchant_id, req.endpoint_id, WEBHOOK_PASS_SIZE, now
+            )
+            if due.deliveries is None:
+                log.info("webhooks to %s: endpoint deleted, its queue dropped", req.endpoint_id)
+                return WebhookPass(endpoint_deleted=True)
             signing = [
                 self._sealer.open(req.merchant_id, req.endpoint_id, s)
-                for s in due.deliveries[0].target.secrets
+                for s in (due.deliveries[0].target.secrets if due.deliveries else ())
             ]
+            done = await self._send_all(list(due.deliveries), signing, now)
+            more_due, next_at = await self._store.record_webhook_tries(req.endpoint_id, done, now)
+            passed = WebhookPass(
+                tried=passed.tried + len(done),
+                delivered=passed.delivered + sum(d.delivered for d in done),
+                gave_up=passed.gave_up
+                + sum(not d.delivered and d.next_try_at is None for d in done),
+                more_due=more_due,
+                next_try_at=next_at,
+            )
+        return passed
+
+    async def _send_all(
+        self, deliveries: list[QueuedDelivery], signing: list[str], now: datetime
+    ) -> list[TryDone]:
+        """A pass's POSTs, WEBHOOK_PASS_CONCURRENCY at once, all to the one endpoint: its URL
+        checked and resolved once, and one client whose connections are kept between them."""
+        if not deliveries:
+            return []
+        url = deliveries[0].target.url
+        try:
+            dest = await webhook_urls.resolve(url, development=self._development)
+        except webhook_urls.UrlNotAllowed as e:
+            reason = f"not sent: the URL {e.message}"
+
+            async def refuse(_target: DeliveryTarget, _body: bytes) -> tuple[int | None, str]:
+                return None, reason
+
+            return [await self._try(d, now, refuse) for d in deliveries]
         at_once = asyncio.Semaphore(WEBHOOK_PASS_CONCURRENCY)
+        async with self._client() as client:
 
-        async def one(delivery: QueuedDelivery) -> TryDone:
-            async with at_once:
-                return await self._try(delivery, signing, req.now)
+            async def post(target: DeliveryTarget, body: bytes) -> tuple[int | None, str | None]:
+                return await self._post_to(client, dest, target, body, signing)
 
-        done = list(await asyncio.gather(*(one(d) for d in due.deliveries)))
-        more_due, next_at = await self._store.record_webhook_tries(req.endpoint_id, done, req.now)
-        return WebhookPass(
-            tried=len(done),
-            delivered=sum(d.delivered for d in done),
-            gave_up=sum(not d.delivered and d.next_try_at is None for d in done),
-            more_due=more_due,
-            next_try_at=next_at,
-        )
+            async def one(delivery: QueuedDelivery) -> TryDone:
+                async with at_once:
+                    return await self._try(delivery, now, post)
 
-    async def _try(self, delivery: QueuedDelivery, signing: list[str], now: datetime) -> TryDone:
+            return list(await asyncio.gather(*(one(d) for d in deliveries)))
+
+    async def _try(
+        self,
+        delivery: QueuedDelivery,
+        now: datetime,
+        post: Callable[[DeliveryTarget, bytes], Awaitable[tuple[int | None, str | None]]],
+    ) -> TryDone:
         """One POST of a queued delivery, and what comes of it (logged by the caller); a
         failed one is due again counting from the pass's `now`."""
         target = delivery.target
         body = envelope(target, await self._data(target))
         attempted_at = datetime.now(UTC)
         started = time.monotonic()
-        status_code, error = await self._post(target, body, signing)
+        status_code, error = await post(target, body)
         delivered = status_code is not None and 200 <= status_code < 300
         log.info(
             "webhook %s (%s) to %s, try %d: %s",
@@ -213,14 +250,35 @@ class WebhookActivities(WebhookActivityDefs):
                 data = data | {"link": data["link"] | {"url": url_of(view, self._settings)}}
         return data
 
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=self._tls,
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: we connect where we checked
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=WEBHOOK_PASS_CONCURRENCY),
+        )
+
     async def _post(
         self, target: DeliveryTarget, body: bytes, signing: list[str]
     ) -> tuple[int | None, str | None]:
-        """One POST to an address the URL's check allowed: (status code, error)."""
+        """One POST to an address the URL's check allowed, on a client of its own."""
         try:
             dest = await webhook_urls.resolve(target.url, development=self._development)
         except webhook_urls.UrlNotAllowed as e:
             return None, f"not sent: the URL {e.message}"
+        async with self._client() as client:
+            return await self._post_to(client, dest, target, body, signing)
+
+    async def _post_to(
+        self,
+        client: httpx.AsyncClient,
+        dest: webhook_urls.Destination,
+        target: DeliveryTarget,
+        body: bytes,
+        signing: list[str],
+    ) -> tuple[int | None, str | None]:
+        """One POST to `dest` (the URL checked, its addresses allowed): (status code, error)."""
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -232,15 +290,7 @@ class WebhookActivities(WebhookActivityDefs):
         }
         error = "no address to connect to"
         try:
-            async with (
-                asyncio.timeout(self._timeout),
-                httpx.AsyncClient(
-                    verify=self._tls,
-                    follow_redirects=False,
-                    trust_env=False,  # no proxy from the environment: we connect where we checked
-                    timeout=self._timeout,
-                ) as client,
-            ):
+            async with asyncio.timeout(self._timeout):
                 for address in dest.addresses:
                     try:
                         async with client.stream(

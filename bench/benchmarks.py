@@ -310,6 +310,7 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
     merchant_id, key = await ctx.merchant("scale")
     budget_end = time.monotonic() + sizes.scale_budget_seconds
     created = 0
+    posted = 0  # the next payment ref's number: a request that failed keeps its ref unused
     levels = []
     for level in sizes.scale:
         cpu = ctx.cpu()
@@ -322,13 +323,14 @@ async def bench_scale(ctx: Ctx) -> dict[str, Any]:
                 ctx,
                 key,
                 min(sizes.scale_chunk, level - created),
-                lambda i, base=created: failure_body(
+                lambda i, base=posted: failure_body(
                     f"scl-{base + i}", pm=f"pm_bench_scl_{base + i}"
                 ),
                 seconds=max(budget_end - time.monotonic(), 10.0),
             )
             runs.append(r)
             created += r.ok
+            posted += r.sent
             if r.ok == 0:
                 break
             await wait_scheduled(

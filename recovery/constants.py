@@ -145,13 +145,15 @@ WEBHOOK_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=WEBHOOK_RETRY_BACKOFF,
     maximum_interval=WEBHOOK_RETRY_MAX,
 )
-# An endpoint's workflow delivers what is due in passes: one activity takes up to
+# An endpoint's workflow delivers what is due in passes: one activity takes rounds of up to
 # WEBHOOK_PASS_SIZE deliveries, WEBHOOK_PASS_CONCURRENCY at once (at most 5 tries' timeouts
-# in a row: within WEBHOOK_PASS_START_TO_CLOSE). With nothing queued it ends after
-# WEBHOOK_ENDPOINT_IDLE (the next event starts it again); it continues as new after
-# WEBHOOK_PASSES_PER_RUN passes, to keep its history short.
+# in a row), while more are due and for at most WEBHOOK_PASS_SECONDS (so a pass ends within
+# WEBHOOK_PASS_START_TO_CLOSE). With nothing queued it ends after WEBHOOK_ENDPOINT_IDLE (the
+# next event starts it again); it continues as new after WEBHOOK_PASSES_PER_RUN passes, to
+# keep its history short.
 WEBHOOK_PASS_SIZE = 50
 WEBHOOK_PASS_CONCURRENCY = 10
+WEBHOOK_PASS_SECONDS = 30
 WEBHOOK_PASS_START_TO_CLOSE = timedelta(minutes=2)
 WEBHOOK_PASS_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
