@@ -11,9 +11,9 @@ COPY activities ./activities
 COPY api ./api
 COPY worker ./worker
 COPY scripts ./scripts
-# The worker runs the code under /app (the current directory comes first on sys.path), which
-# its user may not write: its bytecode is compiled here, or Temporal's sandbox would compile
-# each workflow module from source for every workflow run it starts.
+# The processes run the code under /app (the current directory comes first on sys.path),
+# which their user may not write: its bytecode is compiled here, or each process start would
+# compile every module from source.
 RUN pip install . \
     && python -m compileall -q recovery workflows activities api worker scripts \
     && useradd --system --uid 10001 --no-create-home recovery

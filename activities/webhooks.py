@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from temporalio import activity
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from recovery import webhook_urls
@@ -24,10 +25,7 @@ from recovery.constants import (
     WEBHOOK_PASS_CONCURRENCY,
     WEBHOOK_PASS_SECONDS,
     WEBHOOK_PASS_SIZE,
-    WEBHOOK_RETRY_BACKOFF,
-    WEBHOOK_RETRY_FIRST,
     WEBHOOK_RETRY_FOR,
-    WEBHOOK_RETRY_MAX,
     WEBHOOK_RETRY_POLICY,
 )
 from recovery.logs import bind
@@ -55,18 +53,24 @@ def envelope(target: DeliveryTarget, data: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def retry_interval(policy: RetryPolicy, tries: int) -> timedelta:
+    """The wait after the `tries`-th failed try under `policy` (Temporal's schedule: the
+    initial interval, times the coefficient per try, at most the maximum)."""
+    # in float seconds: the doubling outgrows any timedelta after ~45 tries
+    seconds = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** min(
+        tries - 1, 64
+    )
+    if policy.maximum_interval is not None:
+        seconds = min(seconds, policy.maximum_interval.total_seconds())
+    return timedelta(seconds=seconds)
+
+
 def next_retry_at(info: activity.Info, now: datetime, tried_for: timedelta) -> datetime | None:
     """When Temporal makes the next try after this one (which took `tried_for`) fails; None
     when this one is the last. Time since the first try is the server's (the schedule is
     its), the answer is on our clock."""
     policy = info.retry_policy or WEBHOOK_RETRY_POLICY  # older servers do not send it
-    # in float seconds: the doubling outgrows any timedelta after ~45 tries
-    seconds = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** min(
-        info.attempt - 1, 64
-    )
-    if policy.maximum_interval is not None:
-        seconds = min(seconds, policy.maximum_interval.total_seconds())
-    interval = timedelta(seconds=seconds)
+    interval = retry_interval(policy, info.attempt)
     if info.schedule_to_close_timeout is not None:
         elapsed = info.started_time - info.scheduled_time + tried_for
         if elapsed + interval >= info.schedule_to_close_timeout:
@@ -75,13 +79,10 @@ def next_retry_at(info: activity.Info, now: datetime, tried_for: timedelta) -> d
 
 
 def next_try_at(delivery: QueuedDelivery, now: datetime) -> datetime | None:
-    """When a queued delivery whose try (in a pass at `now`) failed is tried next: after
-    WEBHOOK_RETRY_FIRST, doubling up to WEBHOOK_RETRY_MAX, as long as that is within
-    WEBHOOK_RETRY_FOR of its first try; None when this was its last."""
-    tries = delivery.tries + 1
-    # in float seconds: the doubling outgrows any timedelta after ~45 tries
-    seconds = WEBHOOK_RETRY_FIRST.total_seconds() * WEBHOOK_RETRY_BACKOFF ** min(tries - 1, 64)
-    at = now + timedelta(seconds=min(seconds, WEBHOOK_RETRY_MAX.total_seconds()))
+    """When a queued delivery whose try (in a pass at `now`) failed is tried next: on the
+    same schedule as Temporal's retries of a single delivery (WEBHOOK_RETRY_POLICY), as long
+    as that is within WEBHOOK_RETRY_FOR of its first try; None when this was its last."""
+    at = now + retry_interval(WEBHOOK_RETRY_POLICY, delivery.tries + 1)
     return None if at - (delivery.first_try_at or now) >= WEBHOOK_RETRY_FOR else at
 
 

@@ -47,7 +47,7 @@ from recovery.store.records import (
     WebhookEndpointRecord,
 )
 from recovery.store.views import read_payments, recovery_view
-from recovery.store.webhook_queue import enqueue
+from recovery.store.webhook_queue import LOG_TRY, enqueue
 from recovery.views import (
     AttemptFailedOut,
     FailedAttemptOut,
@@ -418,9 +418,7 @@ async def record_delivery(
     delivery_id = new_id("whd")
     async with connection(pool) as conn:
         await conn.execute(
-            "INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, attempt,"
-            " manual, status_code, error, duration_ms, attempted_at, next_retry_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            LOG_TRY,
             delivery_id,
             req.merchant_id,
             req.endpoint_id,

@@ -27,6 +27,13 @@ from recovery.store.records import (
     TryDone,
 )
 
+LOG_TRY = (
+    "INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, attempt,"
+    " manual, status_code, error, duration_ms, attempted_at, next_retry_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+"""One try of a delivery in the log (its error clipped to 1,000 characters by the caller)."""
+
 
 async def enqueue(
     conn: asyncpg.Connection,
@@ -122,9 +129,7 @@ async def record_tries(
     none queued)."""
     async with transaction(pool) as conn:
         await conn.executemany(
-            "INSERT INTO webhook_deliveries (id, merchant_id, endpoint_id, event_id, attempt,"
-            " manual, status_code, error, duration_ms, attempted_at, next_retry_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            LOG_TRY,
             [
                 (
                     new_id("whd"),
