@@ -144,11 +144,11 @@ class DevStack:
         if self._process is None:
             return
         leftovers: list[psutil.Process] = []
-        if self.process.returncode is None:
+        running = self.process.returncode is None
+        if running:
             with contextlib.suppress(psutil.Error):
                 leftovers = self.processes()
             self.process.kill()
-            await self.process.wait()
         else:
             with contextlib.suppress(OSError, ValueError, psutil.Error):
                 pid_file = self.data_dir / "pg" / "postmaster.pid"
@@ -157,6 +157,9 @@ class DevStack:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         psutil.wait_procs(leftovers, timeout=10)
+        if running:  # after its children: one left holding its output pipe keeps Python
+            # 3.11's `Process.wait()` from returning
+            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
         await self._finish_reading()
 
 
@@ -235,7 +238,11 @@ async def assert_customer_emailed(stack: DevStack, headers: dict[str, str]) -> N
     parsed = message_from_bytes(message.read_bytes(), policy=policy.default)
     text = parsed.get_body(("plain",))
     assert text is not None and f"{stack.api_url}/pay/retry/" in text.get_content()
-    lines = [line for line in stack.lines if line.startswith("mail ") and "a@example.com" in line]
+
+    async def said() -> list[str]:  # the line may come through the pipe after the file
+        return [ln for ln in stack.lines if ln.startswith("mail ") and "a@example.com" in ln]
+
+    lines = await eventually(said, 10, what="the `mail |` line")
     assert lines and str(message) in lines[0], stack.output
 
 
